@@ -1,0 +1,52 @@
+//! sk_lookup: inbound capture. A TCP connection to an enrolled pod's address is
+//! handed to the agent's 15006 listener in that pod's netns, except
+//! - connections to the agent's own ports,
+//! - the agent's delivery connections (source 127.0.0.6, or the pod's own address
+//!   for IPv6, which also covers a pod talking to itself).
+use aya_ebpf::{bindings::sk_action::SK_PASS, macros::sk_lookup, programs::SkLookupContext};
+use mesh_common::{counters, ports, IpWords, AF_INET, INBOUND_DELIVERY_SRC_V4};
+
+use crate::maps::{count, INBOUND_LISTENERS};
+
+const IPPROTO_TCP: u32 = 6;
+
+#[sk_lookup]
+pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
+    try_lookup(&ctx);
+    SK_PASS
+}
+
+#[inline(always)]
+fn try_lookup(ctx: &SkLookupContext) {
+    let l = ctx.lookup;
+    // SAFETY: the verifier guarantees ctx fields are readable for this program type.
+    unsafe {
+        if (*l).protocol != IPPROTO_TCP {
+            return;
+        }
+        let port = (*l).local_port as u16;
+        let mut i = 0;
+        while i < ports::AGENT_PORTS.len() {
+            if ports::AGENT_PORTS[i] == port {
+                return;
+            }
+            i += 1;
+        }
+        let (local, remote) = if (*l).family == u32::from(AF_INET) {
+            if (*l).remote_ip4 == u32::from_ne_bytes(INBOUND_DELIVERY_SRC_V4) {
+                count(counters::LOOKUP_SKIPPED_DELIVERY);
+                return;
+            }
+            (IpWords::from_v4_raw((*l).local_ip4), IpWords::from_v4_raw((*l).remote_ip4))
+        } else {
+            (IpWords((*l).local_ip6), IpWords((*l).remote_ip6))
+        };
+        if local == remote {
+            count(counters::LOOKUP_SKIPPED_DELIVERY);
+            return;
+        }
+        if INBOUND_LISTENERS.redirect_sk_lookup(ctx, local, 0).is_ok() {
+            count(counters::LOOKUP_STEERED);
+        }
+    }
+}
