@@ -1,2 +1,87 @@
-static OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh"));
-fn main(){ println!("{}", OBJ.len()); }
+//! `mesh-agent`: the ferrymesh node agent.
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use mesh_agent::app;
+
+#[derive(Parser)]
+#[command(name = "mesh-agent", version, about = "ferrymesh node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: attach the capture programs, enrol local pods, proxy.
+    Run {
+        /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
+        #[arg(long)]
+        config: PathBuf,
+        /// Name of this node (workloads with spec.node equal to it are local).
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// cgroup v2 directory whose sockets are captured (default: the cgroup v2 root).
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// Admin endpoint (stats, readiness, config dump).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Destination ports never captured outbound (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        exclude_port: Vec<u16>,
+        /// How often to check the config file for changes, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        reload_ms: u64,
+    },
+}
+
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
+        (ty == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            node,
+            cgroup,
+            admin,
+            exclude_port,
+            reload_ms,
+        } => {
+            let Some(cgroup) = cgroup.or_else(cgroup2_root) else {
+                eprintln!("error: no cgroup v2 mount found; mount cgroup2 or pass --cgroup");
+                return ExitCode::from(2);
+            };
+            app::run(app::RunArgs {
+                config,
+                node,
+                cgroup,
+                admin,
+                excluded_ports: exclude_port,
+                reload_interval: Duration::from_millis(reload_ms.max(50)),
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Admin endpoint (localhost only): readiness, counters, config dump.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{ebpf::KernelHandle, enrol::Shared, metrics::Metrics};
+
+#[derive(Clone)]
+pub struct Admin {
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    pub kernel: KernelHandle,
+    pub shared: Arc<Shared>,
+    pub enrolled: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Admin {
+    fn stats(&self) -> serde_json::Value {
+        let kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        let ebpf: serde_json::Map<String, serde_json::Value> = kernel
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        let enrolled_netns = kernel.enrolled_count();
+        drop(kernel);
+        serde_json::json!({
+            "ready": self.ready.load(Ordering::Relaxed),
+            "config": {
+                "generation": self.metrics.config.generation.get(),
+                "reloads": self.metrics.config.reloads.get(),
+                "errors": self.metrics.config.errors.get(),
+                "last_error": self.metrics.last_config_error(),
+            },
+            "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
+            "enrolled_netns": enrolled_netns,
+            "orig_dst_entries": self.shared.orig_dst.len(),
+            "ebpf": ebpf,
+            "workloads": self.metrics.workloads_json(),
+        })
+    }
+
+    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (status, body) = match req.uri().path() {
+            "/healthz/ready" | "/ready" => {
+                if self.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready\n".to_owned())
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+                }
+            }
+            "/stats" => (StatusCode::OK, self.stats().to_string()),
+            "/config_dump" => {
+                let state = self.shared.state.load();
+                (
+                    StatusCode::OK,
+                    serde_json::to_string(&state.objects).unwrap_or_default(),
+                )
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                "not found; try /stats, /config_dump or /healthz/ready\n".to_owned(),
+            ),
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    }
+}
+
+pub async fn serve(listener: TcpListener, admin: Admin) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let r = admin.respond(&req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

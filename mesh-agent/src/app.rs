@@ -1,0 +1,155 @@
+//! Wiring of `mesh-agent run`: load eBPF, read the config, enrol, serve, reload.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    admin, config,
+    ebpf::{self, Kernel},
+    enrol::{Enroller, Shared},
+    inpod,
+    metrics::Metrics,
+    state::{State, StateHandle},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    #[error("{0}")]
+    Ebpf(#[from] ebpf::Error),
+    #[error("cannot bind the admin endpoint {addr}: {source}; is another agent running?")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub node: String,
+    pub cgroup: PathBuf,
+    pub admin: SocketAddr,
+    pub excluded_ports: Vec<u16>,
+    pub reload_interval: Duration,
+}
+
+pub fn run(args: RunArgs) -> Result<(), Error> {
+    inpod::init_home().map_err(Error::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    rt.block_on(serve(args))
+}
+
+/// A cheap fingerprint of the file: reload only when it changes.
+fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+async fn serve(args: RunArgs) -> Result<(), Error> {
+    // A first config is required: there is no last good one to fall back on.
+    let objects = config::load(&args.config)?;
+    let (kernel, orig_dst, logger) = Kernel::load(&args.cgroup)?;
+    if let Some(logger) = logger {
+        tokio::spawn(ebpf::forward_logs(logger));
+    }
+    tracing::info!(cgroup = %args.cgroup.display(), "eBPF programs attached");
+    let kernel = Arc::new(Mutex::new(kernel));
+    kernel
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_excluded_ports(&args.excluded_ports)?;
+
+    let metrics = Arc::new(Metrics::default());
+    let state = StateHandle::default();
+    let shared = Arc::new(Shared { orig_dst, state: state.clone() });
+    let ready = Arc::new(AtomicBool::new(false));
+    let enrolled = Arc::new(Mutex::new(Vec::new()));
+    let listener = admin::bind(args.admin)
+        .await
+        .map_err(|source| Error::Admin { addr: args.admin, source })?;
+    tokio::spawn(admin::serve(
+        listener,
+        admin::Admin {
+            ready: ready.clone(),
+            metrics: metrics.clone(),
+            kernel: kernel.clone(),
+            shared: shared.clone(),
+            enrolled: enrolled.clone(),
+        },
+    ));
+
+    let mut enroller = Enroller::new(args.node.clone(), kernel.clone(), shared.clone(), metrics.clone());
+    let mut generation = 1;
+    state.store(State::build(generation, objects));
+    metrics.config.generation.inc();
+    let apply = |enroller: &mut Enroller, state: &StateHandle| {
+        for p in enroller.reconcile(&state.load()) {
+            tracing::warn!("{p}");
+        }
+        *enrolled.lock().unwrap_or_else(|p| p.into_inner()) = enroller.enrolled();
+    };
+    apply(&mut enroller, &state);
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
+
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+    let mut tick = tokio::time::interval(args.reload_interval);
+    let mut seen = fingerprint(&args.config);
+    let mut last_retry = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {}
+        }
+        let now = fingerprint(&args.config);
+        if now == seen {
+            // Retry pods whose enrolment failed (e.g. netns not there yet).
+            if last_retry.elapsed() > Duration::from_secs(2) {
+                last_retry = tokio::time::Instant::now();
+                apply(&mut enroller, &state);
+            }
+            continue;
+        }
+        seen = now;
+        metrics.config.reloads.inc();
+        match config::load(&args.config) {
+            Ok(objects) => {
+                generation += 1;
+                state.store(State::build(generation, objects));
+                metrics.config.generation.inc();
+                metrics.set_config_error(None);
+                tracing::info!(generation, "config reloaded");
+                apply(&mut enroller, &state);
+            }
+            Err(e) => {
+                metrics.config.errors.inc();
+                tracing::error!("config refused, the last good config stays in force: {e}");
+                metrics.set_config_error(Some(e.to_string()));
+            }
+        }
+    }
+    tracing::info!("shutting down: unenrolling pods and detaching eBPF programs");
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    enroller.unenrol_all();
+    drop(enroller);
+    drop(shared);
+    drop(kernel);
+    Ok(())
+}

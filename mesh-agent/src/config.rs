@@ -1,0 +1,196 @@
+//! Parsing of the local config file: YAML documents of Kubernetes-shaped objects.
+//!
+//! Errors name the file, the line and column, the document's kind and name and the
+//! field path, so an operator can fix the file without guessing. A file that fails
+//! to parse or validate is refused as a whole.
+use std::{collections::HashSet, net::IpAddr, path::Path};
+
+use serde::de::DeserializeOwned;
+
+use crate::model::{Namespace, Node, Objects, Service, TypeMeta, Workload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {what}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        what: String,
+        message: String,
+    },
+    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service")]
+    UnknownKind {
+        path: String,
+        line: usize,
+        kind: String,
+    },
+    #[error("{path}: document at line {line}: missing `kind`")]
+    MissingKind { path: String, line: usize },
+    #[error("{path}: {kind} {name:?}: {message}")]
+    Invalid {
+        path: String,
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+}
+
+pub fn load(path: &Path) -> Result<Objects, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// One `---`-separated document and the 1-based line it starts on.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs.into_iter()
+        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .collect()
+}
+
+fn decode<T: DeserializeOwned>(path: &str, start: usize, what: &str, doc: &str) -> Result<T, Error> {
+    serde_yaml::from_str(doc).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (start + l.line() - 1, l.column()))
+            .unwrap_or((start, 0));
+        let mut message = e.to_string();
+        if let Some(i) = message.rfind(" at line ") {
+            message.truncate(i);
+        }
+        Error::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            what: what.to_owned(),
+            message,
+        }
+    })
+}
+
+pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
+    let mut objects = Objects::default();
+    for (start, doc) in documents(text) {
+        let meta: TypeMeta = decode(path, start, "document", &doc)?;
+        let kind = meta.kind.ok_or(Error::MissingKind {
+            path: path.to_owned(),
+            line: start,
+        })?;
+        match kind.as_str() {
+            "Node" => objects.nodes.push(decode::<Node>(path, start, "Node", &doc)?),
+            "Namespace" => objects
+                .namespaces
+                .push(decode::<Namespace>(path, start, "Namespace", &doc)?),
+            "Workload" => objects
+                .workloads
+                .push(decode::<Workload>(path, start, "Workload", &doc)?),
+            "Service" => objects
+                .services
+                .push(decode::<Service>(path, start, "Service", &doc)?),
+            _ => {
+                return Err(Error::UnknownKind {
+                    path: path.to_owned(),
+                    line: start,
+                    kind,
+                })
+            }
+        }
+    }
+    validate(path, &objects)?;
+    Ok(objects)
+}
+
+fn validate(path: &str, o: &Objects) -> Result<(), Error> {
+    let invalid = |kind, name: &str, message: String| Error::Invalid {
+        path: path.to_owned(),
+        kind,
+        name: name.to_owned(),
+        message,
+    };
+    let mut names = HashSet::new();
+    let mut ips: HashSet<IpAddr> = HashSet::new();
+    for w in &o.workloads {
+        let name = format!("{}/{}", w.metadata.namespace(), w.metadata.name);
+        if !names.insert(name.clone()) {
+            return Err(invalid("Workload", &name, "defined twice".into()));
+        }
+        let v4 = w.spec.addresses.iter().filter(|a| a.is_ipv4()).count();
+        let v6 = w.spec.addresses.len() - v4;
+        if w.spec.addresses.is_empty() || v4 > 1 || v6 > 1 {
+            return Err(invalid(
+                "Workload",
+                &name,
+                "spec.addresses must hold one IPv4 and/or one IPv6 address".into(),
+            ));
+        }
+        for a in &w.spec.addresses {
+            if !ips.insert(*a) {
+                return Err(invalid(
+                    "Workload",
+                    &name,
+                    format!("spec.addresses: {a} is already used by another workload"),
+                ));
+            }
+        }
+    }
+    let mut svc_names = HashSet::new();
+    for s in &o.services {
+        let name = format!("{}/{}", s.metadata.namespace(), s.metadata.name);
+        if !svc_names.insert(name.clone()) {
+            return Err(invalid("Service", &name, "defined twice".into()));
+        }
+        for ip in &s.spec.cluster_ips {
+            if !ips.insert(*ip) {
+                return Err(invalid(
+                    "Service",
+                    &name,
+                    format!("spec.clusterIPs: {ip} is already used by another object"),
+                ));
+            }
+        }
+        for (i, p) in s.spec.ports.iter().enumerate() {
+            if p.port == 0 || p.target_port == Some(0) {
+                return Err(invalid(
+                    "Service",
+                    &name,
+                    format!("spec.ports[{i}]: port 0 is not a valid port"),
+                ));
+            }
+            if p.protocol != "TCP" {
+                return Err(invalid(
+                    "Service",
+                    &name,
+                    format!(
+                        "spec.ports[{i}].protocol: {:?} is not supported; only TCP",
+                        p.protocol
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

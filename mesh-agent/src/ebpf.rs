@@ -1,0 +1,272 @@
+//! Loading and attaching the kernel programs; the ONLY code that writes kernel maps.
+use std::{
+    collections::HashMap as StdHashMap,
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
+    programs::{
+        links::CgroupAttachMode, sk_lookup::SkLookupLinkId, CgroupSockAddr, ProgramError, SkLookup,
+        SockOps,
+    },
+    Ebpf, EbpfError,
+};
+use mesh_common::{counters, maps, programs, EnrolledNetns, IpWords, OrigDstKey, SockAddr};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the eBPF object failed: {0}; the kernel needs BTF (/sys/kernel/btf/vmlinux) and the agent needs CAP_BPF/CAP_SYS_ADMIN")]
+    Load(#[from] EbpfError),
+    #[error("eBPF program {name} is missing from the object; rebuild with `cargo xtask build`")]
+    MissingProgram { name: &'static str },
+    #[error("eBPF map {name} is missing from the object; rebuild with `cargo xtask build`")]
+    MissingMap { name: &'static str },
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("cannot open cgroup {path}: {source}; is cgroup v2 mounted there?")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map { name, source }
+}
+fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> Error {
+    move |source| Error::Program { name, source }
+}
+
+/// Read-only view of the original destinations, for the data path (no lock).
+pub struct OrigDst(HashMap<MapData, OrigDstKey, SockAddr>);
+
+impl OrigDst {
+    pub fn get(&self, netns_cookie: u64, client: SocketAddr) -> Option<SocketAddr> {
+        let key = OrigDstKey {
+            netns_cookie,
+            ip: ip_words(client.ip()),
+            port: u32::from(client.port()),
+            _reserved: 0,
+        };
+        let v = self.0.get(&key, 0).ok()?;
+        Some(SocketAddr::new(ip_from_words(&v.ip, v.family == mesh_common::AF_INET), v.port))
+    }
+    pub fn len(&self) -> usize {
+        self.0.keys().filter(Result::is_ok).count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn ip_words(ip: IpAddr) -> IpWords {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpWords::from_v4_octets(v4.octets()),
+        IpAddr::V6(v6) => IpWords::from_v6_octets(v6.octets()),
+    }
+}
+
+fn ip_from_words(w: &IpWords, v4: bool) -> IpAddr {
+    let o = w.octets();
+    if v4 && w.is_v4_mapped() {
+        IpAddr::from([o[12], o[13], o[14], o[15]])
+    } else {
+        IpAddr::from(o)
+    }
+}
+
+/// The programs, attached, and the maps the agent writes.
+pub struct Kernel {
+    bpf: Ebpf,
+    enrolled: HashMap<MapData, u64, EnrolledNetns>,
+    listeners: SockHash<MapData, IpWords>,
+    excluded: HashMap<MapData, u32, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    lookups: StdHashMap<u64, SkLookupLinkId>,
+}
+
+impl Kernel {
+    /// Loads the object and attaches connect4/connect6/sockops to `cgroup`.
+    pub fn load(cgroup: &Path) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
+        let mut bpf = Ebpf::load(OBJECT)?;
+        let logger = match aya_log::EbpfLogger::init(&mut bpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::debug!("eBPF logs not available: {e}");
+                None
+            }
+        };
+        let cg = File::open(cgroup).map_err(|source| Error::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        for name in [programs::CONNECT4, programs::CONNECT6] {
+            let p: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::AllowMultiple).map_err(prog_err(name))?;
+        }
+        {
+            let name = programs::SOCKOPS;
+            let p: &mut SockOps = bpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::AllowMultiple).map_err(prog_err(name))?;
+        }
+        {
+            let name = programs::SK_LOOKUP;
+            let p: &mut SkLookup = bpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+        }
+        let take = |bpf: &mut Ebpf, name: &'static str| bpf.take_map(name).ok_or(Error::MissingMap { name });
+        let enrolled = HashMap::try_from(take(&mut bpf, maps::ENROLLED_NETNS)?).map_err(map_err(maps::ENROLLED_NETNS))?;
+        let orig = HashMap::try_from(take(&mut bpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
+        let listeners =
+            SockHash::try_from(take(&mut bpf, maps::INBOUND_LISTENERS)?).map_err(map_err(maps::INBOUND_LISTENERS))?;
+        let excluded = HashMap::try_from(take(&mut bpf, maps::EXCLUDED_PORTS)?).map_err(map_err(maps::EXCLUDED_PORTS))?;
+        let counters = PerCpuArray::try_from(take(&mut bpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        Ok((
+            Kernel {
+                bpf,
+                enrolled,
+                listeners,
+                excluded,
+                counters,
+                lookups: StdHashMap::new(),
+            },
+            OrigDst(orig),
+            logger,
+        ))
+    }
+
+    pub fn set_excluded_ports(&mut self, ports: &[u16]) -> Result<(), Error> {
+        let old: Vec<u32> = self.excluded.keys().filter_map(Result::ok).collect();
+        for p in old {
+            if !ports.contains(&(p as u16)) {
+                self.excluded.remove(&p).map_err(map_err(maps::EXCLUDED_PORTS))?;
+            }
+        }
+        for p in ports {
+            self.excluded.insert(u32::from(*p), 1, 0).map_err(map_err(maps::EXCLUDED_PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// Inbound first (listener + sk_lookup), then outbound capture (the netns entry),
+    /// so a captured connect() always finds its listener.
+    pub fn enrol(
+        &mut self,
+        netns: &crate::inpod::Netns,
+        addresses: &[IpAddr],
+        inbound: &impl AsRawFd,
+    ) -> Result<(), Error> {
+        for a in addresses {
+            self.listeners
+                .insert(ip_words(*a), inbound.as_raw_fd(), 0)
+                .map_err(map_err(maps::INBOUND_LISTENERS))?;
+        }
+        let name = programs::SK_LOOKUP;
+        let p: &mut SkLookup = self
+            .bpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram { name })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        if !self.lookups.contains_key(&netns.cookie()) {
+            let link = p.attach(netns.fd()).map_err(prog_err(name))?;
+            self.lookups.insert(netns.cookie(), link);
+        }
+        let mut value = EnrolledNetns::default();
+        for a in addresses {
+            if a.is_ipv4() {
+                value.pod_ip4 = ip_words(*a);
+            } else {
+                value.pod_ip6 = ip_words(*a);
+            }
+        }
+        self.enrolled
+            .insert(netns.cookie(), value, 0)
+            .map_err(map_err(maps::ENROLLED_NETNS))
+    }
+
+    /// Outbound capture stops first, then inbound. Established connections are not
+    /// touched: they never pass through these maps again.
+    pub fn unenrol(&mut self, cookie: u64, addresses: &[IpAddr]) -> Result<(), Error> {
+        let _ = self.enrolled.remove(&cookie);
+        if let Some(link) = self.lookups.remove(&cookie) {
+            let name = programs::SK_LOOKUP;
+            let p: &mut SkLookup = self
+                .bpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.detach(link).map_err(prog_err(name))?;
+        }
+        for a in addresses {
+            let _ = self.listeners.remove(&ip_words(*a));
+        }
+        Ok(())
+    }
+
+    pub fn enrolled_count(&self) -> usize {
+        self.enrolled.keys().filter(Result::is_ok).count()
+    }
+
+    /// Kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        (0..counters::COUNT)
+            .map(|i| {
+                let v = self
+                    .counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (counters::NAMES[i as usize], v)
+            })
+            .collect()
+    }
+}
+
+/// Shared owner of the kernel state: the config reconciler writes through it.
+pub type KernelHandle = std::sync::Arc<Mutex<Kernel>>;
+
+/// Forwards the programs' aya-log records to the agent's log.
+pub type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+pub async fn forward_logs(logger: Logger) {
+    // SAFETY: the logger owns its ring-buffer fd and moves into the AsyncFd, so the fd
+    // stays open for as long as it is registered.
+    let Ok(mut fd) = (unsafe { tokio::io::unix::AsyncFd::register(logger) }) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

@@ -1,0 +1,210 @@
+//! Which local pods are in the mesh (pure), and enrolling/unenrolling them (I/O).
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use mesh_common::ports;
+use tokio::task::JoinHandle;
+
+use crate::{
+    ebpf::{KernelHandle, OrigDst},
+    inpod::{self, Netns},
+    metrics::{Metrics, WorkloadCounters},
+    state::{State, StateHandle},
+    tunnel::{inbound, outbound},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("workload {key}: {source}")]
+    Netns { key: String, source: inpod::Error },
+    #[error("workload {key}: {source}")]
+    Kernel {
+        key: String,
+        source: crate::ebpf::Error,
+    },
+    #[error("workload {key}: cannot serve a listener: {source}")]
+    Listener { key: String, source: std::io::Error },
+}
+
+/// What enrolment of one pod needs. Equal specs mean nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub key: String,
+    pub netns: PathBuf,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Local pods that should be captured, and local pods that cannot be (with why).
+pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String>) {
+    let mut want = BTreeMap::new();
+    let mut problems = Vec::new();
+    for w in state.workloads.iter().filter(|w| w.node == node && w.captured) {
+        match &w.netns {
+            Some(netns) => {
+                want.insert(
+                    w.key(),
+                    Spec {
+                        key: w.key(),
+                        netns: netns.clone(),
+                        addresses: w.addresses.clone(),
+                    },
+                );
+            }
+            None => problems.push(format!(
+                "workload {} runs on this node but has no spec.netns; it is not captured",
+                w.key()
+            )),
+        }
+    }
+    (want, problems)
+}
+
+/// What the data path of one enrolled pod needs.
+pub struct Pod {
+    pub key: String,
+    pub netns: Netns,
+    pub counters: Arc<WorkloadCounters>,
+}
+
+/// Shared by every pod's data path.
+pub struct Shared {
+    pub orig_dst: OrigDst,
+    pub state: StateHandle,
+}
+
+struct Enrolled {
+    spec: Spec,
+    cookie: u64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub struct Enroller {
+    node: String,
+    kernel: KernelHandle,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    active: BTreeMap<String, Enrolled>,
+}
+
+impl Enroller {
+    pub fn new(node: String, kernel: KernelHandle, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Self {
+        Enroller {
+            node,
+            kernel,
+            shared,
+            metrics,
+            active: BTreeMap::new(),
+        }
+    }
+
+    pub fn enrolled(&self) -> Vec<String> {
+        self.active.keys().cloned().collect()
+    }
+
+    /// Brings the kernel in line with the state. Failures are logged and retried on
+    /// the next call; they never undo other pods.
+    pub fn reconcile(&mut self, state: &State) -> Vec<String> {
+        let (want, mut problems) = desired(state, &self.node);
+        let stale: Vec<String> = self
+            .active
+            .iter()
+            .filter(|(k, e)| want.get(*k) != Some(&e.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(e) = self.active.remove(&key) {
+                self.unenrol(e);
+            }
+        }
+        for (key, spec) in want {
+            if self.active.contains_key(&key) {
+                continue;
+            }
+            match self.enrol(spec) {
+                Ok(e) => {
+                    tracing::info!(workload = %key, "enrolled");
+                    self.active.insert(key, e);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        problems
+    }
+
+    pub fn unenrol_all(&mut self) {
+        for (_, e) in std::mem::take(&mut self.active) {
+            self.unenrol(e);
+        }
+    }
+
+    fn unenrol(&mut self, e: Enrolled) {
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = k.unenrol(e.cookie, &e.spec.addresses) {
+            tracing::warn!(workload = %e.spec.key, "unenrol: {err}");
+        }
+        drop(k);
+        // Stops accepting; connections already proxied run on in their own tasks.
+        for t in e.tasks {
+            t.abort();
+        }
+        tracing::info!(workload = %e.spec.key, "unenrolled");
+    }
+
+    fn enrol(&mut self, spec: Spec) -> Result<Enrolled, Error> {
+        let key = spec.key.clone();
+        let netns_err = |source| Error::Netns {
+            key: key.clone(),
+            source,
+        };
+        let listener_err = |source| Error::Listener {
+            key: key.clone(),
+            source,
+        };
+        let netns = Netns::open(&spec.netns).map_err(netns_err)?;
+        let out4 = netns
+            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)), false, 1024)
+            .map_err(netns_err)?;
+        // IPv6 may be disabled in a pod; then only IPv4 is captured there.
+        let out6 = netns
+            .listen(SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)), true, 1024)
+            .map_err(|e| tracing::debug!(workload = %key, "no IPv6 outbound listener: {e}"))
+            .ok();
+        let inb = match netns.listen(SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::INBOUND)), false, 1024) {
+            Ok(l) => l,
+            Err(_) => netns
+                .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND)), false, 1024)
+                .map_err(netns_err)?,
+        };
+        let cookie = netns.cookie();
+        self.kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enrol(&netns, &spec.addresses, &inb)
+            .map_err(|source| Error::Kernel {
+                key: key.clone(),
+                source,
+            })?;
+        let pod = Arc::new(Pod {
+            key: key.clone(),
+            netns,
+            counters: self.metrics.workload(&key),
+        });
+        let mut tasks = Vec::new();
+        let mut listeners = vec![out4];
+        listeners.extend(out6);
+        for l in listeners {
+            let l = tokio::net::TcpListener::from_std(l).map_err(listener_err)?;
+            tasks.push(tokio::spawn(outbound::serve(l, pod.clone(), self.shared.clone())));
+        }
+        let inb = tokio::net::TcpListener::from_std(inb).map_err(listener_err)?;
+        tasks.push(tokio::spawn(inbound::serve(inb, pod)));
+        Ok(Enrolled { spec, cookie, tasks })
+    }
+}
+
+#[cfg(test)]
+mod tests;

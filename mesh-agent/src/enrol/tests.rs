@@ -1,0 +1,71 @@
+use super::*;
+use crate::config;
+
+fn state(ns_label: &str, pod_label: &str) -> State {
+    let text = format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{{ns_label}}}}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {{name: a, namespace: shop, labels: {{{pod_label}}}}}
+spec: {{node: n1, addresses: [198.19.1.2], netns: /run/netns/a}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {{name: b, namespace: shop}}
+spec: {{node: n2, addresses: [198.19.2.2], netns: /run/netns/b}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {{name: c, namespace: other}}
+spec: {{node: n1, addresses: [198.19.1.3], netns: /run/netns/c}}
+"#
+    );
+    State::build(1, config::parse("t", &text).expect("test config"))
+}
+
+struct Case {
+    name: &'static str,
+    ns_label: &'static str,
+    pod_label: &'static str,
+    want: &'static [&'static str],
+}
+
+#[test]
+fn which_local_pods_are_enrolled() {
+    let cases = [
+        Case {
+            name: "ambient namespace: its local pod only",
+            ns_label: "ferrymesh.io/dataplane-mode: ambient",
+            pod_label: "app: a",
+            want: &["shop/a"],
+        },
+        Case {
+            name: "namespace without the label",
+            ns_label: "team: x",
+            pod_label: "app: a",
+            want: &[],
+        },
+        Case {
+            name: "namespace set to none",
+            ns_label: "ferrymesh.io/dataplane-mode: none",
+            pod_label: "app: a",
+            want: &[],
+        },
+        Case {
+            name: "pod opts out",
+            ns_label: "ferrymesh.io/dataplane-mode: ambient",
+            pod_label: "ferrymesh.io/dataplane-mode: none",
+            want: &[],
+        },
+    ];
+    for c in cases {
+        let (want, problems) = desired(&state(c.ns_label, c.pod_label), "n1");
+        let got: Vec<&str> = want.keys().map(String::as_str).collect();
+        assert_eq!(got, c.want, "{}", c.name);
+        assert!(problems.is_empty(), "{}: {problems:?}", c.name);
+    }
+}

@@ -1,0 +1,16 @@
+//! ferrymesh node agent.
+//!
+//! Config state is kept apart from the data path: `config` parses, `state` builds an
+//! immutable snapshot that the data path only reads, `ebpf` is the only code that
+//! writes kernel maps, `inpod` makes sockets inside pod network namespaces, and
+//! `tunnel` decides (pure functions) and then proxies.
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod ebpf;
+pub mod enrol;
+pub mod inpod;
+pub mod metrics;
+pub mod model;
+pub mod state;
+pub mod tunnel;

@@ -1,0 +1,78 @@
+//! Inbound: connections to an enrolled pod's addresses, steered to 15006 by sk_lookup.
+//! The accepted socket's local address is the original destination.
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use mesh_common::INBOUND_DELIVERY_SRC_V4;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::splice;
+use crate::enrol::Pod;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(listener: TcpListener, pod: Arc<Pod>) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _peer)) => {
+                tokio::spawn(handle(conn, pod.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.key, "inbound accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Source address of a delivery connection: one the sk_lookup program lets through.
+/// IPv4 uses 127.0.0.6; IPv6 uses the pod's own address (the program skips
+/// connections whose source equals their destination).
+pub fn delivery_source(original: &SocketAddr) -> IpAddr {
+    match original.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(INBOUND_DELIVERY_SRC_V4)),
+        v6 => v6,
+    }
+}
+
+async fn handle(conn: TcpStream, pod: Arc<Pod>) {
+    let c = &pod.counters;
+    c.inbound_captured.inc();
+    let _ = conn.set_nodelay(true);
+    let original = match conn.local_addr() {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(e) => {
+            c.inbound_failed.inc();
+            tracing::warn!(pod = %pod.key, "inbound: no local address: {e}");
+            return;
+        }
+    };
+    let app = match pod.netns.outbound_socket(&original, Some(delivery_source(&original))) {
+        Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(original)).await,
+        Err(e) => {
+            c.inbound_failed.inc();
+            tracing::warn!(pod = %pod.key, "{e}");
+            return;
+        }
+    };
+    let app = match app {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            c.inbound_failed.inc();
+            tracing::info!(pod = %pod.key, %original, "delivery to the application failed: {e}; is it listening?");
+            return;
+        }
+        Err(_) => {
+            c.inbound_failed.inc();
+            tracing::info!(pod = %pod.key, %original, "delivery to the application timed out");
+            return;
+        }
+    };
+    c.inbound_delivered.inc();
+    c.active.inc();
+    splice::proxy(conn, app, c).await;
+    c.active.dec();
+}
