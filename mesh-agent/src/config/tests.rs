@@ -60,12 +60,12 @@ fn bad_files_name_the_place() {
         Case {
             name: "unknown kind",
             text: GOOD.replace("kind: Service", "kind: Servise"),
-            expect: &["line 22", "unknown kind \"Servise\""],
+            expect: &["line 21", "unknown kind \"Servise\""],
         },
         Case {
             name: "port out of range",
             text: GOOD.replace("port: 80,", "port: 70000,"),
-            expect: &["c.yaml:29:", "spec.ports[0].port"],
+            expect: &["c.yaml:28:", "spec.ports[0].port"],
         },
         Case {
             name: "duplicate address",
