@@ -28,18 +28,30 @@ pub enum Error {
     MissingProgram { name: &'static str },
     #[error("eBPF map {name} is missing from the object; rebuild with `cargo xtask build`")]
     MissingMap { name: &'static str },
-    #[error("eBPF program {name}: {source}")]
+    #[error("eBPF program {name}: {source}{}", source_chain(source))]
     Program {
         name: &'static str,
         source: ProgramError,
     },
-    #[error("eBPF map {name}: {source}")]
+    #[error("eBPF map {name}: {source}{}", source_chain(source))]
     Map { name: &'static str, source: MapError },
     #[error("cannot open cgroup {path}: {source}; is cgroup v2 mounted there?")]
     Cgroup {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The causes below an error, as ": cause: cause".
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
@@ -119,7 +131,7 @@ impl Kernel {
                 .try_into()
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::AllowMultiple).map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::Single).map_err(prog_err(name))?;
         }
         {
             let name = programs::SOCKOPS;
@@ -129,7 +141,7 @@ impl Kernel {
                 .try_into()
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::AllowMultiple).map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::Single).map_err(prog_err(name))?;
         }
         {
             let name = programs::SK_LOOKUP;

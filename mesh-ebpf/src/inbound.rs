@@ -3,6 +3,8 @@
 //! - connections to the agent's own ports,
 //! - the agent's delivery connections (source 127.0.0.6, or the pod's own address
 //!   for IPv6, which also covers a pod talking to itself).
+use core::ptr::read_volatile;
+
 use aya_ebpf::{bindings::sk_action::SK_PASS, macros::sk_lookup, programs::SkLookupContext};
 use mesh_common::{counters, ports, IpWords, AF_INET, INBOUND_DELIVERY_SRC_V4};
 
@@ -32,14 +34,30 @@ fn try_lookup(ctx: &SkLookupContext) {
             }
             i += 1;
         }
-        let (local, remote) = if (*l).family == u32::from(AF_INET) {
-            if (*l).remote_ip4 == u32::from_ne_bytes(INBOUND_DELIVERY_SRC_V4) {
+        // Read every field at a constant offset first (see orig_dst.rs for why).
+        let family = read_volatile(&(*l).family);
+        let remote4 = read_volatile(&(*l).remote_ip4);
+        let local4 = read_volatile(&(*l).local_ip4);
+        let remote6 = [
+            read_volatile(&(*l).remote_ip6[0]),
+            read_volatile(&(*l).remote_ip6[1]),
+            read_volatile(&(*l).remote_ip6[2]),
+            read_volatile(&(*l).remote_ip6[3]),
+        ];
+        let local6 = [
+            read_volatile(&(*l).local_ip6[0]),
+            read_volatile(&(*l).local_ip6[1]),
+            read_volatile(&(*l).local_ip6[2]),
+            read_volatile(&(*l).local_ip6[3]),
+        ];
+        let (local, remote) = if family == u32::from(AF_INET) {
+            if remote4 == u32::from_ne_bytes(INBOUND_DELIVERY_SRC_V4) {
                 count(counters::LOOKUP_SKIPPED_DELIVERY);
                 return;
             }
-            (IpWords::from_v4_raw((*l).local_ip4), IpWords::from_v4_raw((*l).remote_ip4))
+            (IpWords::from_v4_raw(local4), IpWords::from_v4_raw(remote4))
         } else {
-            (IpWords((*l).local_ip6), IpWords((*l).remote_ip6))
+            (IpWords(local6), IpWords(remote6))
         };
         if local == remote {
             count(counters::LOOKUP_SKIPPED_DELIVERY);

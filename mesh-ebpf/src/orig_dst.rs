@@ -1,7 +1,7 @@
 //! sockops: move the original destination from the socket cookie (known at connect())
 //! to the client's (netns, address, port), which is what the agent sees after accept();
 //! delete it when the client socket closes.
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{
@@ -28,16 +28,34 @@ pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
 
 #[inline(always)]
 fn client_key(ctx: &SockOpsContext) -> OrigDstKey {
-    let ip = if ctx.family() == u32::from(AF_INET) {
-        IpWords::from_v4_raw(ctx.local_ip4())
+    let ops = ctx.ops;
+    // Read every field unconditionally, then choose: a branch per family lets the
+    // compiler fold the two loads into one through a variable offset, which the
+    // verifier refuses for context pointers.
+    // SAFETY: fields of the sock_ops context, readable for this program type.
+    let (family, ip4, ip6) = unsafe {
+        (
+            read_volatile(&(*ops).family),
+            read_volatile(&(*ops).local_ip4),
+            [
+                read_volatile(&(*ops).local_ip6[0]),
+                read_volatile(&(*ops).local_ip6[1]),
+                read_volatile(&(*ops).local_ip6[2]),
+                read_volatile(&(*ops).local_ip6[3]),
+            ],
+        )
+    };
+    let ip = if family == u32::from(AF_INET) {
+        IpWords::from_v4_raw(ip4)
     } else {
-        IpWords(ctx.local_ip6())
+        IpWords(ip6)
     };
     OrigDstKey {
         // SAFETY: sock_ops contexts are accepted by bpf_get_netns_cookie.
         netns_cookie: unsafe { bpf_get_netns_cookie(ctx.ops as *mut c_void) },
         ip,
-        port: ctx.local_port(),
+        // SAFETY: as above.
+        port: unsafe { read_volatile(&(*ops).local_port) },
         _reserved: 0,
     }
 }

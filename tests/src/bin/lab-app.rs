@@ -1,0 +1,322 @@
+//! A pod's application in the lab: joins a pod's cgroup and network namespace, then
+//! serves or dials. Output is one line per event, JSON for results, so tests and the
+//! bench parse it.
+use std::{
+    fs::File,
+    io::{BufRead, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nix::sched::{setns, CloneFlags};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser)]
+struct Cli {
+    /// Network namespace file to enter.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// cgroup v2 directory to join.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Echo server on every given port ([::]:port, dual stack); prints each peer.
+    Serve {
+        #[arg(long, value_delimiter = ',')]
+        port: Vec<u16>,
+        /// Ports that count and discard instead of echoing (reply: 8-byte count at EOF).
+        #[arg(long, value_delimiter = ',')]
+        sink: Vec<u16>,
+    },
+    /// Send N bytes, read the echo, print checksums of both directions.
+    Connect {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1024)]
+        bytes: u64,
+    },
+    /// Keep one connection open; each stdin line is echoed through it.
+    Hold {
+        #[arg(long)]
+        to: SocketAddr,
+    },
+    /// N connections one after another, 1 byte echoed on each.
+    Churn {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u32,
+    },
+    /// Round trips of SIZE bytes on one connection: latency percentiles (us).
+    Rr {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 2000)]
+        count: u32,
+    },
+    /// New connection + 1-byte round trip, COUNT times: latency percentiles (us).
+    Connlat {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        count: u32,
+    },
+    /// One stream of BYTES to a sink port: throughput.
+    Stream {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 256 << 20)]
+        bytes: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(cg) = &cli.cgroup {
+        std::fs::write(cg.join("cgroup.procs"), "0")
+            .with_context(|| format!("joining cgroup {}", cg.display()))?;
+    }
+    if let Some(ns) = &cli.netns {
+        let f = File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
+        setns(&f, CloneFlags::CLONE_NEWNET).context("setns")?;
+    }
+    match cli.cmd {
+        Cmd::Serve { port, sink } => serve(&port, &sink),
+        Cmd::Connect { to, bytes } => connect(to, bytes),
+        Cmd::Hold { to } => hold(to),
+        Cmd::Churn { to, count } => churn(to, count),
+        Cmd::Rr { to, size, count } => rr(to, size, count),
+        Cmd::Connlat { to, count } => connlat(to, count),
+        Cmd::Stream { to, bytes } => stream(to, bytes),
+    }
+}
+
+fn listen(port: u16) -> Result<TcpListener> {
+    // std binds [::] dual-stack on Linux by default (bindv6only=0).
+    TcpListener::bind(("::", port)).with_context(|| format!("bind [::]:{port}"))
+}
+
+fn serve(ports: &[u16], sinks: &[u16]) -> Result<()> {
+    let mut handles = Vec::new();
+    for (&p, sink) in ports.iter().map(|p| (p, false)).chain(sinks.iter().map(|p| (p, true))) {
+        let l = listen(p)?;
+        handles.push(thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let peer = conn.peer_addr().map(canonical).unwrap_or_default();
+                let local = conn.local_addr().map(canonical).unwrap_or_default();
+                println!("accepted {peer} {local}");
+                let _ = std::io::stdout().flush();
+                thread::spawn(move || if sink { sink_conn(conn) } else { echo(conn) });
+            }
+        }));
+    }
+    println!("listening");
+    std::io::stdout().flush()?;
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// `198.19.1.2:80` rather than `[::ffff:198.19.1.2]:80` from a dual-stack socket.
+fn canonical(a: SocketAddr) -> String {
+    SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()
+}
+
+fn echo(mut c: TcpStream) {
+    let _ = c.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if c.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn sink_conn(mut c: TcpStream) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(_) => return,
+        }
+    }
+    let _ = c.write_all(&total.to_be_bytes());
+}
+
+/// Deterministic bytes (xorshift), so both ends could regenerate them.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let b = state.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
+fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
+    let c = TcpStream::connect_timeout(&to, Duration::from_secs(10)).with_context(|| format!("connect {to}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let local = c.local_addr()?;
+    let peer = c.peer_addr()?;
+    let mut w = c.try_clone()?;
+    let writer = thread::spawn(move || -> Result<String> {
+        let mut h = Sha256::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            fill(&mut buf[..n], &mut state);
+            w.write_all(&buf[..n])?;
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        w.shutdown(Shutdown::Write)?;
+        Ok(format!("{:x}", h.finalize()))
+    });
+    let mut r = c;
+    let mut h = Sha256::new();
+    let mut got: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).context("reading the echo")?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    let sent_sha = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    println!(
+        "{}",
+        serde_json::json!({"sent": bytes, "received": got, "sent_sha256": sent_sha,
+            "received_sha256": format!("{:x}", h.finalize()), "local": local.to_string(), "peer": peer.to_string()})
+    );
+    Ok(())
+}
+
+fn hold(to: SocketAddr) -> Result<()> {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(10)).with_context(|| format!("connect {to}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    println!("connected {}", c.local_addr()?);
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let msg = format!("{line}\n");
+        c.write_all(msg.as_bytes())?;
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).context("echo")?;
+        println!("echo {}", String::from_utf8_lossy(&back).trim_end());
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+fn one_byte(to: SocketAddr) -> Result<()> {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(b"x")?;
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b)?;
+    if b != *b"x" {
+        bail!("wrong echo");
+    }
+    Ok(())
+}
+
+fn churn(to: SocketAddr, count: u32) -> Result<()> {
+    let (mut ok, mut failed) = (0u32, 0u32);
+    let mut first_error = None;
+    for _ in 0..count {
+        match one_byte(to) {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    println!("{}", serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error}));
+    Ok(())
+}
+
+fn percentiles(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    serde_json::json!({"count": v.len(), "p50_us": p(0.5), "p99_us": p(0.99), "max_us": p(1.0)})
+}
+
+fn rr(to: SocketAddr, size: usize, count: u32) -> Result<()> {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let msg = vec![7u8; size];
+    let mut back = vec![0u8; size];
+    let mut lat = Vec::with_capacity(count as usize);
+    for i in 0..count + 100 {
+        let t = Instant::now();
+        c.write_all(&msg)?;
+        c.read_exact(&mut back)?;
+        if i >= 100 {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    println!("{}", percentiles(lat));
+    Ok(())
+}
+
+fn connlat(to: SocketAddr, count: u32) -> Result<()> {
+    let mut lat = Vec::with_capacity(count as usize);
+    for i in 0..count + 20 {
+        let t = Instant::now();
+        one_byte(to)?;
+        if i >= 20 {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    println!("{}", percentiles(lat));
+    Ok(())
+}
+
+fn stream(to: SocketAddr, bytes: u64) -> Result<()> {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    c.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let buf = vec![1u8; 256 * 1024];
+    let t = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        c.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    c.shutdown(Shutdown::Write)?;
+    let mut count = [0u8; 8];
+    c.read_exact(&mut count)?;
+    let secs = t.elapsed().as_secs_f64();
+    let got = u64::from_be_bytes(count);
+    if got != bytes {
+        bail!("sink counted {got} bytes, sent {bytes}");
+    }
+    println!("{}", serde_json::json!({"bytes": bytes, "seconds": secs, "gbit_per_s": bytes as f64 * 8.0 / secs / 1e9}));
+    Ok(())
+}

@@ -1,0 +1,535 @@
+//! Building, running and tearing down a lab cluster.
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    app::App,
+    netns,
+    sys::{self, ip, in_ns, CGROUP_DIR, NS_PREFIX},
+};
+
+pub const ADMIN: &str = "127.0.0.1:15000";
+
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl PodSpec {
+    pub fn new(name: &str, namespace: &str, node: &str) -> PodSpec {
+        PodSpec {
+            name: name.into(),
+            namespace: namespace.into(),
+            node: node.into(),
+            labels: vec![("app".into(), name.into())],
+        }
+    }
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.push((k.into(), v.into()));
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub namespace: String,
+    /// Selects pods whose `app` label has this value.
+    pub app: String,
+    pub port: u16,
+    pub target_port: u16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LabSpec {
+    pub nodes: Vec<String>,
+    /// Namespaces and whether they are in the mesh.
+    pub namespaces: Vec<(String, bool)>,
+    pub pods: Vec<PodSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub spec: PodSpec,
+    pub netns: String,
+    pub cgroup: PathBuf,
+    pub ip4: IpAddr,
+    pub ip6: IpAddr,
+}
+
+impl Pod {
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.netns))
+    }
+    pub fn addr4(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip4, port)
+    }
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip6, port)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub spec: ServiceSpec,
+    pub vip4: IpAddr,
+    pub vip6: IpAddr,
+}
+
+pub struct Node {
+    pub name: String,
+    pub netns: String,
+    pub cgroup: PathBuf,
+    agent: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct Lab {
+    pub run: String,
+    pub spec: LabSpec,
+    pub dir: PathBuf,
+    fabric: String,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    cgroup_run: PathBuf,
+    agents_cgroup: PathBuf,
+    config: PathBuf,
+}
+
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:06x}", (std::process::id() ^ nanos.rotate_left(7)) & 0xff_ffff)
+}
+
+/// Where the mesh-agent binary is: $MESH_AGENT_BIN, else next to the test binary.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MESH_AGENT_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join("mesh-agent");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("mesh-agent binary not found near {}; run `cargo xtask test` (it builds it) or set MESH_AGENT_BIN", exe.display())
+}
+
+/// Where lab-app is: $LAB_APP_BIN, else next to the mesh-agent binary.
+pub fn app_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LAB_APP_BIN") {
+        return Ok(p.into());
+    }
+    let p = agent_binary()?.with_file_name("lab-app");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!("lab-app binary not found at {}; build with `cargo build -p ferrymesh-tests`", p.display())
+}
+
+impl Lab {
+    /// Creates namespaces, links, addresses, routes and cgroups. No agent runs yet.
+    pub fn new(spec: LabSpec) -> Result<Lab> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("the lab needs root (network namespaces, cgroups, eBPF)");
+        }
+        let run = run_id();
+        let dir = std::env::temp_dir().join(format!("ferrymesh-lab-{run}"));
+        std::fs::create_dir_all(&dir)?;
+        let cgroup_run = sys::cgroup2_root()?.join(CGROUP_DIR).join(&run);
+        let agents_cgroup = cgroup_run.join("agents");
+        let mut lab = Lab {
+            fabric: format!("{NS_PREFIX}{run}-fabric"),
+            config: dir.join("mesh.yaml"),
+            run,
+            spec: spec.clone(),
+            dir,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            services: Vec::new(),
+            cgroup_run,
+            agents_cgroup,
+        };
+        // From here on, Drop cleans up whatever was made.
+        lab.build()?;
+        lab.write_config()?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.agents_cgroup).context("creating the lab cgroup (is cgroup v2 writable?)")?;
+        let fab = self.fabric.clone();
+        ip(&["netns", "add", &fab])?;
+        ip(&["-n", &fab, "link", "set", "lo", "up"])?;
+        ip(&["-n", &fab, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &fab, "link", "set", "br0", "up"])?;
+        let node_names = self.spec.nodes.clone();
+        for (i, name) in node_names.iter().enumerate() {
+            let n = i + 1;
+            let ns = format!("{NS_PREFIX}{}-{name}", self.run);
+            ip(&["netns", "add", &ns])?;
+            let cgroup = self.cgroup_run.join(name);
+            std::fs::create_dir_all(&cgroup)?;
+            self.nodes.push(Node {
+                name: name.clone(),
+                netns: ns.clone(),
+                cgroup,
+                agent: None,
+                log: self.dir.join(format!("agent-{name}.log")),
+            });
+            for s in [
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                in_ns(&ns, &["sysctl", "-qw", s])?;
+            }
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            let peer = format!("n{n}");
+            ip(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &fab])?;
+            ip(&["-n", &fab, "link", "set", &peer, "master", "br0", "up"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("198.18.0.{n}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("2001:db8::{n}/64"), "dev", "eth0", "nodad"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "add", "cbr0", "type", "bridge"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("198.19.{n}.1/24"), "dev", "cbr0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("2001:db8:1:{n}::1/64"), "dev", "cbr0", "nodad"])?;
+            ip(&["-n", &ns, "link", "set", "cbr0", "up"])?;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            for j in 0..self.nodes.len() {
+                if i == j {
+                    continue;
+                }
+                let m = j + 1;
+                ip(&["-n", &node.netns, "route", "add", &format!("198.19.{m}.0/24"), "via", &format!("198.18.0.{m}")])?;
+                ip(&["-n", &node.netns, "-6", "route", "add", &format!("2001:db8:1:{m}::/64"), "via", &format!("2001:db8::{m}")])?;
+            }
+        }
+        let pods = self.spec.pods.clone();
+        for spec in pods {
+            let (i, node) = self
+                .nodes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| n.name == spec.node)
+                .with_context(|| format!("pod {} names unknown node {}", spec.name, spec.node))?;
+            let n = i + 1;
+            let j = self.pods.iter().filter(|p| p.spec.node == spec.node).count() + 10;
+            let ns = format!("{NS_PREFIX}{}-{}-{}", self.run, spec.namespace, spec.name);
+            let node_ns = node.netns.clone();
+            let cgroup = node.cgroup.join(format!("{}_{}", spec.namespace, spec.name));
+            ip(&["netns", "add", &ns])?;
+            std::fs::create_dir_all(&cgroup)?;
+            in_ns(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])?;
+            in_ns(&ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            let host_if = format!("v{j}");
+            ip(&["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&["-n", &node_ns, "link", "set", &host_if, "master", "cbr0", "up"])?;
+            let ip4: IpAddr = format!("198.19.{n}.{j}").parse()?;
+            let ip6: IpAddr = format!("2001:db8:1:{n}::{j}").parse()?;
+            ip(&["-n", &ns, "addr", "add", &format!("{ip4}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "route", "add", "default", "via", &format!("198.19.{n}.1")])?;
+            ip(&["-n", &ns, "-6", "route", "add", "default", "via", &format!("2001:db8:1:{n}::1")])?;
+            self.pods.push(Pod {
+                spec,
+                netns: ns,
+                cgroup,
+                ip4,
+                ip6,
+            });
+        }
+        for (k, spec) in self.spec.services.clone().into_iter().enumerate() {
+            self.services.push(Service {
+                spec,
+                vip4: format!("198.18.100.{}", k + 1).parse()?,
+                vip6: format!("2001:db8:100::{}", k + 1).parse()?,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.spec.name == name)
+            .unwrap_or_else(|| panic!("no pod {name} in the lab"))
+    }
+
+    pub fn service(&self, name: &str) -> &Service {
+        self.services
+            .iter()
+            .find(|s| s.spec.name == name)
+            .unwrap_or_else(|| panic!("no service {name} in the lab"))
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name} in the lab"))
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The config file every agent reads, rendered from the lab's model.
+    pub fn render_config(&self) -> String {
+        let mut y = String::new();
+        for n in &self.nodes {
+            let i = self.nodes.iter().position(|x| x.name == n.name).unwrap_or(0) + 1;
+            let _ = write!(
+                y,
+                "apiVersion: ferrymesh.io/v1alpha1\nkind: Node\nmetadata:\n  name: {}\nspec:\n  addresses: [198.18.0.{i}, \"2001:db8::{i}\"]\n---\n",
+                n.name
+            );
+        }
+        for (ns, meshed) in &self.spec.namespaces {
+            let label = if *meshed {
+                "\n  labels:\n    ferrymesh.io/dataplane-mode: ambient"
+            } else {
+                ""
+            };
+            let _ = write!(y, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}{label}\n---\n");
+        }
+        for p in &self.pods {
+            let labels: Vec<String> = p.spec.labels.iter().map(|(k, v)| format!("    {k}: {v}")).collect();
+            let _ = write!(
+                y,
+                "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n  netns: {}\n---\n",
+                p.spec.name,
+                p.spec.namespace,
+                labels.join("\n"),
+                p.spec.node,
+                p.spec.name,
+                p.ip4,
+                p.ip6,
+                p.netns_path().display()
+            );
+        }
+        for s in &self.services {
+            let _ = write!(
+                y,
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  clusterIPs: [{}, \"{}\"]\n  selector:\n    app: {}\n  ports:\n  - name: tcp\n    port: {}\n    targetPort: {}\n---\n",
+                s.spec.name, s.spec.namespace, s.vip4, s.vip6, s.spec.app, s.spec.port, s.spec.target_port
+            );
+        }
+        y
+    }
+
+    /// Replaces the config atomically (write + rename), as an operator's tool would.
+    pub fn write_raw_config(&self, text: &str) -> Result<()> {
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config)?;
+        Ok(())
+    }
+
+    pub fn write_config(&self) -> Result<()> {
+        self.write_raw_config(&self.render_config())
+    }
+
+    /// Puts a namespace in or out of the mesh and rewrites the config.
+    pub fn set_meshed(&mut self, namespace: &str, meshed: bool) -> Result<()> {
+        for (ns, m) in &mut self.spec.namespaces {
+            if ns == namespace {
+                *m = meshed;
+            }
+        }
+        self.write_config()
+    }
+
+    /// Starts one agent per node, each in the node's network namespace and in a cgroup
+    /// below the node's (so its own sockets meet the capture programs and must pass).
+    pub fn start_agents(&mut self) -> Result<()> {
+        let bin = agent_binary()?;
+        for i in 0..self.nodes.len() {
+            self.start_agent_at(i, &bin)?;
+        }
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.wait_ready(&n)?;
+        }
+        Ok(())
+    }
+
+    fn start_agent_at(&mut self, i: usize, bin: &Path) -> Result<()> {
+        let node = &self.nodes[i];
+        let agent_cg = node.cgroup.join("agent");
+        std::fs::create_dir_all(&agent_cg)?;
+        let log = std::fs::File::create(&node.log)?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&agent_cg)
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg("--")
+            .arg(bin)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .args(["--node", &node.name, "--admin", ADMIN, "--reload-ms", "100", "--cgroup"])
+            .arg(&node.cgroup)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting mesh-agent")?;
+        self.nodes[i].agent = Some(child);
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, node: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = self.admin(node, "/healthz/ready") {
+                return Ok(());
+            }
+            let n = self.nodes.iter_mut().find(|n| n.name == node).context("node")?;
+            if let Some(Some(status)) = n.agent.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                bail!("agent on {node} exited ({status}):\n{}", std::fs::read_to_string(&n.log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                bail!("agent on {node} not ready after 20s:\n{}", std::fs::read_to_string(&n.log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops one node's agent with SIGTERM and waits for it to exit.
+    pub fn stop_agent(&mut self, node: &str) -> Result<std::process::ExitStatus> {
+        let n = self.nodes.iter_mut().find(|n| n.name == node).context("node")?;
+        let mut child = n.agent.take().context("agent not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("agent on {node} ignored SIGTERM for 10s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn agent_log(&self, node: &str) -> String {
+        std::fs::read_to_string(&self.node(node).log).unwrap_or_default()
+    }
+
+    pub fn admin(&self, node: &str, path: &str) -> Result<(u16, String)> {
+        let n = self.node(node);
+        netns::http_get(&PathBuf::from(format!("/run/netns/{}", n.netns)), ADMIN.parse()?, path)
+    }
+
+    pub fn stats(&self, node: &str) -> Result<serde_json::Value> {
+        let (status, body) = self.admin(node, "/stats")?;
+        if status != 200 {
+            bail!("stats of {node}: HTTP {status}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Polls the node's stats until `cond` holds (up to 15 s); returns the last stats.
+    pub fn wait_stats(&self, node: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.stats(node)?;
+            if cond(&s) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("{node}: timed out waiting for {what}; stats: {s:#}\nagent log:\n{}", self.agent_log(node));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A counter of one workload on one node's agent (0 if absent).
+    pub fn counter(&self, node: &str, workload: &str, name: &str) -> Result<u64> {
+        let s = self.stats(node)?;
+        Ok(s["workloads"][workload][name].as_u64().unwrap_or(0))
+    }
+
+    /// Starts lab-app inside a pod (its netns and cgroup).
+    pub fn app(&self, pod: &str, args: &[&str]) -> Result<App> {
+        let p = self.pod(pod);
+        let child = Command::new(app_binary()?)
+            .arg("--netns")
+            .arg(p.netns_path())
+            .arg("--cgroup")
+            .arg(&p.cgroup)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting lab-app")?;
+        Ok(App::new(format!("{pod}: {}", args.join(" ")), child))
+    }
+
+    /// Starts an echo server in a pod and waits until it listens.
+    pub fn server(&self, pod: &str, ports: &[u16]) -> Result<App> {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let mut app = self.app(pod, &["serve", "--port", &ports.join(",")])?;
+        app.expect_line("listening", Duration::from_secs(10))?;
+        Ok(app)
+    }
+
+    /// Runs a lab-app client to completion and returns its JSON result.
+    pub fn run_client(&self, pod: &str, args: &[&str]) -> Result<serde_json::Value> {
+        self.app(pod, args)?.json_result(Duration::from_secs(120))
+    }
+
+    /// Network namespace of the fabric (for captures on the bridge).
+    pub fn fabric_netns(&self) -> &str {
+        &self.fabric
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.nodes.iter().filter(|n| n.agent.is_some()).map(|n| n.name.clone()).collect();
+        for n in names {
+            let _ = self.stop_agent(&n);
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("--- agent log {} ---\n{}", n.name, std::fs::read_to_string(&n.log).unwrap_or_default());
+            }
+        }
+        sys::kill_cgroup_tree(&self.cgroup_run);
+        for p in &self.pods {
+            let _ = ip(&["netns", "del", &p.netns]);
+        }
+        for n in &self.nodes {
+            let _ = ip(&["netns", "del", &n.netns]);
+        }
+        let _ = ip(&["netns", "del", &self.fabric]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,36 @@
+//! Shared set-up for the lab tests.
+#![allow(dead_code)]
+use ferrymesh_tests::{Lab, LabSpec, PodSpec, ServiceSpec};
+
+pub const MIB: u64 = 1 << 20;
+
+/// Two nodes; `shop` is meshed, `plain` is not.
+/// a: client, local-server (shop), outsider (plain); b: server (shop).
+pub fn two_node_lab() -> Lab {
+    let spec = LabSpec {
+        nodes: vec!["a".into(), "b".into()],
+        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
+        pods: vec![
+            PodSpec::new("client", "shop", "a"),
+            PodSpec::new("local-server", "shop", "a").label("tier", "backend"),
+            PodSpec::new("outsider", "plain", "a"),
+            PodSpec::new("server", "shop", "b"),
+        ],
+        services: vec![ServiceSpec {
+            name: "server".into(),
+            namespace: "shop".into(),
+            app: "server".into(),
+            port: 80,
+            target_port: 8080,
+        }],
+    };
+    let mut lab = Lab::new(spec).expect("lab");
+    lab.start_agents().expect("agents");
+    lab
+}
+
+pub fn assert_intact(r: &serde_json::Value, bytes: u64) {
+    assert_eq!(r["sent"].as_u64(), Some(bytes), "{r}");
+    assert_eq!(r["received"].as_u64(), Some(bytes), "{r}");
+    assert_eq!(r["sent_sha256"], r["received_sha256"], "{r}");
+}
