@@ -76,12 +76,18 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::default());
     let state = StateHandle::default();
-    let shared = Arc::new(Shared { orig_dst, state: state.clone() });
+    let shared = Arc::new(Shared {
+        orig_dst,
+        state: state.clone(),
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
     let listener = admin::bind(args.admin)
         .await
-        .map_err(|source| Error::Admin { addr: args.admin, source })?;
+        .map_err(|source| Error::Admin {
+            addr: args.admin,
+            source,
+        })?;
     tokio::spawn(admin::serve(
         listener,
         admin::Admin {
@@ -93,7 +99,12 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         },
     ));
 
-    let mut enroller = Enroller::new(args.node.clone(), kernel.clone(), shared.clone(), metrics.clone());
+    let mut enroller = Enroller::new(
+        args.node.clone(),
+        kernel.clone(),
+        shared.clone(),
+        metrics.clone(),
+    );
     let mut generation = 1;
     state.store(State::build(generation, objects));
     metrics.config.generation.inc();

@@ -65,11 +65,19 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     }
     docs.push((start, current));
     docs.into_iter()
-        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
-fn decode<T: DeserializeOwned>(path: &str, start: usize, what: &str, doc: &str) -> Result<T, Error> {
+fn decode<T: DeserializeOwned>(
+    path: &str,
+    start: usize,
+    what: &str,
+    doc: &str,
+) -> Result<T, Error> {
     serde_yaml::from_str(doc).map_err(|e| {
         let (line, column) = e
             .location()
@@ -98,10 +106,14 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
             line: start,
         })?;
         match kind.as_str() {
-            "Node" => objects.nodes.push(decode::<Node>(path, start, "Node", &doc)?),
-            "Namespace" => objects
-                .namespaces
-                .push(decode::<Namespace>(path, start, "Namespace", &doc)?),
+            "Node" => objects
+                .nodes
+                .push(decode::<Node>(path, start, "Node", &doc)?),
+            "Namespace" => {
+                objects
+                    .namespaces
+                    .push(decode::<Namespace>(path, start, "Namespace", &doc)?)
+            }
             "Workload" => objects
                 .workloads
                 .push(decode::<Workload>(path, start, "Workload", &doc)?),

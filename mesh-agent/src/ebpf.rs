@@ -34,7 +34,10 @@ pub enum Error {
         source: ProgramError,
     },
     #[error("eBPF map {name}: {source}{}", source_chain(source))]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("cannot open cgroup {path}: {source}; is cgroup v2 mounted there?")]
     Cgroup {
         path: PathBuf,
@@ -73,7 +76,10 @@ impl OrigDst {
             _reserved: 0,
         };
         let v = self.0.get(&key, 0).ok()?;
-        Some(SocketAddr::new(ip_from_words(&v.ip, v.family == mesh_common::AF_INET), v.port))
+        Some(SocketAddr::new(
+            ip_from_words(&v.ip, v.family == mesh_common::AF_INET),
+            v.port,
+        ))
     }
     pub fn len(&self) -> usize {
         self.0.keys().filter(Result::is_ok).count()
@@ -131,7 +137,8 @@ impl Kernel {
                 .try_into()
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::Single).map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::Single)
+                .map_err(prog_err(name))?;
         }
         {
             let name = programs::SOCKOPS;
@@ -141,7 +148,8 @@ impl Kernel {
                 .try_into()
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::Single).map_err(prog_err(name))?;
+            p.attach(&cg, CgroupAttachMode::Single)
+                .map_err(prog_err(name))?;
         }
         {
             let name = programs::SK_LOOKUP;
@@ -152,13 +160,19 @@ impl Kernel {
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
         }
-        let take = |bpf: &mut Ebpf, name: &'static str| bpf.take_map(name).ok_or(Error::MissingMap { name });
-        let enrolled = HashMap::try_from(take(&mut bpf, maps::ENROLLED_NETNS)?).map_err(map_err(maps::ENROLLED_NETNS))?;
-        let orig = HashMap::try_from(take(&mut bpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
-        let listeners =
-            SockHash::try_from(take(&mut bpf, maps::INBOUND_LISTENERS)?).map_err(map_err(maps::INBOUND_LISTENERS))?;
-        let excluded = HashMap::try_from(take(&mut bpf, maps::EXCLUDED_PORTS)?).map_err(map_err(maps::EXCLUDED_PORTS))?;
-        let counters = PerCpuArray::try_from(take(&mut bpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let take = |bpf: &mut Ebpf, name: &'static str| {
+            bpf.take_map(name).ok_or(Error::MissingMap { name })
+        };
+        let enrolled = HashMap::try_from(take(&mut bpf, maps::ENROLLED_NETNS)?)
+            .map_err(map_err(maps::ENROLLED_NETNS))?;
+        let orig =
+            HashMap::try_from(take(&mut bpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
+        let listeners = SockHash::try_from(take(&mut bpf, maps::INBOUND_LISTENERS)?)
+            .map_err(map_err(maps::INBOUND_LISTENERS))?;
+        let excluded = HashMap::try_from(take(&mut bpf, maps::EXCLUDED_PORTS)?)
+            .map_err(map_err(maps::EXCLUDED_PORTS))?;
+        let counters = PerCpuArray::try_from(take(&mut bpf, maps::COUNTERS)?)
+            .map_err(map_err(maps::COUNTERS))?;
         Ok((
             Kernel {
                 bpf,
@@ -177,11 +191,15 @@ impl Kernel {
         let old: Vec<u32> = self.excluded.keys().filter_map(Result::ok).collect();
         for p in old {
             if !ports.contains(&(p as u16)) {
-                self.excluded.remove(&p).map_err(map_err(maps::EXCLUDED_PORTS))?;
+                self.excluded
+                    .remove(&p)
+                    .map_err(map_err(maps::EXCLUDED_PORTS))?;
             }
         }
         for p in ports {
-            self.excluded.insert(u32::from(*p), 1, 0).map_err(map_err(maps::EXCLUDED_PORTS))?;
+            self.excluded
+                .insert(u32::from(*p), 1, 0)
+                .map_err(map_err(maps::EXCLUDED_PORTS))?;
         }
         Ok(())
     }
@@ -206,9 +224,9 @@ impl Kernel {
             .ok_or(Error::MissingProgram { name })?
             .try_into()
             .map_err(prog_err(name))?;
-        if !self.lookups.contains_key(&netns.cookie()) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.lookups.entry(netns.cookie()) {
             let link = p.attach(netns.fd()).map_err(prog_err(name))?;
-            self.lookups.insert(netns.cookie(), link);
+            e.insert(link);
         }
         let mut value = EnrolledNetns::default();
         for a in addresses {

@@ -24,7 +24,7 @@ pub enum Error {
     #[error("workload {key}: {source}")]
     Kernel {
         key: String,
-        source: crate::ebpf::Error,
+        source: Box<crate::ebpf::Error>,
     },
     #[error("workload {key}: cannot serve a listener: {source}")]
     Listener { key: String, source: std::io::Error },
@@ -42,7 +42,11 @@ pub struct Spec {
 pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String>) {
     let mut want = BTreeMap::new();
     let mut problems = Vec::new();
-    for w in state.workloads.iter().filter(|w| w.node == node && w.captured) {
+    for w in state
+        .workloads
+        .iter()
+        .filter(|w| w.node == node && w.captured)
+    {
         match &w.netns {
             Some(netns) => {
                 want.insert(
@@ -91,7 +95,12 @@ pub struct Enroller {
 }
 
 impl Enroller {
-    pub fn new(node: String, kernel: KernelHandle, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        node: String,
+        kernel: KernelHandle,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Enroller {
             node,
             kernel,
@@ -166,17 +175,33 @@ impl Enroller {
         };
         let netns = Netns::open(&spec.netns).map_err(netns_err)?;
         let out4 = netns
-            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)), false, 1024)
+            .listen(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)),
+                false,
+                1024,
+            )
             .map_err(netns_err)?;
         // IPv6 may be disabled in a pod; then only IPv4 is captured there.
         let out6 = netns
-            .listen(SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)), true, 1024)
+            .listen(
+                SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)),
+                true,
+                1024,
+            )
             .map_err(|e| tracing::debug!(workload = %key, "no IPv6 outbound listener: {e}"))
             .ok();
-        let inb = match netns.listen(SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::INBOUND)), false, 1024) {
+        let inb = match netns.listen(
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::INBOUND)),
+            false,
+            1024,
+        ) {
             Ok(l) => l,
             Err(_) => netns
-                .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND)), false, 1024)
+                .listen(
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND)),
+                    false,
+                    1024,
+                )
                 .map_err(netns_err)?,
         };
         let cookie = netns.cookie();
@@ -186,7 +211,7 @@ impl Enroller {
             .enrol(&netns, &spec.addresses, &inb)
             .map_err(|source| Error::Kernel {
                 key: key.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let pod = Arc::new(Pod {
             key: key.clone(),
@@ -198,11 +223,19 @@ impl Enroller {
         listeners.extend(out6);
         for l in listeners {
             let l = tokio::net::TcpListener::from_std(l).map_err(listener_err)?;
-            tasks.push(tokio::spawn(outbound::serve(l, pod.clone(), self.shared.clone())));
+            tasks.push(tokio::spawn(outbound::serve(
+                l,
+                pod.clone(),
+                self.shared.clone(),
+            )));
         }
         let inb = tokio::net::TcpListener::from_std(inb).map_err(listener_err)?;
         tasks.push(tokio::spawn(inbound::serve(inb, pod)));
-        Ok(Enrolled { spec, cookie, tasks })
+        Ok(Enrolled {
+            spec,
+            cookie,
+            tasks,
+        })
     }
 }
 

@@ -119,15 +119,34 @@ impl Netns {
     }
 
     /// A TCP listener bound inside this namespace.
-    pub fn listen(&self, addr: SocketAddr, v6_only: bool, backlog: i32) -> Result<std::net::TcpListener, Error> {
+    pub fn listen(
+        &self,
+        addr: SocketAddr,
+        v6_only: bool,
+        backlog: i32,
+    ) -> Result<std::net::TcpListener, Error> {
         self.within(
             || {
-                let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                let domain = if addr.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
                 let fd = raw_socket(domain, libc::SOCK_STREAM)?;
                 set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-                set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, mesh_common::AGENT_MARK as i32)?;
+                set_int(
+                    fd.as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_MARK,
+                    mesh_common::AGENT_MARK as i32,
+                )?;
                 if addr.is_ipv6() {
-                    set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6_only as i32)?;
+                    set_int(
+                        fd.as_fd(),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_V6ONLY,
+                        v6_only as i32,
+                    )?;
                 }
                 let std_sock = socket2_bind(fd, addr)?;
                 // SAFETY: fd is a valid bound socket we own.
@@ -142,12 +161,25 @@ impl Netns {
 
     /// A marked TCP socket in this namespace, optionally bound to `source`, ready to
     /// connect. The mark makes the capture programs leave it alone.
-    pub fn outbound_socket(&self, remote: &SocketAddr, source: Option<IpAddr>) -> Result<tokio::net::TcpSocket, Error> {
+    pub fn outbound_socket(
+        &self,
+        remote: &SocketAddr,
+        source: Option<IpAddr>,
+    ) -> Result<tokio::net::TcpSocket, Error> {
         let fd = self.within(
             || {
-                let domain = if remote.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                let domain = if remote.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
                 let fd = raw_socket(domain, libc::SOCK_STREAM)?;
-                set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, mesh_common::AGENT_MARK as i32)?;
+                set_int(
+                    fd.as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_MARK,
+                    mesh_common::AGENT_MARK as i32,
+                )?;
                 set_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
                 if let Some(src) = source {
                     return socket2_bind(fd, SocketAddr::new(src, 0));
@@ -156,7 +188,9 @@ impl Netns {
             },
             "outbound socket",
         )?;
-        Ok(tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
+        Ok(tokio::net::TcpSocket::from_std_stream(
+            std::net::TcpStream::from(fd),
+        ))
     }
 }
 
@@ -190,7 +224,13 @@ pub fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> io::Result<(
 fn socket2_bind(fd: OwnedFd, addr: SocketAddr) -> io::Result<OwnedFd> {
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a valid sockaddr of `len` bytes.
-    let r = unsafe { libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -212,19 +252,27 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
             unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            (storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
             unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            (storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
         }
     }
 }

@@ -87,9 +87,17 @@ impl Metrics {
         serde_json::to_value(&*w).unwrap_or_default()
     }
     pub fn last_config_error(&self) -> Option<String> {
-        self.config.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn set_config_error(&self, e: Option<String>) {
-        *self.config.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        *self
+            .config
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = e;
     }
 }

@@ -77,7 +77,10 @@ impl State {
             .iter()
             .map(|n| {
                 let mode = n.metadata.labels.get(DATAPLANE_MODE_LABEL);
-                (n.metadata.name.as_str(), mode.map(String::as_str) == Some(MODE_AMBIENT))
+                (
+                    n.metadata.name.as_str(),
+                    mode.map(String::as_str) == Some(MODE_AMBIENT),
+                )
             })
             .collect();
         let workloads: Vec<Arc<WorkloadInfo>> = objects
@@ -85,8 +88,12 @@ impl State {
             .iter()
             .map(|w| {
                 let ns = w.metadata.namespace();
-                let opted_out =
-                    w.metadata.labels.get(DATAPLANE_MODE_LABEL).map(String::as_str) == Some(MODE_NONE);
+                let opted_out = w
+                    .metadata
+                    .labels
+                    .get(DATAPLANE_MODE_LABEL)
+                    .map(String::as_str)
+                    == Some(MODE_NONE);
                 Arc::new(WorkloadInfo {
                     name: w.metadata.name.clone(),
                     namespace: ns.to_owned(),

@@ -187,6 +187,9 @@ mod tests {
         let w = IpWords::from_v4_octets([198, 19, 1, 2]);
         assert!(w.is_v4_mapped());
         assert_eq!(&w.octets()[12..], &[198, 19, 1, 2]);
-        assert_eq!(&w.octets()[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(
+            &w.octets()[..12],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+        );
     }
 }

@@ -42,7 +42,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
             return;
         }
         let netns = bpf_get_netns_cookie(sa as *mut c_void);
-        let Some(pod) = ENROLLED_NETNS.get(&netns) else {
+        let Some(pod) = ENROLLED_NETNS.get(netns) else {
             return;
         };
         let sk = (*sa).__bindgen_anon_1.sk;
@@ -56,7 +56,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
             IpWords((*sa).user_ip6)
         };
         let port = u16::from_be((*sa).user_port as u16);
-        let excluded = EXCLUDED_PORTS.get(&(port as u32)).is_some();
+        let excluded = EXCLUDED_PORTS.get(port as u32).is_some();
         match decide::outbound(mark, &ip, excluded, pod) {
             Outbound::SkipMarked => {
                 count(counters::CONNECT_SKIPPED_MARK);
@@ -70,7 +70,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
         }
         let cookie = bpf_get_socket_cookie(sa as *mut c_void);
         let orig = SockAddr { ip, port, family };
-        if PENDING_CONNECT.insert(&cookie, &orig, 0).is_err() {
+        if PENDING_CONNECT.insert(cookie, orig, 0).is_err() {
             // Fail closed: still steer to the agent, which refuses what it cannot route.
             count(counters::MAP_FULL);
         }

@@ -23,7 +23,10 @@ pub fn outbound(mark: u32, dst: &IpWords, port_excluded: bool, pod: &EnrolledNet
     if mark & AGENT_MARK_MASK == AGENT_MARK {
         return Outbound::SkipMarked;
     }
-    if port_excluded || is_loopback_or_unspecified(dst) || *dst == pod.pod_ip4 || *dst == pod.pod_ip6
+    if port_excluded
+        || is_loopback_or_unspecified(dst)
+        || *dst == pod.pod_ip4
+        || *dst == pod.pod_ip6
     {
         return Outbound::SkipExcluded;
     }

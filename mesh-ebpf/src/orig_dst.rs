@@ -65,12 +65,12 @@ fn on_established(ctx: &SockOpsContext) {
     // SAFETY: sock_ops contexts are accepted by bpf_get_socket_cookie.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
     // SAFETY: plain read of a map value.
-    let Some(orig) = (unsafe { PENDING_CONNECT.get(&cookie) }).copied() else {
+    let Some(orig) = (unsafe { PENDING_CONNECT.get(cookie) }).copied() else {
         return;
     };
-    let _ = PENDING_CONNECT.remove(&cookie);
+    let _ = PENDING_CONNECT.remove(cookie);
     let key = client_key(ctx);
-    if ORIG_DST.insert(&key, &orig, 0).is_err() {
+    if ORIG_DST.insert(key, orig, 0).is_err() {
         count(counters::MAP_FULL);
         return;
     }
@@ -80,7 +80,7 @@ fn on_established(ctx: &SockOpsContext) {
 
 #[inline(always)]
 fn on_close(ctx: &SockOpsContext) {
-    if ORIG_DST.remove(&client_key(ctx)).is_ok() {
+    if ORIG_DST.remove(client_key(ctx)).is_ok() {
         count(counters::ORIG_DST_DELETED);
     }
 }

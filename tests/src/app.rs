@@ -46,10 +46,18 @@ impl App {
                 self.seen.push(l.clone());
                 Ok(l)
             }
-            Err(RecvTimeoutError::Timeout) => bail!("{}: no output within {timeout:?} (so far: {:?})", self.name, self.seen),
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "{}: no output within {timeout:?} (so far: {:?})",
+                self.name,
+                self.seen
+            ),
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().ok();
-                bail!("{}: exited ({status:?}) after printing {:?}", self.name, self.seen)
+                bail!(
+                    "{}: exited ({status:?}) after printing {:?}",
+                    self.name,
+                    self.seen
+                )
             }
         }
     }
@@ -96,7 +104,9 @@ impl App {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => bail!("{}: still running after {timeout:?}", self.name),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("{}: still running after {timeout:?}", self.name)
+                }
             }
         }
         let status = self.child.wait()?;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     app::App,
     netns,
-    sys::{self, ip, in_ns, CGROUP_DIR, NS_PREFIX},
+    sys::{self, in_ns, ip, CGROUP_DIR, NS_PREFIX},
 };
 
 pub const ADMIN: &str = "127.0.0.1:15000";
@@ -113,7 +113,10 @@ fn run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{:06x}", (std::process::id() ^ nanos.rotate_left(7)) & 0xff_ffff)
+    format!(
+        "{:06x}",
+        (std::process::id() ^ nanos.rotate_left(7)) & 0xff_ffff
+    )
 }
 
 /// Where the mesh-agent binary is: $MESH_AGENT_BIN, else next to the test binary.
@@ -140,7 +143,10 @@ pub fn app_binary() -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p);
     }
-    bail!("lab-app binary not found at {}; build with `cargo build -p ferrymesh-tests`", p.display())
+    bail!(
+        "lab-app binary not found at {}; build with `cargo build -p ferrymesh-tests`",
+        p.display()
+    )
 }
 
 impl Lab {
@@ -173,7 +179,8 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.agents_cgroup).context("creating the lab cgroup (is cgroup v2 writable?)")?;
+        std::fs::create_dir_all(&self.agents_cgroup)
+            .context("creating the lab cgroup (is cgroup v2 writable?)")?;
         let fab = self.fabric.clone();
         ip(&["netns", "add", &fab])?;
         ip(&["-n", &fab, "link", "set", "lo", "up"])?;
@@ -203,14 +210,51 @@ impl Lab {
             }
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             let peer = format!("n{n}");
-            ip(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &fab])?;
+            ip(&[
+                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns",
+                &fab,
+            ])?;
             ip(&["-n", &fab, "link", "set", &peer, "master", "br0", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("198.18.0.{n}/24"), "dev", "eth0"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("2001:db8::{n}/64"), "dev", "eth0", "nodad"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.0.{n}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("2001:db8::{n}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "add", "cbr0", "type", "bridge"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("198.19.{n}.1/24"), "dev", "cbr0"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("2001:db8:1:{n}::1/64"), "dev", "cbr0", "nodad"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.19.{n}.1/24"),
+                "dev",
+                "cbr0",
+            ])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("2001:db8:1:{n}::1/64"),
+                "dev",
+                "cbr0",
+                "nodad",
+            ])?;
             ip(&["-n", &ns, "link", "set", "cbr0", "up"])?;
         }
         for (i, node) in self.nodes.iter().enumerate() {
@@ -219,8 +263,25 @@ impl Lab {
                     continue;
                 }
                 let m = j + 1;
-                ip(&["-n", &node.netns, "route", "add", &format!("198.19.{m}.0/24"), "via", &format!("198.18.0.{m}")])?;
-                ip(&["-n", &node.netns, "-6", "route", "add", &format!("2001:db8:1:{m}::/64"), "via", &format!("2001:db8::{m}")])?;
+                ip(&[
+                    "-n",
+                    &node.netns,
+                    "route",
+                    "add",
+                    &format!("198.19.{m}.0/24"),
+                    "via",
+                    &format!("198.18.0.{m}"),
+                ])?;
+                ip(&[
+                    "-n",
+                    &node.netns,
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("2001:db8:1:{m}::/64"),
+                    "via",
+                    &format!("2001:db8::{m}"),
+                ])?;
             }
         }
         let pods = self.spec.pods.clone();
@@ -232,25 +293,74 @@ impl Lab {
                 .find(|(_, n)| n.name == spec.node)
                 .with_context(|| format!("pod {} names unknown node {}", spec.name, spec.node))?;
             let n = i + 1;
-            let j = self.pods.iter().filter(|p| p.spec.node == spec.node).count() + 10;
+            let j = self
+                .pods
+                .iter()
+                .filter(|p| p.spec.node == spec.node)
+                .count()
+                + 10;
             let ns = format!("{NS_PREFIX}{}-{}-{}", self.run, spec.namespace, spec.name);
             let node_ns = node.netns.clone();
-            let cgroup = node.cgroup.join(format!("{}_{}", spec.namespace, spec.name));
+            let cgroup = node
+                .cgroup
+                .join(format!("{}_{}", spec.namespace, spec.name));
             ip(&["netns", "add", &ns])?;
             std::fs::create_dir_all(&cgroup)?;
             in_ns(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])?;
-            in_ns(&ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
+            in_ns(
+                &ns,
+                &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"],
+            )?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             let host_if = format!("v{j}");
-            ip(&["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-            ip(&["-n", &node_ns, "link", "set", &host_if, "master", "cbr0", "up"])?;
+            ip(&[
+                "-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ])?;
+            ip(&[
+                "-n", &node_ns, "link", "set", &host_if, "master", "cbr0", "up",
+            ])?;
             let ip4: IpAddr = format!("198.19.{n}.{j}").parse()?;
             let ip6: IpAddr = format!("2001:db8:1:{n}::{j}").parse()?;
-            ip(&["-n", &ns, "addr", "add", &format!("{ip4}/24"), "dev", "eth0"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip4}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "route", "add", "default", "via", &format!("198.19.{n}.1")])?;
-            ip(&["-n", &ns, "-6", "route", "add", "default", "via", &format!("2001:db8:1:{n}::1")])?;
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("198.19.{n}.1"),
+            ])?;
+            ip(&[
+                "-n",
+                &ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("2001:db8:1:{n}::1"),
+            ])?;
             self.pods.push(Pod {
                 spec,
                 netns: ns,
@@ -298,7 +408,12 @@ impl Lab {
     pub fn render_config(&self) -> String {
         let mut y = String::new();
         for n in &self.nodes {
-            let i = self.nodes.iter().position(|x| x.name == n.name).unwrap_or(0) + 1;
+            let i = self
+                .nodes
+                .iter()
+                .position(|x| x.name == n.name)
+                .unwrap_or(0)
+                + 1;
             let _ = write!(
                 y,
                 "apiVersion: ferrymesh.io/v1alpha1\nkind: Node\nmetadata:\n  name: {}\nspec:\n  addresses: [198.18.0.{i}, \"2001:db8::{i}\"]\n---\n",
@@ -311,10 +426,18 @@ impl Lab {
             } else {
                 ""
             };
-            let _ = write!(y, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}{label}\n---\n");
+            let _ = write!(
+                y,
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}{label}\n---\n"
+            );
         }
         for p in &self.pods {
-            let labels: Vec<String> = p.spec.labels.iter().map(|(k, v)| format!("    {k}: {v}")).collect();
+            let labels: Vec<String> = p
+                .spec
+                .labels
+                .iter()
+                .map(|(k, v)| format!("    {k}: {v}"))
+                .collect();
             let _ = write!(
                 y,
                 "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n  netns: {}\n---\n",
@@ -390,9 +513,20 @@ impl Lab {
             .arg(bin)
             .args(["run", "--config"])
             .arg(&self.config)
-            .args(["--node", &node.name, "--admin", ADMIN, "--reload-ms", "100", "--cgroup"])
+            .args([
+                "--node",
+                &node.name,
+                "--admin",
+                ADMIN,
+                "--reload-ms",
+                "100",
+                "--cgroup",
+            ])
             .arg(&node.cgroup)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -408,12 +542,22 @@ impl Lab {
             if let Ok((200, _)) = self.admin(node, "/healthz/ready") {
                 return Ok(());
             }
-            let n = self.nodes.iter_mut().find(|n| n.name == node).context("node")?;
+            let n = self
+                .nodes
+                .iter_mut()
+                .find(|n| n.name == node)
+                .context("node")?;
             if let Some(Some(status)) = n.agent.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                bail!("agent on {node} exited ({status}):\n{}", std::fs::read_to_string(&n.log).unwrap_or_default());
+                bail!(
+                    "agent on {node} exited ({status}):\n{}",
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                );
             }
             if Instant::now() > deadline {
-                bail!("agent on {node} not ready after 20s:\n{}", std::fs::read_to_string(&n.log).unwrap_or_default());
+                bail!(
+                    "agent on {node} not ready after 20s:\n{}",
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -421,9 +565,16 @@ impl Lab {
 
     /// Stops one node's agent with SIGTERM and waits for it to exit.
     pub fn stop_agent(&mut self, node: &str) -> Result<std::process::ExitStatus> {
-        let n = self.nodes.iter_mut().find(|n| n.name == node).context("node")?;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .context("node")?;
         let mut child = n.agent.take().context("agent not running")?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(s) = child.try_wait()? {
@@ -443,7 +594,11 @@ impl Lab {
 
     pub fn admin(&self, node: &str, path: &str) -> Result<(u16, String)> {
         let n = self.node(node);
-        netns::http_get(&PathBuf::from(format!("/run/netns/{}", n.netns)), ADMIN.parse()?, path)
+        netns::http_get(
+            &PathBuf::from(format!("/run/netns/{}", n.netns)),
+            ADMIN.parse()?,
+            path,
+        )
     }
 
     pub fn stats(&self, node: &str) -> Result<serde_json::Value> {
@@ -455,7 +610,12 @@ impl Lab {
     }
 
     /// Polls the node's stats until `cond` holds (up to 15 s); returns the last stats.
-    pub fn wait_stats(&self, node: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
+    pub fn wait_stats(
+        &self,
+        node: &str,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let s = self.stats(node)?;
@@ -463,7 +623,10 @@ impl Lab {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("{node}: timed out waiting for {what}; stats: {s:#}\nagent log:\n{}", self.agent_log(node));
+                bail!(
+                    "{node}: timed out waiting for {what}; stats: {s:#}\nagent log:\n{}",
+                    self.agent_log(node)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -513,13 +676,22 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let names: Vec<String> = self.nodes.iter().filter(|n| n.agent.is_some()).map(|n| n.name.clone()).collect();
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.agent.is_some())
+            .map(|n| n.name.clone())
+            .collect();
         for n in names {
             let _ = self.stop_agent(&n);
         }
         if std::thread::panicking() {
             for n in &self.nodes {
-                eprintln!("--- agent log {} ---\n{}", n.name, std::fs::read_to_string(&n.log).unwrap_or_default());
+                eprintln!(
+                    "--- agent log {} ---\n{}",
+                    n.name,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                );
             }
         }
         sys::kill_cgroup_tree(&self.cgroup_run);

@@ -4,7 +4,10 @@ use std::{fs::File, path::Path};
 use anyhow::{Context, Result};
 use nix::sched::{setns, CloneFlags};
 
-pub fn within<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub fn within<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
     std::thread::spawn(move || {
         setns(&file, CloneFlags::CLONE_NEWNET).context("setns")?;
@@ -29,7 +32,10 @@ pub fn http_get(netns: &Path, addr: std::net::SocketAddr, path: &str) -> Result<
             .nth(1)
             .and_then(|c| c.parse().ok())
             .context("bad HTTP status line")?;
-        let body = s.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = s
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Ok((status, body))
     })
 }

@@ -13,22 +13,318 @@ fn cross_node_and_same_node_traffic_passes_both_agents_intact() {
 
     let to = lab.pod("server").addr4(8080).to_string();
     let r = lab
-        .run_client("client", &["connect", "--to", &to, "--bytes", &(16 * MIB).to_string()])
+        .run_client(
+            "client",
+            &["connect", "--to", &to, "--bytes", &(16 * MIB).to_string()],
+        )
         .expect("cross-node client");
     assert_intact(&r, 16 * MIB);
     // Delivered by agent b from 127.0.0.6: the connection went through it.
-    let seen = server.expect_line("accepted", Duration::from_secs(5)).expect("accepted");
+    let seen = server
+        .expect_line("accepted", Duration::from_secs(5))
+        .expect("accepted");
     assert!(seen.starts_with("accepted 127.0.0.6:"), "{seen}");
-    assert!(lab.counter("a", "shop/client", "outbound_connected").unwrap() >= 1);
-    assert!(lab.counter("b", "shop/server", "inbound_delivered").unwrap() >= 1);
+    assert!(
+        lab.counter("a", "shop/client", "outbound_connected")
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        lab.counter("b", "shop/server", "inbound_delivered")
+            .unwrap()
+            >= 1
+    );
 
     let to = lab.pod("local-server").addr4(8080).to_string();
     let r = lab
-        .run_client("client", &["connect", "--to", &to, "--bytes", &(16 * MIB).to_string()])
+        .run_client(
+            "client",
+            &["connect", "--to", &to, "--bytes", &(16 * MIB).to_string()],
+        )
         .expect("same-node client");
     assert_intact(&r, 16 * MIB);
-    let seen = local.expect_line("accepted", Duration::from_secs(5)).expect("accepted");
+    let seen = local
+        .expect_line("accepted", Duration::from_secs(5))
+        .expect("accepted");
     assert!(seen.starts_with("accepted 127.0.0.6:"), "{seen}");
-    assert!(lab.counter("a", "shop/local-server", "inbound_delivered").unwrap() >= 1);
-    assert!(lab.counter("a", "shop/client", "outbound_connected").unwrap() >= 2);
+    assert!(
+        lab.counter("a", "shop/local-server", "inbound_delivered")
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        lab.counter("a", "shop/client", "outbound_connected")
+            .unwrap()
+            >= 2
+    );
+}
+
+#[test]
+fn service_vip_reaches_an_endpoint_and_ipv6_works_as_ipv4_does() {
+    let lab = two_node_lab();
+    let mut server = lab.server("server", &[8080]).expect("server");
+    let svc = lab.service("server");
+
+    for to in [
+        std::net::SocketAddr::new(svc.vip4, 80),
+        std::net::SocketAddr::new(svc.vip6, 80),
+        lab.pod("server").addr6(8080),
+    ] {
+        let r = lab
+            .run_client(
+                "client",
+                &[
+                    "connect",
+                    "--to",
+                    &to.to_string(),
+                    "--bytes",
+                    &MIB.to_string(),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("client to {to}: {e}"));
+        assert_intact(&r, MIB);
+        // Captured on the client end: without a getpeername hook the application's
+        // socket is connected to the agent's outbound listener on loopback.
+        let want_peer = if to.is_ipv4() {
+            "127.0.0.1:15001"
+        } else {
+            "[::1]:15001"
+        };
+        assert_eq!(r["peer"].as_str(), Some(want_peer), "{r}");
+        let seen = server
+            .expect_line("accepted", Duration::from_secs(5))
+            .expect("accepted");
+        let want_local = if to.is_ipv4() {
+            lab.pod("server").addr4(8080).to_string()
+        } else {
+            lab.pod("server").addr6(8080).to_string()
+        };
+        assert!(
+            seen.ends_with(&want_local),
+            "{to}: server saw {seen}, want local {want_local}"
+        );
+    }
+    assert!(
+        lab.counter("b", "shop/server", "inbound_delivered")
+            .unwrap()
+            >= 3
+    );
+    assert!(
+        lab.counter("a", "shop/client", "outbound_connected")
+            .unwrap()
+            >= 3
+    );
+}
+
+#[test]
+fn a_namespace_outside_the_mesh_is_not_captured_and_toggles_live() {
+    let mut lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let captured = |lab: &ferrymesh_tests::Lab| {
+        lab.counter("a", "plain/outsider", "outbound_captured")
+            .unwrap()
+    };
+
+    // Not in the mesh: nothing on agent a sees the outsider's connection.
+    let mut open = lab.app("outsider", &["hold", "--to", &to]).expect("hold");
+    open.expect_line("connected", Duration::from_secs(10))
+        .expect("connected");
+    open.send_line("before").unwrap();
+    open.expect_line("echo before", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(captured(&lab), 0);
+
+    // Enrol live: new connections are captured, the open one is left alone.
+    lab.set_meshed("plain", true).unwrap();
+    lab.wait_stats("a", "plain/outsider enrolled", |s| {
+        s["enrolled"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| w == "plain/outsider"))
+    })
+    .unwrap();
+    open.send_line("during").unwrap();
+    open.expect_line("echo during", Duration::from_secs(5))
+        .unwrap();
+    let r = lab
+        .run_client("outsider", &["connect", "--to", &to, "--bytes", "4096"])
+        .unwrap();
+    assert_intact(&r, 4096);
+    assert_eq!(
+        captured(&lab),
+        1,
+        "the new connection is captured, the old one is not"
+    );
+
+    // A connection made while enrolled survives unenrolment.
+    let mut meshed = lab.app("outsider", &["hold", "--to", &to]).expect("hold");
+    meshed
+        .expect_line("connected", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(captured(&lab), 2);
+    lab.set_meshed("plain", false).unwrap();
+    lab.wait_stats("a", "plain/outsider unenrolled", |s| {
+        s["enrolled"]
+            .as_array()
+            .is_some_and(|a| !a.iter().any(|w| w == "plain/outsider"))
+    })
+    .unwrap();
+    meshed.send_line("after").unwrap();
+    meshed
+        .expect_line("echo after", Duration::from_secs(5))
+        .unwrap();
+    open.send_line("still").unwrap();
+    open.expect_line("echo still", Duration::from_secs(5))
+        .unwrap();
+    let r = lab
+        .run_client("outsider", &["connect", "--to", &to, "--bytes", "4096"])
+        .unwrap();
+    assert_intact(&r, 4096);
+    assert_eq!(
+        captured(&lab),
+        2,
+        "after unenrolment new connections are not captured"
+    );
+}
+
+#[test]
+fn no_loops_delivery_is_not_recaptured_and_agent_sockets_pass() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let _local = lab.server("local-server", &[8080]).expect("local server");
+    for to in [
+        lab.pod("server").addr4(8080),
+        lab.pod("local-server").addr4(8080),
+        lab.pod("local-server").addr6(8080),
+    ] {
+        let r = lab
+            .run_client(
+                "client",
+                &["connect", "--to", &to.to_string(), "--bytes", "65536"],
+            )
+            .unwrap();
+        assert_intact(&r, 65536);
+    }
+    let a = lab.stats("a").unwrap();
+    let b = lab.stats("b").unwrap();
+    // Exactly one capture per connection on each end: no connection came round again.
+    assert_eq!(
+        a["workloads"]["shop/client"]["outbound_captured"], 3,
+        "{a:#}"
+    );
+    assert_eq!(
+        b["workloads"]["shop/server"]["inbound_captured"], 1,
+        "{b:#}"
+    );
+    assert_eq!(
+        a["workloads"]["shop/local-server"]["inbound_captured"], 2,
+        "{a:#}"
+    );
+    // The agent runs inside the node's cgroup: its own connects met connect4 and
+    // passed because of the mark; its deliveries met sk_lookup and passed.
+    assert!(
+        a["ebpf"]["connect_skipped_mark"].as_u64().unwrap() >= 3,
+        "{a:#}"
+    );
+    assert!(
+        a["ebpf"]["lookup_skipped_delivery"].as_u64().unwrap() >= 2,
+        "{a:#}"
+    );
+    assert!(
+        b["ebpf"]["lookup_skipped_delivery"].as_u64().unwrap() >= 1,
+        "{b:#}"
+    );
+}
+
+#[test]
+fn two_thousand_short_connections_leave_the_orig_dst_map_as_it_was() {
+    let lab = two_node_lab();
+    let _local = lab.server("local-server", &[8080]).expect("local server");
+    let before = lab.stats("a").unwrap()["orig_dst_entries"]
+        .as_u64()
+        .unwrap();
+    let to = lab.pod("local-server").addr4(8080).to_string();
+    let r = lab
+        .run_client("client", &["churn", "--to", &to, "--count", "2000"])
+        .unwrap();
+    assert_eq!(r["ok"], 2000, "{r}");
+    let s = lab
+        .wait_stats("a", "orig_dst entries back to the start", |s| {
+            s["orig_dst_entries"].as_u64() == Some(before)
+        })
+        .unwrap();
+    assert!(
+        s["ebpf"]["orig_dst_recorded"].as_u64().unwrap() >= 2000,
+        "{s:#}"
+    );
+    assert!(
+        s["ebpf"]["orig_dst_deleted"].as_u64().unwrap() >= 2000,
+        "{s:#}"
+    );
+}
+
+#[test]
+fn a_malformed_config_is_refused_with_its_place_and_traffic_keeps_flowing() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let good = lab.render_config();
+    let bad = good.replacen(&lab.pod("client").ip4.to_string(), "198.19.1.300", 1);
+    lab.write_raw_config(&bad).unwrap();
+    let s = lab
+        .wait_stats("a", "the bad config to be refused", |s| {
+            s["config"]["errors"].as_u64() >= Some(1)
+        })
+        .unwrap();
+    let err = s["config"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        err.contains("mesh.yaml:") && err.contains("spec.addresses[0]"),
+        "{err}"
+    );
+    assert!(lab
+        .agent_log("a")
+        .contains("last good config stays in force"));
+    // The last good config is still in force: the client is still enrolled and served.
+    assert!(
+        s["enrolled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "shop/client"),
+        "{s:#}"
+    );
+    let to = lab.pod("server").addr4(8080).to_string();
+    let r = lab
+        .run_client("client", &["connect", "--to", &to, "--bytes", "65536"])
+        .unwrap();
+    assert_intact(&r, 65536);
+    assert_eq!(
+        lab.counter("a", "shop/client", "outbound_connected")
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn sigterm_unloads_everything() {
+    let mut lab = two_node_lab();
+    let mut server = lab.server("server", &[8080]).expect("server");
+    assert!(lab.stop_agent("a").unwrap().success());
+    assert!(lab.stop_agent("b").unwrap().success());
+    // With programs and sk_lookup attachments gone, the client reaches the server
+    // directly: the server sees the client's own address, not the agent's 127.0.0.6.
+    let to = lab.pod("server").addr4(8080).to_string();
+    let r = lab
+        .run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
+        .unwrap();
+    assert_intact(&r, 4096);
+    let seen = server
+        .expect_line("accepted", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        seen.starts_with(&format!("accepted {}:", lab.pod("client").ip4)),
+        "{seen}"
+    );
 }

@@ -79,7 +79,9 @@ fn bad_files_name_the_place() {
         },
     ];
     for case in cases {
-        let err = parse("c.yaml", &case.text).expect_err(case.name).to_string();
+        let err = parse("c.yaml", &case.text)
+            .expect_err(case.name)
+            .to_string();
         for want in case.expect {
             assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case.name);
         }

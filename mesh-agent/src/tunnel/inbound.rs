@@ -50,7 +50,10 @@ async fn handle(conn: TcpStream, pod: Arc<Pod>) {
             return;
         }
     };
-    let app = match pod.netns.outbound_socket(&original, Some(delivery_source(&original))) {
+    let app = match pod
+        .netns
+        .outbound_socket(&original, Some(delivery_source(&original)))
+    {
         Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(original)).await,
         Err(e) => {
             c.inbound_failed.inc();

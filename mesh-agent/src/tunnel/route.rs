@@ -6,7 +6,10 @@ use crate::state::State;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// A service VIP resolved to one of its endpoints.
-    Service { service: String, endpoint: SocketAddr },
+    Service {
+        service: String,
+        endpoint: SocketAddr,
+    },
     /// A known workload addressed directly.
     Workload { workload: String, addr: SocketAddr },
     /// An address the mesh does not know: sent on unchanged.

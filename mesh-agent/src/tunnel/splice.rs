@@ -7,7 +7,11 @@ use crate::metrics::WorkloadCounters;
 /// only while bytes flow (tokio's copy buffers live in the future).
 const BUF: usize = 64 * 1024;
 
-pub async fn proxy(mut downstream: TcpStream, mut upstream: TcpStream, counters: &WorkloadCounters) {
+pub async fn proxy(
+    mut downstream: TcpStream,
+    mut upstream: TcpStream,
+    counters: &WorkloadCounters,
+) {
     match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUF, BUF).await {
         Ok((sent, received)) => {
             counters.bytes_sent.add(sent);

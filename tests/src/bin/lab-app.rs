@@ -109,7 +109,11 @@ fn listen(port: u16) -> Result<TcpListener> {
 
 fn serve(ports: &[u16], sinks: &[u16]) -> Result<()> {
     let mut handles = Vec::new();
-    for (&p, sink) in ports.iter().map(|p| (p, false)).chain(sinks.iter().map(|p| (p, true))) {
+    for (&p, sink) in ports
+        .iter()
+        .map(|p| (p, false))
+        .chain(sinks.iter().map(|p| (p, true)))
+    {
         let l = listen(p)?;
         handles.push(thread::spawn(move || {
             for conn in l.incoming().flatten() {
@@ -174,7 +178,8 @@ fn fill(buf: &mut [u8], state: &mut u64) {
 }
 
 fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
-    let c = TcpStream::connect_timeout(&to, Duration::from_secs(10)).with_context(|| format!("connect {to}"))?;
+    let c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+        .with_context(|| format!("connect {to}"))?;
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
     let local = c.local_addr()?;
     let peer = c.peer_addr()?;
@@ -206,7 +211,9 @@ fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
         h.update(&buf[..n]);
         got += n as u64;
     }
-    let sent_sha = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    let sent_sha = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     println!(
         "{}",
         serde_json::json!({"sent": bytes, "received": got, "sent_sha256": sent_sha,
@@ -216,7 +223,8 @@ fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
 }
 
 fn hold(to: SocketAddr) -> Result<()> {
-    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(10)).with_context(|| format!("connect {to}"))?;
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+        .with_context(|| format!("connect {to}"))?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     println!("connected {}", c.local_addr()?);
     std::io::stdout().flush()?;
@@ -256,7 +264,10 @@ fn churn(to: SocketAddr, count: u32) -> Result<()> {
             }
         }
     }
-    println!("{}", serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error}));
+    println!(
+        "{}",
+        serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error})
+    );
     Ok(())
 }
 
@@ -317,6 +328,9 @@ fn stream(to: SocketAddr, bytes: u64) -> Result<()> {
     if got != bytes {
         bail!("sink counted {got} bytes, sent {bytes}");
     }
-    println!("{}", serde_json::json!({"bytes": bytes, "seconds": secs, "gbit_per_s": bytes as f64 * 8.0 / secs / 1e9}));
+    println!(
+        "{}",
+        serde_json::json!({"bytes": bytes, "seconds": secs, "gbit_per_s": bytes as f64 * 8.0 / secs / 1e9})
+    );
     Ok(())
 }

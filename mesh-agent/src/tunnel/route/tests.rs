@@ -108,7 +108,11 @@ fn outbound_decisions() {
 fn vip_round_robins_over_endpoints() {
     let st = state();
     let picks: Vec<SocketAddr> = (0..4)
-        .map(|_| outbound(&st, sa("198.18.100.1:80")).expect("routable").addr())
+        .map(|_| {
+            outbound(&st, sa("198.18.100.1:80"))
+                .expect("routable")
+                .addr()
+        })
         .collect();
     assert_eq!(
         picks,
