@@ -588,6 +588,21 @@ impl Lab {
         }
     }
 
+    /// Process id of a node's agent (the shell execs nsenter, which execs the agent).
+    pub fn agent_pid(&self, node: &str) -> Option<u32> {
+        self.node(node).agent.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of a node's agent in KiB (VmRSS).
+    pub fn agent_rss_kib(&self, node: &str) -> Option<u64> {
+        let pid = self.agent_pid(node)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
     pub fn agent_log(&self, node: &str) -> String {
         std::fs::read_to_string(&self.node(node).log).unwrap_or_default()
     }

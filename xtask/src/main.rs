@@ -1,1 +1,70 @@
-fn main() {}
+//! `cargo xtask`: bootstrap, build, test, demo, bench and the lab.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod bootstrap;
+mod build;
+mod demo;
+mod lab;
+mod test;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ferrymesh developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (rust-src, bpf-linker, Debian packages) and build the
+    /// eBPF object, the agent and the lab app.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit tests and the lab integration tests (real eBPF).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy -D warnings`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Bring up a 2-node lab and show a captured connection step by step.
+    Demo,
+    /// Measure the mesh against no mesh in the same run; prints ratios, writes JSON.
+    Bench {
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "target/bench/bench.json")]
+        out: std::path::PathBuf,
+    },
+    /// The network-namespace lab.
+    Lab {
+        #[command(subcommand)]
+        action: lab::Action,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build { release } => {
+            bootstrap::ensure().and_then(|()| build::all(release).map(|_| ()))
+        }
+        Command::Test { no_lint, args } => test::run(!no_lint, &args),
+        Command::Demo => demo::run(),
+        Command::Bench { out } => bench::run(&out),
+        Command::Lab { action } => lab::run(action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+pub fn run(_o: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}

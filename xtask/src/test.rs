@@ -1,0 +1,46 @@
+//! `cargo xtask test`: bootstrap, build, lint, then every test.
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{
+    bootstrap::{self, run as sh, step},
+    build,
+};
+
+pub fn run_tests(args: &[String]) -> Result<()> {
+    step("running unit tests and lab integration tests (real eBPF, network namespaces)");
+    sh(Command::new("cargo")
+        .current_dir(build::workspace_root())
+        .args(["test", "--workspace"])
+        .args(args))
+}
+
+pub fn run(lint: bool, args: &[String]) -> Result<()> {
+    bootstrap::ensure()?;
+    build::all(false)?;
+    if lint {
+        step("cargo fmt --check");
+        sh(Command::new("cargo")
+            .current_dir(build::workspace_root())
+            .args(["fmt", "--all", "--", "--check"]))?;
+        step("cargo clippy -D warnings");
+        sh(Command::new("cargo")
+            .current_dir(build::workspace_root())
+            .args([
+                "clippy",
+                "--quiet",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+    }
+    run_tests(args)?;
+    let leftovers = ferrymesh_tests::sys::clean_all()?;
+    if leftovers.iter().any(|l| l.starts_with("netns")) {
+        println!("note: removed lab leftovers: {}", leftovers.join(", "));
+    }
+    Ok(())
+}
