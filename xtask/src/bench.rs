@@ -38,11 +38,40 @@ fn measure(lab: &Lab) -> Result<Value> {
         let ip = lab.pod(target).ip4;
         let mut gbps = Vec::new();
         for _ in 0..REPEATS {
-            let r = lab.run_client("client", &["stream", "--to", &format!("{ip}:9000"), "--bytes", &STREAM_BYTES.to_string()])?;
+            let r = lab.run_client(
+                "client",
+                &[
+                    "stream",
+                    "--to",
+                    &format!("{ip}:9000"),
+                    "--bytes",
+                    &STREAM_BYTES.to_string(),
+                ],
+            )?;
             gbps.push(r["gbit_per_s"].as_f64().context("gbit_per_s")?);
         }
-        let rr = lab.run_client("client", &["rr", "--to", &format!("{ip}:8080"), "--count", RR_COUNT, "--size", "64"])?;
-        let conn = lab.run_client("client", &["connlat", "--to", &format!("{ip}:8080"), "--count", CONN_COUNT])?;
+        let rr = lab.run_client(
+            "client",
+            &[
+                "rr",
+                "--to",
+                &format!("{ip}:8080"),
+                "--count",
+                RR_COUNT,
+                "--size",
+                "64",
+            ],
+        )?;
+        let conn = lab.run_client(
+            "client",
+            &[
+                "connlat",
+                "--to",
+                &format!("{ip}:8080"),
+                "--count",
+                CONN_COUNT,
+            ],
+        )?;
         out.insert(
             path.to_owned(),
             json!({
@@ -65,7 +94,10 @@ pub fn run(out: &Path) -> Result<()> {
     step("bench lab: 2 nodes; pods client (a), local (a), remote (b); echo :8080, sink :9000");
     let mut lab = Lab::new(spec())?;
     lab.start_agents()?;
-    let _servers = [lab.app("local", &["serve", "--port", "8080", "--sink", "9000"])?, lab.app("remote", &["serve", "--port", "8080", "--sink", "9000"])?];
+    let _servers = [
+        lab.app("local", &["serve", "--port", "8080", "--sink", "9000"])?,
+        lab.app("remote", &["serve", "--port", "8080", "--sink", "9000"])?,
+    ];
     std::thread::sleep(Duration::from_millis(300));
 
     step("no mesh (namespace not labelled)");
@@ -73,17 +105,28 @@ pub fn run(out: &Path) -> Result<()> {
     step("captured (namespace labelled ambient; plaintext through both agents)");
     lab.set_meshed("bench", true)?;
     for n in ["a", "b"] {
-        lab.wait_stats(n, "pods enrolled", |s| s["enrolled"].as_array().is_some_and(|a| !a.is_empty()))?;
+        lab.wait_stats(n, "pods enrolled", |s| {
+            s["enrolled"].as_array().is_some_and(|a| !a.is_empty())
+        })?;
     }
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss: Vec<u64> = ["a", "b"].iter().filter_map(|n| lab.agent_rss_kib(n)).collect();
+    let idle_rss: Vec<u64> = ["a", "b"]
+        .iter()
+        .filter_map(|n| lab.agent_rss_kib(n))
+        .collect();
     let mesh = measure(&lab)?;
     let captured_total = lab.counter("a", "bench/client", "outbound_connected")?;
-    let busy_rss: Vec<u64> = ["a", "b"].iter().filter_map(|n| lab.agent_rss_kib(n)).collect();
+    let busy_rss: Vec<u64> = ["a", "b"]
+        .iter()
+        .filter_map(|n| lab.agent_rss_kib(n))
+        .collect();
     drop(lab);
 
     println!();
-    println!("{:<11} {:<22} {:>10} {:>10} {:>8}  target", "path", "metric", "no mesh", "captured", "ratio");
+    println!(
+        "{:<11} {:<22} {:>10} {:>10} {:>8}  target",
+        "path", "metric", "no mesh", "captured", "ratio"
+    );
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     for path in ["cross-node", "same-node"] {
@@ -92,14 +135,55 @@ pub fn run(out: &Path) -> Result<()> {
         let added_rr = f(&m["rr64_p50_us"]) - f(&b["rr64_p50_us"]);
         let conn = f(&m["connect_p50_us"]);
         let lines = [
-            ("throughput Gbit/s", f(&b["throughput_gbit_s"]), f(&m["throughput_gbit_s"]), format!("{tput:.2}x"), tput >= 0.75, ">= 0.75x".to_owned()),
-            ("rr 64B p50 us", f(&b["rr64_p50_us"]), f(&m["rr64_p50_us"]), format!("+{added_rr:.1}"), added_rr <= 20.0, "added <= 20 us".to_owned()),
-            ("rr 64B p99 us", f(&b["rr64_p99_us"]), f(&m["rr64_p99_us"]), format!("+{:.1}", f(&m["rr64_p99_us"]) - f(&b["rr64_p99_us"])), true, String::new()),
-            ("new conn p50 us", f(&b["connect_p50_us"]), conn, format!("+{:.1}", conn - f(&b["connect_p50_us"])), conn <= 150.0, "captured <= 150 us".to_owned()),
-            ("new conn p99 us", f(&b["connect_p99_us"]), f(&m["connect_p99_us"]), format!("+{:.1}", f(&m["connect_p99_us"]) - f(&b["connect_p99_us"])), true, String::new()),
+            (
+                "throughput Gbit/s",
+                f(&b["throughput_gbit_s"]),
+                f(&m["throughput_gbit_s"]),
+                format!("{tput:.2}x"),
+                tput >= 0.75,
+                ">= 0.75x".to_owned(),
+            ),
+            (
+                "rr 64B p50 us",
+                f(&b["rr64_p50_us"]),
+                f(&m["rr64_p50_us"]),
+                format!("+{added_rr:.1}"),
+                added_rr <= 20.0,
+                "added <= 20 us".to_owned(),
+            ),
+            (
+                "rr 64B p99 us",
+                f(&b["rr64_p99_us"]),
+                f(&m["rr64_p99_us"]),
+                format!("+{:.1}", f(&m["rr64_p99_us"]) - f(&b["rr64_p99_us"])),
+                true,
+                String::new(),
+            ),
+            (
+                "new conn p50 us",
+                f(&b["connect_p50_us"]),
+                conn,
+                format!("+{:.1}", conn - f(&b["connect_p50_us"])),
+                conn <= 150.0,
+                "captured <= 150 us".to_owned(),
+            ),
+            (
+                "new conn p99 us",
+                f(&b["connect_p99_us"]),
+                f(&m["connect_p99_us"]),
+                format!("+{:.1}", f(&m["connect_p99_us"]) - f(&b["connect_p99_us"])),
+                true,
+                String::new(),
+            ),
         ];
         for (name, bv, mv, ratio, ok, target) in lines {
-            let mark = if target.is_empty() { "" } else if ok { "met" } else { "MISSED" };
+            let mark = if target.is_empty() {
+                ""
+            } else if ok {
+                "met"
+            } else {
+                "MISSED"
+            };
             println!("{path:<11} {name:<22} {bv:>10.2} {mv:>10.2} {ratio:>8}  {target} {mark}");
             if !target.is_empty() {
                 verdicts.push(json!({"path": path, "metric": name, "target": target, "met": ok}));
