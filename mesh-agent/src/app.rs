@@ -40,17 +40,27 @@ pub struct RunArgs {
     pub admin: SocketAddr,
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
+    pub worker_threads: usize,
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
     inpod::init_home().map_err(Error::Runtime)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.worker_threads)
         .thread_stack_size(256 * 1024)
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     rt.block_on(serve(args))
+}
+
+/// Loading parses the kernel's BTF (several MiB) and frees it again; hand those
+/// pages back to the system so the agent's resident size reflects its steady state.
+fn release_load_memory() {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A cheap fingerprint of the file: reload only when it changes.
@@ -68,6 +78,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         tokio::spawn(ebpf::forward_logs(logger));
     }
     tracing::info!(cgroup = %args.cgroup.display(), "eBPF programs attached");
+    release_load_memory();
     let kernel = Arc::new(Mutex::new(kernel));
     kernel
         .lock()
@@ -76,10 +87,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::default());
     let state = StateHandle::default();
-    let shared = Arc::new(Shared {
-        orig_dst,
-        state: state.clone(),
-    });
+    let shared = Arc::new(Shared::new(orig_dst, state.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
     let listener = admin::bind(args.admin)

@@ -1,9 +1,9 @@
 //! Which local pods are in the mesh (pure), and enrolling/unenrolling them (I/O).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, RwLock},
 };
 
 use mesh_common::ports;
@@ -78,6 +78,34 @@ pub struct Pod {
 pub struct Shared {
     pub orig_dst: OrigDst,
     pub state: StateHandle,
+    /// Enrolled pods of this node by address (written by the Enroller only).
+    local: RwLock<HashMap<IpAddr, Arc<Pod>>>,
+}
+
+impl Shared {
+    pub fn new(orig_dst: OrigDst, state: StateHandle) -> Shared {
+        Shared {
+            orig_dst,
+            state,
+            local: RwLock::default(),
+        }
+    }
+
+    /// The enrolled pod on this node that owns `ip`, if any.
+    pub fn local_pod(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        let local = self.local.read().unwrap_or_else(|p| p.into_inner());
+        local.get(&ip.to_canonical()).cloned()
+    }
+
+    fn set_local(&self, addresses: &[IpAddr], pod: Option<Arc<Pod>>) {
+        let mut local = self.local.write().unwrap_or_else(|p| p.into_inner());
+        for a in addresses {
+            match &pod {
+                Some(p) => local.insert(*a, p.clone()),
+                None => local.remove(a),
+            };
+        }
+    }
 }
 
 struct Enrolled {
@@ -151,6 +179,7 @@ impl Enroller {
     }
 
     fn unenrol(&mut self, e: Enrolled) {
+        self.shared.set_local(&e.spec.addresses, None);
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = k.unenrol(e.cookie, &e.spec.addresses) {
             tracing::warn!(workload = %e.spec.key, "unenrol: {err}");
@@ -230,6 +259,7 @@ impl Enroller {
             )));
         }
         let inb = tokio::net::TcpListener::from_std(inb).map_err(listener_err)?;
+        self.shared.set_local(&spec.addresses, Some(pod.clone()));
         tasks.push(tokio::spawn(inbound::serve(inb, pod)));
         Ok(Enrolled {
             spec,

@@ -30,6 +30,9 @@ enum Command {
         /// Destination ports never captured outbound (repeat or comma-separate).
         #[arg(long, value_delimiter = ',')]
         exclude_port: Vec<u16>,
+        /// Data-path threads.
+        #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
+        worker_threads: usize,
         /// How often to check the config file for changes, in milliseconds.
         #[arg(long, default_value_t = 250)]
         reload_ms: u64,
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             admin,
             exclude_port,
             reload_ms,
+            worker_threads,
         } => {
             let Some(cgroup) = cgroup.or_else(cgroup2_root) else {
                 eprintln!("error: no cgroup v2 mount found; mount cgroup2 or pass --cgroup");
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
                 admin,
                 excluded_ports: exclude_port,
                 reload_interval: Duration::from_millis(reload_ms.max(50)),
+                worker_threads: worker_threads.max(1),
             })
         }
     };

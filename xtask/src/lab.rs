@@ -9,7 +9,11 @@ use crate::{bootstrap, build};
 #[derive(Subcommand)]
 pub enum Action {
     /// Bring up a 2-node lab with agents and keep it until Ctrl-C (or SIGTERM).
-    Up,
+    Up {
+        /// Use release builds of the agent and lab-app.
+        #[arg(long)]
+        release: bool,
+    },
     /// Remove every lab's namespaces, cgroups and processes (same as clean).
     Down,
     /// Remove leftovers of killed runs: lab namespaces, cgroups, their processes.
@@ -37,7 +41,7 @@ pub fn demo_spec() -> LabSpec {
 
 pub fn run(action: Action) -> Result<()> {
     match action {
-        Action::Up => up(),
+        Action::Up { release } => up(release),
         Action::Down | Action::Clean => {
             let removed = ferrymesh_tests::sys::clean_all()?;
             if removed.is_empty() {
@@ -51,9 +55,9 @@ pub fn run(action: Action) -> Result<()> {
     }
 }
 
-fn up() -> Result<()> {
+fn up(release: bool) -> Result<()> {
     bootstrap::ensure()?;
-    build::all(false)?;
+    build::all(release)?;
     // Block the signals first so sigwait sees them and Drop cleans up.
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);

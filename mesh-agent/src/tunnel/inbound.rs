@@ -38,6 +38,39 @@ pub fn delivery_source(original: &SocketAddr) -> IpAddr {
     }
 }
 
+/// Connects to the application in `pod` at `original`, from a source the sk_lookup
+/// program lets through, and counts the delivery on the pod.
+pub async fn connect_app(pod: &Pod, original: SocketAddr) -> Option<TcpStream> {
+    let c = &pod.counters;
+    let app = match pod
+        .netns
+        .outbound_socket(&original, Some(delivery_source(&original)))
+    {
+        Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(original)).await,
+        Err(e) => {
+            c.inbound_failed.inc();
+            tracing::warn!(pod = %pod.key, "{e}");
+            return None;
+        }
+    };
+    match app {
+        Ok(Ok(s)) => {
+            c.inbound_delivered.inc();
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            c.inbound_failed.inc();
+            tracing::info!(pod = %pod.key, %original, "delivery to the application failed: {e}; is it listening?");
+            None
+        }
+        Err(_) => {
+            c.inbound_failed.inc();
+            tracing::info!(pod = %pod.key, %original, "delivery to the application timed out");
+            None
+        }
+    }
+}
+
 async fn handle(conn: TcpStream, pod: Arc<Pod>) {
     let c = &pod.counters;
     c.inbound_captured.inc();
@@ -50,31 +83,9 @@ async fn handle(conn: TcpStream, pod: Arc<Pod>) {
             return;
         }
     };
-    let app = match pod
-        .netns
-        .outbound_socket(&original, Some(delivery_source(&original)))
-    {
-        Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(original)).await,
-        Err(e) => {
-            c.inbound_failed.inc();
-            tracing::warn!(pod = %pod.key, "{e}");
-            return;
-        }
+    let Some(app) = connect_app(&pod, original).await else {
+        return;
     };
-    let app = match app {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            c.inbound_failed.inc();
-            tracing::info!(pod = %pod.key, %original, "delivery to the application failed: {e}; is it listening?");
-            return;
-        }
-        Err(_) => {
-            c.inbound_failed.inc();
-            tracing::info!(pod = %pod.key, %original, "delivery to the application timed out");
-            return;
-        }
-    };
-    c.inbound_delivered.inc();
     c.active.inc();
     splice::proxy(conn, app, c).await;
     c.active.dec();

@@ -3,7 +3,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{route, splice};
+use super::{inbound, route, splice};
 use crate::enrol::{Pod, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +42,21 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     };
     drop(state);
     let addr = dest.addr();
+    // Same node: skip the network and the second proxy; deliver straight into the
+    // destination pod, counted there as inbound (its policy will apply here too).
+    if let Some(local) = shared.local_pod(addr.ip()) {
+        local.counters.inbound_captured.inc();
+        let Some(app) = inbound::connect_app(&local, addr).await else {
+            c.outbound_failed.inc();
+            return;
+        };
+        c.outbound_connected.inc();
+        tracing::debug!(pod = %pod.key, %original, ?dest, "same-node delivery");
+        c.active.inc();
+        splice::proxy(conn, app, c).await;
+        c.active.dec();
+        return;
+    }
     let upstream = match pod.netns.outbound_socket(&addr, None) {
         Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(addr)).await,
         Err(e) => {
