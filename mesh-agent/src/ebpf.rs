@@ -122,7 +122,7 @@ impl Kernel {
         let logger = match aya_log::EbpfLogger::init(&mut bpf) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::debug!("eBPF logs not available: {e}");
+                tracing::warn!("eBPF program logs are not forwarded: {e}");
                 None
             }
         };

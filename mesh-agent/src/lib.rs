@@ -4,11 +4,18 @@
 //! immutable snapshot that the data path only reads, `ebpf` is the only code that
 //! writes kernel maps, `inpod` makes sockets inside pod network namespaces, and
 //! `tunnel` decides (pure functions) and then proxies.
+//!
+//! Unsafe code is confined to the modules that talk to the kernel.
+#![deny(unsafe_code)]
+
 pub mod admin;
+#[allow(unsafe_code)]
 pub mod app;
 pub mod config;
+#[allow(unsafe_code)]
 pub mod ebpf;
 pub mod enrol;
+#[allow(unsafe_code)]
 pub mod inpod;
 pub mod metrics;
 pub mod model;

@@ -1,4 +1,6 @@
 //! `mesh-agent`: the ferrymesh node agent.
+#![forbid(unsafe_code)]
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};

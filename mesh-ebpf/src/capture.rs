@@ -11,6 +11,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
+use aya_log_ebpf::warn;
 use mesh_common::{counters, ports, IpWords, SockAddr, AF_INET, AF_INET6};
 
 use crate::{
@@ -70,9 +71,13 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
         }
         let cookie = bpf_get_socket_cookie(sa as *mut c_void);
         let orig = SockAddr { ip, port, family };
-        if PENDING_CONNECT.insert(cookie, orig, 0).is_err() {
+        if let Err(e) = PENDING_CONNECT.insert(cookie, orig, 0) {
             // Fail closed: still steer to the agent, which refuses what it cannot route.
             count(counters::MAP_FULL);
+            warn!(
+                ctx,
+                "PENDING_CONNECT insert failed ({}); connection will be refused", e
+            );
         }
         if family == AF_INET {
             (*sa).user_ip4 = u32::from_ne_bytes([127, 0, 0, 1]);

@@ -12,6 +12,7 @@ use aya_ebpf::{
     macros::sock_ops,
     programs::SockOpsContext,
 };
+use aya_log_ebpf::warn;
 use mesh_common::{counters, IpWords, OrigDstKey, AF_INET};
 
 use crate::maps::{count, ORIG_DST, PENDING_CONNECT};
@@ -70,8 +71,12 @@ fn on_established(ctx: &SockOpsContext) {
     };
     let _ = PENDING_CONNECT.remove(cookie);
     let key = client_key(ctx);
-    if ORIG_DST.insert(key, orig, 0).is_err() {
+    if let Err(e) = ORIG_DST.insert(key, orig, 0) {
         count(counters::MAP_FULL);
+        warn!(
+            ctx,
+            "ORIG_DST insert failed ({}); the agent will refuse this connection", e
+        );
         return;
     }
     count(counters::ORIG_DST_RECORDED);

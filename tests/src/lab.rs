@@ -57,6 +57,8 @@ pub struct LabSpec {
     pub namespaces: Vec<(String, bool)>,
     pub pods: Vec<PodSpec>,
     pub services: Vec<ServiceSpec>,
+    /// Extra arguments for every agent (e.g. `--exclude-port 9999`).
+    pub agent_args: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -523,6 +525,7 @@ impl Lab {
                 "--cgroup",
             ])
             .arg(&node.cgroup)
+            .args(&self.spec.agent_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

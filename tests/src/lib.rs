@@ -5,6 +5,8 @@
 //! runs per node. Nothing is linked to the machine's own network namespace. Names
 //! are unique per run and everything is removed on drop, also after a panic;
 //! `cargo xtask lab clean` removes what a killed run left behind.
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod lab;
 pub mod netns;

@@ -3,7 +3,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_intact, two_node_lab, MIB};
+use common::{assert_intact, two_node_lab, two_node_lab_with, MIB};
 
 #[test]
 fn cross_node_and_same_node_traffic_passes_both_agents_intact() {
@@ -327,4 +327,65 @@ fn sigterm_unloads_everything() {
         seen.starts_with(&format!("accepted {}:", lab.pod("client").ip4)),
         "{seen}"
     );
+}
+
+#[test]
+fn excluded_ports_and_the_pod_itself_pass_untouched() {
+    let lab = two_node_lab_with(&["--exclude-port", "9999"]);
+    let _server = lab.server("server", &[8080, 9999]).expect("server");
+    let _own = lab
+        .server("client", &[7000])
+        .expect("server inside the client pod");
+
+    // An excluded port: the client's socket is connected to the server itself.
+    let to = lab.pod("server").addr4(9999);
+    let r = lab
+        .run_client(
+            "client",
+            &["connect", "--to", &to.to_string(), "--bytes", "4096"],
+        )
+        .unwrap();
+    assert_intact(&r, 4096);
+    assert_eq!(r["peer"].as_str(), Some(to.to_string().as_str()), "{r}");
+
+    // The pod talking to its own addresses, v4 and v6: neither end is captured.
+    for to in [lab.pod("client").addr4(7000), lab.pod("client").addr6(7000)] {
+        let r = lab
+            .run_client(
+                "client",
+                &["connect", "--to", &to.to_string(), "--bytes", "4096"],
+            )
+            .unwrap();
+        assert_intact(&r, 4096);
+        assert_eq!(r["peer"].as_str(), Some(to.to_string().as_str()), "{r}");
+    }
+    let a = lab.stats("a").unwrap();
+    assert_eq!(
+        a["workloads"]["shop/client"]["outbound_captured"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{a:#}"
+    );
+    assert_eq!(
+        a["workloads"]["shop/client"]["inbound_captured"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{a:#}"
+    );
+    assert!(
+        a["ebpf"]["connect_skipped_excluded"].as_u64().unwrap() >= 3,
+        "{a:#}"
+    );
+
+    // A port that is not excluded is still captured.
+    let to = lab.pod("server").addr4(8080);
+    let r = lab
+        .run_client(
+            "client",
+            &["connect", "--to", &to.to_string(), "--bytes", "4096"],
+        )
+        .unwrap();
+    assert_eq!(r["peer"].as_str(), Some("127.0.0.1:15001"), "{r}");
 }

@@ -7,7 +7,12 @@ pub const MIB: u64 = 1 << 20;
 /// Two nodes; `shop` is meshed, `plain` is not.
 /// a: client, local-server (shop), outsider (plain); b: server (shop).
 pub fn two_node_lab() -> Lab {
+    two_node_lab_with(&[])
+}
+
+pub fn two_node_lab_with(agent_args: &[&str]) -> Lab {
     let spec = LabSpec {
+        agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         nodes: vec!["a".into(), "b".into()],
         namespaces: vec![("shop".into(), true), ("plain".into(), false)],
         pods: vec![

@@ -33,6 +33,7 @@ fn spec() -> LabSpec {
             PodSpec::new("remote", "bench", "b"),
         ],
         services: vec![],
+        agent_args: vec![],
     }
 }
 

@@ -2,7 +2,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec, ServiceSpec};
-use nix::sys::signal::{SigSet, Signal};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::{bootstrap, build};
 
@@ -36,6 +38,7 @@ pub fn demo_spec() -> LabSpec {
             port: 80,
             target_port: 8080,
         }],
+        agent_args: vec![],
     }
 }
 
@@ -58,11 +61,18 @@ pub fn run(action: Action) -> Result<()> {
 fn up(release: bool) -> Result<()> {
     bootstrap::ensure()?;
     build::all(release)?;
-    // Block the signals first so sigwait sees them and Drop cleans up.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block()?;
+    // A handler (not a blocked mask, which children would inherit and the agents
+    // would then never see SIGTERM) lets Drop tear the lab down.
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        sigaction(Signal::SIGINT, &action)?;
+        sigaction(Signal::SIGTERM, &action)?;
+    }
     let mut lab = Lab::new(demo_spec())?;
     lab.start_agents()?;
     println!(
@@ -88,8 +98,16 @@ fn up(release: bool) -> Result<()> {
         );
     }
     println!("Ctrl-C to tear it down.");
-    let sig = set.wait()?;
-    println!("{sig:?}: tearing the lab down");
+    while !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("tearing the lab down");
     drop(lab);
     Ok(())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
 }

@@ -1,6 +1,8 @@
 //! A pod's application in the lab: joins a pod's cgroup and network namespace, then
 //! serves or dials. Output is one line per event, JSON for results, so tests and the
 //! bench parse it.
+#![forbid(unsafe_code)]
+
 use std::{
     fs::File,
     io::{BufRead, Read, Write},
