@@ -2,7 +2,7 @@
 //! the same lab, so the ratios compare like with like. Prints a table, writes JSON.
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
@@ -42,25 +42,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One mode (no mesh or captured): every scenario on both paths.
+/// One round of one mode (no mesh or captured): every scenario on both paths.
 fn measure(lab: &Lab) -> Result<Value> {
     let mut out = serde_json::Map::new();
     for (path, target) in [("cross-node", "remote"), ("same-node", "local")] {
         let ip = lab.pod(target).ip4;
-        let mut gbps = Vec::new();
-        for _ in 0..REPEATS {
-            let r = lab.run_client(
-                "client",
-                &[
-                    "stream",
-                    "--to",
-                    &format!("{ip}:9000"),
-                    "--bytes",
-                    &stream_bytes().to_string(),
-                ],
-            )?;
-            gbps.push(r["gbit_per_s"].as_f64().context("gbit_per_s")?);
-        }
+        let r = lab.run_client(
+            "client",
+            &[
+                "stream",
+                "--to",
+                &format!("{ip}:9000"),
+                "--bytes",
+                &stream_bytes().to_string(),
+            ],
+        )?;
         let rr = lab.run_client(
             "client",
             &[
@@ -86,13 +82,51 @@ fn measure(lab: &Lab) -> Result<Value> {
         out.insert(
             path.to_owned(),
             json!({
-                "throughput_gbit_s": median(gbps),
+                "throughput_gbit_s": r["gbit_per_s"],
                 "rr64_p50_us": rr["p50_us"], "rr64_p99_us": rr["p99_us"],
                 "connect_p50_us": conn["p50_us"], "connect_p99_us": conn["p99_us"],
             }),
         );
     }
     Ok(Value::Object(out))
+}
+
+/// The per-metric median over rounds.
+fn combine(rounds: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    for path in ["cross-node", "same-node"] {
+        let mut m = serde_json::Map::new();
+        for metric in [
+            "throughput_gbit_s",
+            "rr64_p50_us",
+            "rr64_p99_us",
+            "connect_p50_us",
+            "connect_p99_us",
+        ] {
+            let v: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r[path][metric].as_f64())
+                .collect();
+            if !v.is_empty() {
+                m.insert(metric.to_owned(), json!(median(v)));
+            }
+        }
+        out.insert(path.to_owned(), Value::Object(m));
+    }
+    Value::Object(out)
+}
+
+fn set_mode(lab: &mut Lab, meshed: bool) -> Result<()> {
+    lab.set_meshed("bench", meshed)?;
+    for n in ["a", "b"] {
+        lab.wait_stats(n, "enrolment to settle", |s| {
+            s["enrolled"]
+                .as_array()
+                .is_some_and(|a| a.is_empty() != meshed)
+        })?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
 }
 
 fn f(v: &Value) -> f64 {
@@ -111,21 +145,28 @@ pub fn run(out: &Path) -> Result<()> {
     ];
     std::thread::sleep(Duration::from_millis(300));
 
-    step("no mesh (namespace not labelled)");
-    let base = measure(&lab)?;
-    step("captured (namespace labelled ambient; plaintext through both agents)");
-    lab.set_meshed("bench", true)?;
-    for n in ["a", "b"] {
-        lab.wait_stats(n, "pods enrolled", |s| {
-            s["enrolled"].as_array().is_some_and(|a| !a.is_empty())
-        })?;
+    let rounds = if quick() { 1 } else { REPEATS };
+    let (mut base_rounds, mut mesh_rounds) = (Vec::new(), Vec::new());
+    let mut idle_rss = Vec::new();
+    for round in 1..=rounds {
+        step(&format!(
+            "round {round}/{rounds}: no mesh (namespace not labelled)"
+        ));
+        set_mode(&mut lab, false)?;
+        base_rounds.push(measure(&lab)?);
+        step(&format!(
+            "round {round}/{rounds}: captured (labelled ambient; plaintext through the agents)"
+        ));
+        set_mode(&mut lab, true)?;
+        if round == 1 {
+            idle_rss = ["a", "b"]
+                .iter()
+                .filter_map(|n| lab.agent_rss_kib(n))
+                .collect();
+        }
+        mesh_rounds.push(measure(&lab)?);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_rss: Vec<u64> = ["a", "b"]
-        .iter()
-        .filter_map(|n| lab.agent_rss_kib(n))
-        .collect();
-    let mesh = measure(&lab)?;
+    let (base, mesh) = (combine(&base_rounds), combine(&mesh_rounds));
     let captured_total = lab.counter("a", "bench/client", "outbound_connected")?;
     let busy_rss: Vec<u64> = ["a", "b"]
         .iter()
@@ -217,6 +258,7 @@ pub fn run(out: &Path) -> Result<()> {
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "stream_bytes": stream_bytes(), "repeats": REPEATS,
         "no_mesh": base, "captured": mesh, "rows": rows, "targets": verdicts,
+        "rounds": {"no_mesh": base_rounds, "captured": mesh_rounds},
         "agent_rss_kib": {"idle": idle_rss, "after": busy_rss},
         "captured_connections_on_a": captured_total,
     });
