@@ -1,10 +1,15 @@
-//! Builds the eBPF object (mesh-ebpf) for bpfel-unknown-none and embeds it.
+//! Builds the eBPF object (mesh-ebpf) for bpfel-unknown-none and embeds it, and
+//! generates the CA's gRPC code from proto/ (protox: no protoc needed).
 //!
 //! One stable toolchain is enough: RUSTC_BOOTSTRAP=1 lets aya-build pass
 //! `-Z build-std=core`. `cargo xtask build` installs rust-src and bpf-linker first.
 use std::env;
 
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(["proto/ca.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+
     // The toolchain that runs this build (rustup sets it), else the default one.
     let toolchain = env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
     // SAFETY: build scripts are single-threaded at this point.

@@ -7,7 +7,9 @@ use std::{collections::HashSet, net::IpAddr, path::Path};
 
 use serde::de::DeserializeOwned;
 
-use crate::model::{Namespace, Node, Objects, Service, TypeMeta, Workload};
+use crate::model::{
+    AuthorizationPolicy, Namespace, Node, Objects, PeerAuthentication, Service, TypeMeta, Workload,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,7 +26,7 @@ pub enum Error {
         what: String,
         message: String,
     },
-    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service")]
+    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service, AuthorizationPolicy, PeerAuthentication")]
     UnknownKind {
         path: String,
         line: usize,
@@ -120,6 +122,24 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
             "Service" => objects
                 .services
                 .push(decode::<Service>(path, start, "Service", &doc)?),
+            "AuthorizationPolicy" => objects.authorization_policies.push(decode::<
+                AuthorizationPolicy,
+            >(
+                path,
+                start,
+                "AuthorizationPolicy",
+                &doc,
+            )?),
+            "PeerAuthentication" => {
+                objects
+                    .peer_authentications
+                    .push(decode::<PeerAuthentication>(
+                        path,
+                        start,
+                        "PeerAuthentication",
+                        &doc,
+                    )?)
+            }
             _ => {
                 return Err(Error::UnknownKind {
                     path: path.to_owned(),
@@ -198,6 +218,33 @@ fn validate(path: &str, o: &Objects) -> Result<(), Error> {
                         p.protocol
                     ),
                 ));
+            }
+        }
+    }
+    for p in &o.authorization_policies {
+        let name = format!("{}/{}", p.metadata.namespace(), p.metadata.name);
+        for (i, r) in p.spec.rules.iter().enumerate() {
+            for (j, f) in r.from.iter().enumerate() {
+                for b in f.source.ip_blocks.iter().chain(&f.source.not_ip_blocks) {
+                    if crate::authz::parse_cidr(b).is_none() {
+                        return Err(invalid(
+                            "AuthorizationPolicy",
+                            &name,
+                            format!("spec.rules[{i}].from[{j}].source.ipBlocks: {b:?} is not an address or CIDR"),
+                        ));
+                    }
+                }
+            }
+            for (j, t) in r.to.iter().enumerate() {
+                for port in t.operation.ports.iter().chain(&t.operation.not_ports) {
+                    if port.parse::<u16>().is_err() {
+                        return Err(invalid(
+                            "AuthorizationPolicy",
+                            &name,
+                            format!("spec.rules[{i}].to[{j}].operation.ports: {port:?} is not a port number"),
+                        ));
+                    }
+                }
             }
         }
     }

@@ -11,13 +11,16 @@
 pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
+pub mod authz;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod ebpf;
 pub mod enrol;
+pub mod identity;
 #[allow(unsafe_code)]
 pub mod inpod;
 pub mod metrics;
 pub mod model;
 pub mod state;
+pub mod tls;
 pub mod tunnel;

@@ -1,0 +1,242 @@
+//! The agent's certificates: one per identity with a pod on this node, requested
+//! when its first pod is enrolled, renewed at half-life, dropped with its last pod.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    sign::CertifiedKey,
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{ca::Ca, client::CaClient, Identity};
+use crate::metrics::Counter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Ca(#[from] super::ca::Error),
+    #[error("{0}")]
+    Client(#[from] super::client::Error),
+    #[error("the CA returned an unusable certificate or key: {0}")]
+    Pem(String),
+    #[error("the CA returned a certificate for {got}, asked for {want}")]
+    WrongIdentity { want: Identity, got: String },
+}
+
+/// Who signs: an in-process CA (single node) or the CA service over gRPC.
+pub enum Signer {
+    Local(Arc<Ca>),
+    Remote(CaClient),
+}
+
+impl Signer {
+    async fn sign(&self, id: &Identity, ttl: Duration) -> Result<(Vec<String>, String), Error> {
+        let (csr, key) = super::ca::new_csr(id)?;
+        let chain = match self {
+            Signer::Local(ca) => {
+                let (_, parsed) = ca.csr_identity(&csr)?;
+                vec![ca.sign(&parsed, id, ttl)?]
+            }
+            Signer::Remote(client) => client.sign(csr, ttl).await?.0,
+        };
+        Ok((chain, key))
+    }
+}
+
+/// A workload certificate ready for rustls.
+#[derive(Debug)]
+pub struct WorkloadCert {
+    pub identity: Identity,
+    pub certified: Arc<CertifiedKey>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl WorkloadCert {
+    pub fn from_pem(
+        identity: &Identity,
+        chain_pem: &[String],
+        key_pem: &str,
+    ) -> Result<WorkloadCert, Error> {
+        let chain: Vec<CertificateDer<'static>> = chain_pem
+            .iter()
+            .map(|p| {
+                CertificateDer::from_pem_slice(p.as_bytes()).map_err(|e| Error::Pem(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Error::Pem("empty chain".into()))?;
+        let got = crate::tls::peer_identity(std::slice::from_ref(leaf))
+            .map_err(|e| Error::Pem(e.to_string()))?;
+        if &got != identity {
+            return Err(Error::WrongIdentity {
+                want: identity.clone(),
+                got: got.to_string(),
+            });
+        }
+        let (not_before, not_after) =
+            crate::tls::validity(leaf).map_err(|e| Error::Pem(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| Error::Pem(e.to_string()))?;
+        let signing = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| Error::Pem(e.to_string()))?;
+        Ok(WorkloadCert {
+            identity: identity.clone(),
+            certified: Arc::new(CertifiedKey::new(chain, signing)),
+            not_before,
+            not_after,
+        })
+    }
+}
+
+struct Slot {
+    refs: usize,
+    rx: watch::Receiver<Option<Arc<WorkloadCert>>>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CertCounters {
+    pub issued: Counter,
+    pub failures: Counter,
+}
+
+pub struct CertManager {
+    signer: Arc<Signer>,
+    ttl: Duration,
+    slots: Mutex<HashMap<Identity, Slot>>,
+    pub counters: Arc<CertCounters>,
+}
+
+impl CertManager {
+    pub fn new(signer: Signer, ttl: Duration) -> CertManager {
+        CertManager {
+            signer: Arc::new(signer),
+            ttl,
+            slots: Mutex::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// One more pod with this identity on the node.
+    pub fn acquire(&self, id: &Identity) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.get_mut(id) {
+            s.refs += 1;
+            return;
+        }
+        let (tx, rx) = watch::channel(None);
+        let task = tokio::spawn(refresh(
+            self.signer.clone(),
+            id.clone(),
+            self.ttl,
+            tx,
+            self.counters.clone(),
+        ));
+        slots.insert(id.clone(), Slot { refs: 1, rx, task });
+    }
+
+    /// One pod fewer; the certificate goes with the last one.
+    pub fn release(&self, id: &Identity) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.get_mut(id) {
+            s.refs -= 1;
+            if s.refs == 0 {
+                if let Some(s) = slots.remove(id) {
+                    s.task.abort();
+                }
+                tracing::info!(identity = %id, "certificate dropped: no pod with this identity left on the node");
+            }
+        }
+    }
+
+    pub fn current(&self, id: &Identity) -> Option<Arc<WorkloadCert>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(id).and_then(|s| s.rx.borrow().clone())
+    }
+
+    /// The certificate, waiting up to `timeout` for the first one to arrive.
+    pub async fn wait(&self, id: &Identity, timeout: Duration) -> Option<Arc<WorkloadCert>> {
+        let mut rx = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.get(id)?.rx.clone()
+        };
+        let got = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
+        match got {
+            Ok(Ok(v)) => v.clone(),
+            _ => None,
+        }
+    }
+
+    /// (identity, seconds until expiry or None while pending) for the admin page.
+    pub fn summary(&self) -> Vec<(String, Option<i64>)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut v: Vec<(String, Option<i64>)> = slots
+            .iter()
+            .map(|(id, s)| {
+                let left = s.rx.borrow().as_ref().map(|c| {
+                    c.not_after
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0)
+                        - now
+                });
+                (id.to_string(), left)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Requests, then renews at half-life; retries with backoff on failure while the
+/// current certificate (if any) stays in use.
+async fn refresh(
+    signer: Arc<Signer>,
+    id: Identity,
+    ttl: Duration,
+    tx: watch::Sender<Option<Arc<WorkloadCert>>>,
+    counters: Arc<CertCounters>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = match signer.sign(&id, ttl).await {
+            Ok((chain, key)) => WorkloadCert::from_pem(&id, &chain, &key),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(cert) => {
+                let life = cert
+                    .not_after
+                    .duration_since(cert.not_before)
+                    .unwrap_or(ttl);
+                let renew_at = cert.not_before + life / 2;
+                tracing::info!(identity = %id, valid_for_s = life.as_secs(), "certificate issued");
+                counters.issued.inc();
+                let _ = tx.send(Some(Arc::new(cert)));
+                backoff = Duration::from_millis(200);
+                let wait = renew_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::from_secs(1));
+                tokio::time::sleep(wait.max(Duration::from_millis(500))).await;
+            }
+            Err(e) => {
+                counters.failures.inc();
+                tracing::warn!(identity = %id, "certificate request failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The HBONE client: a pool of mTLS HTTP/2 connections per (source identity,
+//! destination identity, destination address), each multiplexing up to
+//! MAX_STREAMS_PER_CONNECTION CONNECT streams, closed after an idle period.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpSocket;
+
+use super::{
+    io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
+    STREAM_WINDOW,
+};
+use crate::{identity::Identity, metrics::Counter, tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "connecting to HBONE port {0}: {1}; is port 15008 reachable (NetworkPolicy, node down)?"
+    )]
+    Connect(SocketAddr, std::io::Error),
+    #[error("connecting to HBONE port {0}: timed out")]
+    Timeout(SocketAddr),
+    #[error("TLS with {peer} ({addr}): {source}")]
+    Tls {
+        addr: SocketAddr,
+        peer: Identity,
+        source: std::io::Error,
+    },
+    #[error("TLS settings: {0}")]
+    TlsConfig(#[from] tls::Error),
+    #[error("HTTP/2 with {0}: {1}")]
+    H2(SocketAddr, h2::Error),
+    #[error("{addr} refused the tunnel: HTTP {status} {reason}")]
+    Refused {
+        addr: SocketAddr,
+        status: u16,
+        reason: String,
+    },
+    #[error("in-pod socket: {0}")]
+    Socket(#[from] crate::inpod::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub source: Identity,
+    pub destination: Identity,
+    pub address: IpAddr,
+}
+
+struct Conn {
+    send: SendRequest<Bytes>,
+    streams: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+    last_used: Instant,
+}
+
+/// Holds one stream's place on its connection until dropped.
+pub struct StreamGuard(Arc<AtomicUsize>);
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PoolCounters {
+    pub connections_opened: Counter,
+    pub streams_opened: Counter,
+    pub refused: Counter,
+}
+
+pub struct Pool {
+    keys: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Vec<Conn>>>>>,
+    idle: Duration,
+    pub counters: PoolCounters,
+}
+
+/// What a new connection needs: where the pod's socket comes from and TLS.
+pub struct Dial<'a> {
+    pub netns: &'a crate::inpod::Netns,
+    pub source_cert: Arc<rustls::sign::CertifiedKey>,
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
+impl Pool {
+    pub fn new(idle: Duration) -> Pool {
+        Pool {
+            keys: Mutex::default(),
+            idle,
+            counters: PoolCounters::default(),
+        }
+    }
+
+    /// Opens a CONNECT stream to `target` through a pooled connection for `key`.
+    pub async fn connect(
+        &self,
+        key: &Key,
+        target: SocketAddr,
+        client: SocketAddr,
+        dial: Dial<'_>,
+    ) -> Result<(H2Io, StreamGuard), Error> {
+        let hbone = SocketAddr::new(key.address, mesh_common::ports::HBONE);
+        let slot = {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.entry(key.clone()).or_default().clone()
+        };
+        let (mut send, guard) = {
+            let mut conns = slot.lock().await;
+            conns.retain(|c| !c.closed.load(Ordering::Relaxed));
+            let found = conns
+                .iter_mut()
+                .find(|c| c.streams.load(Ordering::Relaxed) < MAX_STREAMS_PER_CONNECTION);
+            let conn = match found {
+                Some(c) => c,
+                None => {
+                    let c = self.open(key, hbone, dial).await?;
+                    conns.push(c);
+                    conns.last_mut().expect("just pushed")
+                }
+            };
+            conn.last_used = Instant::now();
+            conn.streams.fetch_add(1, Ordering::Relaxed);
+            (conn.send.clone(), StreamGuard(conn.streams.clone()))
+        };
+        send = send.ready().await.map_err(|e| Error::H2(hbone, e))?;
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(target.to_string())
+            .header("forwarded", format!("for=\"{client}\""))
+            .body(())
+            .map_err(|e| Error::Refused {
+                addr: hbone,
+                status: 0,
+                reason: e.to_string(),
+            })?;
+        let (resp, stream) = send
+            .send_request(req, false)
+            .map_err(|e| Error::H2(hbone, e))?;
+        self.counters.streams_opened.inc();
+        let resp = resp.await.map_err(|e| Error::H2(hbone, e))?;
+        if resp.status() != http::StatusCode::OK {
+            self.counters.refused.inc();
+            let reason = resp
+                .headers()
+                .get(REASON_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            return Err(Error::Refused {
+                addr: hbone,
+                status: resp.status().as_u16(),
+                reason,
+            });
+        }
+        Ok((H2Io::new(stream, resp.into_body()), guard))
+    }
+
+    async fn open(&self, key: &Key, hbone: SocketAddr, dial: Dial<'_>) -> Result<Conn, Error> {
+        let sock: TcpSocket = dial.netns.outbound_socket(&hbone, None)?;
+        let tcp = tokio::time::timeout(Duration::from_secs(10), sock.connect(hbone))
+            .await
+            .map_err(|_| Error::Timeout(hbone))?
+            .map_err(|e| Error::Connect(hbone, e))?;
+        let cfg = tls::client_config(dial.source_cert, key.destination.clone(), dial.roots)?;
+        let name = ServerName::IpAddress(key.address.into());
+        let tls_stream = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .map_err(|source| Error::Tls {
+                addr: hbone,
+                peer: key.destination.clone(),
+                source,
+            })?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .handshake::<_, Bytes>(tls_stream)
+            .await
+            .map_err(|e| Error::H2(hbone, e))?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let done = closed.clone();
+        let peer = key.destination.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "HBONE connection ended: {e}");
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        self.counters.connections_opened.inc();
+        tracing::debug!(source = %key.source, destination = %key.destination, %hbone, "HBONE connection opened");
+        Ok(Conn {
+            send,
+            streams: Arc::new(AtomicUsize::new(0)),
+            closed,
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Closes connections idle for longer than the idle timeout.
+    pub async fn expire_idle(&self) {
+        let slots: Vec<Arc<tokio::sync::Mutex<Vec<Conn>>>> = {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.values().cloned().collect()
+        };
+        for slot in slots {
+            let mut conns = slot.lock().await;
+            conns.retain(|c| {
+                !c.closed.load(Ordering::Relaxed)
+                    && (c.streams.load(Ordering::Relaxed) > 0 || c.last_used.elapsed() < self.idle)
+            });
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|_, slot| slot.try_lock().map(|c| !c.is_empty()).unwrap_or(true));
+    }
+
+    /// Open pooled connections (for stats and tests).
+    pub fn open_connections(&self) -> usize {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.values()
+            .map(|s| {
+                s.try_lock()
+                    .map(|c| {
+                        c.iter()
+                            .filter(|c| !c.closed.load(Ordering::Relaxed))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
