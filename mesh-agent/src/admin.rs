@@ -47,6 +47,14 @@ impl Admin {
             "orig_dst_entries": self.shared.orig_dst.len(),
             "ebpf": ebpf,
             "workloads": self.metrics.workloads_json(),
+            "certificates": self.shared.certs.summary().into_iter()
+                .map(|(id, left)| serde_json::json!({"identity": id, "expires_in_s": left}))
+                .collect::<Vec<_>>(),
+            "certificate_counters": &*self.shared.certs.counters,
+            "hbone": {
+                "pool": &self.shared.pool.counters,
+                "open_connections": self.shared.pool.open_connections(),
+            },
         })
     }
 

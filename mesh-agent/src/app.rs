@@ -12,9 +12,15 @@ use crate::{
     admin, config,
     ebpf::{self, Kernel},
     enrol::{Enroller, Shared},
+    identity::{
+        ca::Ca,
+        client::CaClient,
+        manager::{CertManager, Signer},
+    },
     inpod,
     metrics::Metrics,
     state::{State, StateHandle},
+    tls,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,8 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("identity: {0}")]
+    Identity(String),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -41,6 +49,64 @@ pub struct RunArgs {
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
+    pub identity: IdentityArgs,
+}
+
+/// Where certificates come from.
+#[derive(Debug, Clone)]
+pub struct IdentityArgs {
+    pub trust_domain: String,
+    pub cert_ttl: Duration,
+    pub ca: CaSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// An in-process CA with its root in this directory (single node).
+    Local { dir: PathBuf },
+    /// The CA service: address, trust bundle file, this node's bootstrap token file.
+    Remote {
+        address: String,
+        root: PathBuf,
+        token: PathBuf,
+    },
+}
+
+fn cert_manager(
+    node: &str,
+    args: &IdentityArgs,
+) -> Result<(CertManager, Arc<rustls::RootCertStore>), Error> {
+    match &args.ca {
+        CaSource::Local { dir } => {
+            let ca = Arc::new(
+                Ca::load_or_create(dir, &args.trust_domain)
+                    .map_err(|e| Error::Identity(e.to_string()))?,
+            );
+            let roots =
+                tls::roots_from_pem(ca.root_pem()).map_err(|e| Error::Identity(e.to_string()))?;
+            Ok((CertManager::new(Signer::Local(ca), args.cert_ttl), roots))
+        }
+        CaSource::Remote {
+            address,
+            root,
+            token,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Identity(format!("cannot read {}: {e}", p.display())))
+            };
+            let root_pem = read(root)?;
+            let token = read(token)?;
+            let roots =
+                tls::roots_from_pem(&root_pem).map_err(|e| Error::Identity(e.to_string()))?;
+            let client = CaClient::new(address, &root_pem, node, &token)
+                .map_err(|e| Error::Identity(e.to_string()))?;
+            Ok((
+                CertManager::new(Signer::Remote(Box::new(client)), args.cert_ttl),
+                roots,
+            ))
+        }
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
@@ -87,7 +153,25 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::default());
     let state = StateHandle::default();
-    let shared = Arc::new(Shared::new(orig_dst, state.clone()));
+    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    let certs = Arc::new(certs);
+    let shared = Arc::new(Shared::new(
+        orig_dst,
+        state.clone(),
+        args.identity.trust_domain.clone(),
+        certs,
+        roots,
+    ));
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                t.tick().await;
+                shared.pool.expire_idle().await;
+            }
+        });
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
     let listener = admin::bind(args.admin)
@@ -123,6 +207,17 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         *enrolled.lock().unwrap_or_else(|p| p.into_inner()) = enroller.enrolled();
     };
     apply(&mut enroller, &state);
+    // Ready once the local pods' certificates are there (or after 10 s, saying so).
+    for id in enroller.identities() {
+        if shared
+            .certs
+            .wait(&id, Duration::from_secs(10))
+            .await
+            .is_none()
+        {
+            tracing::warn!(identity = %id, "no certificate yet; ready anyway, HBONE for it will wait");
+        }
+    }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
 

@@ -10,10 +10,16 @@ use mesh_common::ports;
 use tokio::task::JoinHandle;
 
 use crate::{
+    authz,
     ebpf::{KernelHandle, OrigDst},
+    identity::{manager::CertManager, Identity},
     inpod::{self, Netns},
     metrics::{Metrics, WorkloadCounters},
+    model::MtlsMode,
+    state::WorkloadInfo,
     state::{State, StateHandle},
+    tls,
+    tunnel::hbone::{self, pool::Pool},
     tunnel::{inbound, outbound},
 };
 
@@ -26,6 +32,8 @@ pub enum Error {
         key: String,
         source: Box<crate::ebpf::Error>,
     },
+    #[error("workload {key}: {source}")]
+    Tls { key: String, source: tls::Error },
     #[error("workload {key}: cannot serve a listener: {source}")]
     Listener { key: String, source: std::io::Error },
 }
@@ -36,6 +44,8 @@ pub struct Spec {
     pub key: String,
     pub netns: PathBuf,
     pub addresses: Vec<IpAddr>,
+    pub namespace: String,
+    pub service_account: String,
 }
 
 /// Local pods that should be captured, and local pods that cannot be (with why).
@@ -55,6 +65,8 @@ pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String
                         key: w.key(),
                         netns: netns.clone(),
                         addresses: w.addresses.clone(),
+                        namespace: w.namespace.clone(),
+                        service_account: w.service_account.clone(),
                     },
                 );
             }
@@ -71,24 +83,124 @@ pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String
 pub struct Pod {
     pub key: String,
     pub netns: Netns,
+    pub identity: Identity,
+    pub addresses: Vec<IpAddr>,
     pub counters: Arc<WorkloadCounters>,
+}
+
+impl Pod {
+    /// The pod's address of the same family as `like`.
+    pub fn address_like(&self, like: &IpAddr) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == like.is_ipv4())
+    }
 }
 
 /// Shared by every pod's data path.
 pub struct Shared {
     pub orig_dst: OrigDst,
     pub state: StateHandle,
+    pub trust_domain: String,
+    pub certs: Arc<CertManager>,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub pool: Pool,
     /// Enrolled pods of this node by address (written by the Enroller only).
     local: RwLock<HashMap<IpAddr, Arc<Pod>>>,
 }
 
 impl Shared {
-    pub fn new(orig_dst: OrigDst, state: StateHandle) -> Shared {
+    pub fn new(
+        orig_dst: OrigDst,
+        state: StateHandle,
+        trust_domain: String,
+        certs: Arc<CertManager>,
+        roots: Arc<rustls::RootCertStore>,
+    ) -> Shared {
         Shared {
             orig_dst,
             state,
+            trust_domain,
+            certs,
+            roots,
+            pool: Pool::new(std::time::Duration::from_secs(60)),
             local: RwLock::default(),
         }
+    }
+
+    pub fn identity_of(&self, w: &WorkloadInfo) -> Identity {
+        Identity::new(&self.trust_domain, &w.namespace, &w.service_account)
+    }
+
+    /// L4 policy of the destination pod for a connection; Err carries the reason.
+    pub fn authorize(
+        &self,
+        pod: &Pod,
+        source: Option<&Identity>,
+        source_ip: IpAddr,
+        port: u16,
+    ) -> Result<(), String> {
+        let state = self.state.load();
+        let Some(w) = pod
+            .addresses
+            .first()
+            .and_then(|a| state.workloads_by_ip.get(a))
+        else {
+            return Err("destination workload is no longer known".into());
+        };
+        let verdict = authz::evaluate(
+            &state.objects.authorization_policies,
+            authz::Target {
+                namespace: &w.namespace,
+                labels: &w.labels,
+            },
+            &authz::Connection {
+                source,
+                source_ip,
+                destination_port: port,
+            },
+        );
+        let src = source
+            .map(ToString::to_string)
+            .unwrap_or_else(|| format!("plaintext {source_ip}"));
+        for p in &verdict.audited {
+            tracing::info!(target: "audit", source = %src, destination = %pod.identity, port, policy = %p, "audited connection");
+        }
+        match verdict.decision {
+            authz::Decision::Allow => Ok(()),
+            authz::Decision::Deny { policy } => {
+                let why = if policy.is_empty() {
+                    "no ALLOW policy matches".to_owned()
+                } else {
+                    format!("denied by policy {policy}")
+                };
+                tracing::warn!(source = %src, destination = %pod.identity, port, "connection refused: {why}");
+                Err(why)
+            }
+        }
+    }
+
+    /// PeerAuthentication STRICT: the pod refuses plaintext inbound.
+    pub fn strict(&self, pod: &Pod) -> bool {
+        let state = self.state.load();
+        let Some(w) = pod
+            .addresses
+            .first()
+            .and_then(|a| state.workloads_by_ip.get(a))
+        else {
+            return false;
+        };
+        state.objects.peer_authentications.iter().any(|p| {
+            let ns = p.metadata.namespace();
+            (ns == w.namespace || ns == authz::ROOT_NAMESPACE)
+                && p.spec.mtls.mode == MtlsMode::Strict
+                && p.spec.selector.as_ref().is_none_or(|s| {
+                    s.match_labels
+                        .iter()
+                        .all(|(k, v)| w.labels.get(k) == Some(v))
+                })
+        })
     }
 
     /// The enrolled pod on this node that owns `ip`, if any.
@@ -111,6 +223,7 @@ impl Shared {
 struct Enrolled {
     spec: Spec,
     cookie: u64,
+    identity: Identity,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -136,6 +249,10 @@ impl Enroller {
             metrics,
             active: BTreeMap::new(),
         }
+    }
+
+    pub fn identities(&self) -> Vec<Identity> {
+        self.active.values().map(|e| e.identity.clone()).collect()
     }
 
     pub fn enrolled(&self) -> Vec<String> {
@@ -189,6 +306,7 @@ impl Enroller {
         for t in e.tasks {
             t.abort();
         }
+        self.shared.certs.release(&e.identity);
         tracing::info!(workload = %e.spec.key, "unenrolled");
     }
 
@@ -233,6 +351,13 @@ impl Enroller {
                 )
                 .map_err(netns_err)?,
         };
+        let hbone_listener = netns
+            .listen(
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::HBONE)),
+                false,
+                1024,
+            )
+            .map_err(netns_err)?;
         let cookie = netns.cookie();
         self.kernel
             .lock()
@@ -242,11 +367,27 @@ impl Enroller {
                 key: key.clone(),
                 source: Box::new(source),
             })?;
+        let identity = Identity::new(
+            &self.shared.trust_domain,
+            &spec.namespace,
+            &spec.service_account,
+        );
         let pod = Arc::new(Pod {
             key: key.clone(),
             netns,
+            identity: identity.clone(),
+            addresses: spec.addresses.clone(),
             counters: self.metrics.workload(&key),
         });
+        let resolver = Arc::new(tls::PodCertResolver {
+            manager: self.shared.certs.clone(),
+            identity: identity.clone(),
+        });
+        let server_tls =
+            tls::server_config(resolver, self.shared.roots.clone()).map_err(|e| Error::Tls {
+                key: key.clone(),
+                source: e,
+            })?;
         let mut tasks = Vec::new();
         let mut listeners = vec![out4];
         listeners.extend(out6);
@@ -259,11 +400,20 @@ impl Enroller {
             )));
         }
         let inb = tokio::net::TcpListener::from_std(inb).map_err(listener_err)?;
+        let hb = tokio::net::TcpListener::from_std(hbone_listener).map_err(listener_err)?;
         self.shared.set_local(&spec.addresses, Some(pod.clone()));
-        tasks.push(tokio::spawn(inbound::serve(inb, pod)));
+        tasks.push(tokio::spawn(hbone::server::serve(
+            hb,
+            tokio_rustls::TlsAcceptor::from(server_tls),
+            pod.clone(),
+            self.shared.clone(),
+        )));
+        tasks.push(tokio::spawn(inbound::serve(inb, pod, self.shared.clone())));
+        self.shared.certs.acquire(&identity);
         Ok(Enrolled {
             spec,
             cookie,
+            identity,
             tasks,
         })
     }

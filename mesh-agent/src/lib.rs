@@ -21,6 +21,7 @@ pub mod identity;
 pub mod inpod;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod state;
 pub mod tls;
 pub mod tunnel;

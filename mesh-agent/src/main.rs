@@ -1,10 +1,10 @@
-//! `mesh-agent`: the ferrymesh node agent.
+//! `mesh-agent`: the ferrymesh node agent, its CA, and an HBONE probe.
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
-use mesh_agent::app;
+use clap::{Args, Parser, Subcommand};
+use mesh_agent::{app, identity, probe};
 
 #[derive(Parser)]
 #[command(name = "mesh-agent", version, about = "ferrymesh node agent")]
@@ -16,28 +16,103 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node agent: attach the capture programs, enrol local pods, proxy.
-    Run {
-        /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
+    Run(RunFlags),
+    /// The certificate authority: create a root, issue certificates, serve CSRs.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Open one HBONE stream with given certificates and report what happened
+    /// (for operators and tests: run it inside a pod's network namespace).
+    HboneProbe(probe::ProbeArgs),
+}
+
+#[derive(Args)]
+struct RunFlags {
+    /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
+    #[arg(long)]
+    config: PathBuf,
+    /// Name of this node (workloads with spec.node equal to it are local).
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// cgroup v2 directory whose sockets are captured (default: the cgroup v2 root).
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// Admin endpoint (stats, readiness, config dump).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Destination ports never captured outbound (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    exclude_port: Vec<u16>,
+    /// How often to check the config file for changes, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    reload_ms: u64,
+    /// Data-path threads.
+    #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
+    worker_threads: usize,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// Lifetime asked for workload certificates; renewed at half-life.
+    #[arg(long, default_value_t = 86400)]
+    cert_ttl_secs: u64,
+    /// CA service address (https://host:port). Without it the agent runs its own CA
+    /// with the root in --local-ca-dir (single node).
+    #[arg(long, requires_all = ["ca_root", "ca_token_file"])]
+    ca_address: Option<String>,
+    /// Trust bundle (the CA's root certificate, PEM).
+    #[arg(long)]
+    ca_root: Option<PathBuf>,
+    /// This node's bootstrap token for the CA.
+    #[arg(long)]
+    ca_token_file: Option<PathBuf>,
+    /// Root of the in-process CA (created on first start).
+    #[arg(long, default_value = "/var/lib/ferrymesh/ca")]
+    local_ca_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the root (root-cert.pem, root-key.pem) in DIR unless it exists.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+    /// Issue a key and certificate for an identity directly from the root.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// spiffe://<trust-domain>/ns/<ns>/sa/<sa>
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        cert_out: PathBuf,
+        #[arg(long)]
+        key_out: PathBuf,
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Issue a certificate that expired an hour ago (for tests).
+        #[arg(long)]
+        expired: bool,
+    },
+    /// Serve CSRs over gRPC+TLS for node agents.
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        #[arg(long, default_value = "0.0.0.0:15012")]
+        listen: SocketAddr,
+        /// The cluster config (which workloads run on which node).
         #[arg(long)]
         config: PathBuf,
-        /// Name of this node (workloads with spec.node equal to it are local).
-        #[arg(long, env = "NODE_NAME")]
-        node: String,
-        /// cgroup v2 directory whose sockets are captured (default: the cgroup v2 root).
+        /// Directory with one file per node, named after it, holding its token.
         #[arg(long)]
-        cgroup: Option<PathBuf>,
-        /// Admin endpoint (stats, readiness, config dump).
-        #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: SocketAddr,
-        /// Destination ports never captured outbound (repeat or comma-separate).
-        #[arg(long, value_delimiter = ',')]
-        exclude_port: Vec<u16>,
-        /// Data-path threads.
-        #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
-        worker_threads: usize,
-        /// How often to check the config file for changes, in milliseconds.
-        #[arg(long, default_value_t = 250)]
-        reload_ms: u64,
+        token_dir: PathBuf,
     },
 }
 
@@ -50,6 +125,100 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+fn run(f: RunFlags) -> Result<(), String> {
+    let cgroup = f
+        .cgroup
+        .or_else(cgroup2_root)
+        .ok_or("no cgroup v2 mount found; mount cgroup2 or pass --cgroup")?;
+    let ca = match (f.ca_address, f.ca_root, f.ca_token_file) {
+        (Some(address), Some(root), Some(token)) => app::CaSource::Remote {
+            address,
+            root,
+            token,
+        },
+        _ => app::CaSource::Local {
+            dir: f.local_ca_dir,
+        },
+    };
+    app::run(app::RunArgs {
+        config: f.config,
+        node: f.node,
+        cgroup,
+        admin: f.admin,
+        excluded_ports: f.exclude_port,
+        reload_interval: Duration::from_millis(f.reload_ms.max(50)),
+        worker_threads: f.worker_threads.max(1),
+        identity: app::IdentityArgs {
+            trust_domain: f.trust_domain,
+            cert_ttl: Duration::from_secs(f.cert_ttl_secs.max(2)),
+            ca,
+        },
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn ca(cmd: CaCommand) -> Result<(), String> {
+    use identity::ca::Ca;
+    match cmd {
+        CaCommand::Init { dir, trust_domain } => {
+            Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?;
+            println!("root in {}", dir.display());
+            Ok(())
+        }
+        CaCommand::Issue {
+            dir,
+            trust_domain,
+            identity,
+            cert_out,
+            key_out,
+            ttl_secs,
+            expired,
+        } => {
+            let ca = Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?;
+            let id: identity::Identity = identity
+                .parse()
+                .map_err(|e: identity::ParseError| e.to_string())?;
+            let now = std::time::SystemTime::now();
+            let (nb, na) = if expired {
+                (
+                    now - Duration::from_secs(7200),
+                    now - Duration::from_secs(3600),
+                )
+            } else {
+                (
+                    now - Duration::from_secs(60),
+                    now + Duration::from_secs(ttl_secs),
+                )
+            };
+            let (cert, key) = ca.issue(&id, nb, na).map_err(|e| e.to_string())?;
+            std::fs::write(&cert_out, cert).map_err(|e| e.to_string())?;
+            std::fs::write(&key_out, key).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        CaCommand::Serve {
+            dir,
+            trust_domain,
+            listen,
+            config,
+            token_dir,
+        } => {
+            let ca = std::sync::Arc::new(
+                Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?,
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                tokio::select! {
+                    r = identity::service::serve(ca, listen, &config, &token_dir) => r.map_err(|e| e.to_string()),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -59,31 +228,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run {
-            config,
-            node,
-            cgroup,
-            admin,
-            exclude_port,
-            reload_ms,
-            worker_threads,
-        } => {
-            let Some(cgroup) = cgroup.or_else(cgroup2_root) else {
-                eprintln!("error: no cgroup v2 mount found; mount cgroup2 or pass --cgroup");
-                return ExitCode::from(2);
-            };
-            app::run(app::RunArgs {
-                config,
-                node,
-                cgroup,
-                admin,
-                excluded_ports: exclude_port,
-                reload_interval: Duration::from_millis(reload_ms.max(50)),
-                worker_threads: worker_threads.max(1),
-            })
-        }
+    let result = match Cli::parse().command {
+        Command::Run(f) => run(f),
+        Command::Ca { command } => ca(command),
+        Command::HboneProbe(args) => probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,9 @@ use crate::{
 };
 
 pub const ADMIN: &str = "127.0.0.1:15000";
+/// The CA service's address on the fabric bridge.
+pub const CA_IP: &str = "198.18.0.254";
+pub const CA_PORT: u16 = 15012;
 
 #[derive(Debug, Clone)]
 pub struct PodSpec {
@@ -108,6 +111,7 @@ pub struct Lab {
     cgroup_run: PathBuf,
     agents_cgroup: PathBuf,
     config: PathBuf,
+    ca: Option<Child>,
 }
 
 fn run_id() -> String {
@@ -173,6 +177,7 @@ impl Lab {
             services: Vec::new(),
             cgroup_run,
             agents_cgroup,
+            ca: None,
         };
         // From here on, Drop cleans up whatever was made.
         lab.build()?;
@@ -188,6 +193,15 @@ impl Lab {
         ip(&["-n", &fab, "link", "set", "lo", "up"])?;
         ip(&["-n", &fab, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &fab, "link", "set", "br0", "up"])?;
+        ip(&[
+            "-n",
+            &fab,
+            "addr",
+            "add",
+            &format!("{CA_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
         let node_names = self.spec.nodes.clone();
         for (i, name) in node_names.iter().enumerate() {
             let n = i + 1;
@@ -487,8 +501,82 @@ impl Lab {
 
     /// Starts one agent per node, each in the node's network namespace and in a cgroup
     /// below the node's (so its own sockets meet the capture programs and must pass).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// Creates the CA root and node tokens, then runs `mesh-agent ca serve` in the
+    /// fabric namespace (a process of its own, as on a cluster).
+    fn start_ca(&mut self, bin: &Path) -> Result<()> {
+        let ca_dir = self.ca_dir();
+        let tokens = self.dir.join("tokens");
+        std::fs::create_dir_all(&tokens)?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            std::fs::write(
+                tokens.join(&n.name),
+                format!("token-{}-{i}-{}", self.run, n.name),
+            )?;
+        }
+        let out = Command::new(bin)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca_dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("ca init: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let log = std::fs::File::create(self.dir.join("ca.log"))?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&self.agents_cgroup)
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.fabric))
+            .arg("--")
+            .arg(bin)
+            .args(["ca", "serve", "--dir"])
+            .arg(&ca_dir)
+            .args(["--listen", &format!("{CA_IP}:{CA_PORT}"), "--config"])
+            .arg(&self.config)
+            .arg("--token-dir")
+            .arg(&tokens)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the CA")?;
+        self.ca = Some(child);
+        let fabric = PathBuf::from(format!("/run/netns/{}", self.fabric));
+        let addr: SocketAddr = format!("{CA_IP}:{CA_PORT}").parse()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while netns::within(&fabric, move || {
+            Ok(std::net::TcpStream::connect_timeout(
+                &addr,
+                Duration::from_millis(200),
+            )?)
+        })
+        .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "CA did not listen within 10s:\n{}",
+                    std::fs::read_to_string(self.dir.join("ca.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(())
+    }
+
+    pub fn ca_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ca.log")).unwrap_or_default()
+    }
+
     pub fn start_agents(&mut self) -> Result<()> {
         let bin = agent_binary()?;
+        if self.ca.is_none() {
+            self.start_ca(&bin)?;
+        }
         for i in 0..self.nodes.len() {
             self.start_agent_at(i, &bin)?;
         }
@@ -703,6 +791,10 @@ impl Drop for Lab {
         for n in names {
             let _ = self.stop_agent(&n);
         }
+        if let Some(mut ca) = self.ca.take() {
+            let _ = ca.kill();
+            let _ = ca.wait();
+        }
         if std::thread::panicking() {
             for n in &self.nodes {
                 eprintln!(
@@ -711,6 +803,7 @@ impl Drop for Lab {
                     std::fs::read_to_string(&n.log).unwrap_or_default()
                 );
             }
+            eprintln!("--- CA log ---\n{}", self.ca_log());
         }
         sys::kill_cgroup_tree(&self.cgroup_run);
         for p in &self.pods {

@@ -30,7 +30,7 @@ pub enum Error {
 /// Who signs: an in-process CA (single node) or the CA service over gRPC.
 pub enum Signer {
     Local(Arc<Ca>),
-    Remote(CaClient),
+    Remote(Box<CaClient>),
 }
 
 impl Signer {

@@ -10,15 +10,15 @@ use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::splice;
-use crate::enrol::Pod;
+use crate::enrol::{Pod, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, pod: Arc<Pod>) {
+pub async fn serve(listener: TcpListener, pod: Arc<Pod>, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
-            Ok((conn, _peer)) => {
-                tokio::spawn(handle(conn, pod.clone()));
+            Ok((conn, peer)) => {
+                tokio::spawn(handle(conn, peer, pod.clone(), shared.clone()));
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "inbound accept failed: {e}");
@@ -71,9 +71,14 @@ pub async fn connect_app(pod: &Pod, original: SocketAddr) -> Option<TcpStream> {
     }
 }
 
-async fn handle(conn: TcpStream, pod: Arc<Pod>) {
+async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Shared>) {
     let c = &pod.counters;
     c.inbound_captured.inc();
+    if shared.strict(&pod) {
+        c.inbound_refused_plaintext.inc();
+        tracing::warn!(pod = %pod.key, %peer, "plaintext connection refused: PeerAuthentication is STRICT");
+        return;
+    }
     let _ = conn.set_nodelay(true);
     let original = match conn.local_addr() {
         Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
@@ -83,6 +88,13 @@ async fn handle(conn: TcpStream, pod: Arc<Pod>) {
             return;
         }
     };
+    if shared
+        .authorize(&pod, None, peer.ip().to_canonical(), original.port())
+        .is_err()
+    {
+        c.inbound_denied.inc();
+        return;
+    }
     let Some(app) = connect_app(&pod, original).await else {
         return;
     };

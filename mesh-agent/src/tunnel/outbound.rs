@@ -1,12 +1,20 @@
 //! Outbound: connections an enrolled pod's application made, steered to 15001.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{inbound, route, splice};
-use crate::enrol::{Pod, Shared};
+use super::{hbone::pool, inbound, route, splice};
+use crate::{
+    enrol::{Pod, Shared},
+    identity::Identity,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CERT_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, shared: Arc<Shared>) {
     loop {
@@ -40,23 +48,105 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
             return;
         }
     };
-    drop(state);
     let addr = dest.addr();
-    // Same node: skip the network and the second proxy; deliver straight into the
-    // destination pod, counted there as inbound (its policy will apply here too).
-    if let Some(local) = shared.local_pod(addr.ip()) {
-        local.counters.inbound_captured.inc();
-        let Some(app) = inbound::connect_app(&local, addr).await else {
-            c.outbound_failed.inc();
-            return;
-        };
-        c.outbound_connected.inc();
-        tracing::debug!(pod = %pod.key, %original, ?dest, "same-node delivery");
-        c.active.inc();
-        splice::proxy(conn, app, c).await;
-        c.active.dec();
+    let target = state.workloads_by_ip.get(&addr.ip()).cloned();
+    drop(state);
+    let source_ip = pod.address_like(&addr.ip()).unwrap_or(peer.ip());
+    match target {
+        Some(w) if w.captured => {
+            if let Some(local) = shared.local_pod(addr.ip()) {
+                same_node(conn, &pod, &local, &shared, addr, source_ip).await;
+            } else {
+                let destination = shared.identity_of(&w);
+                hbone(
+                    conn,
+                    &pod,
+                    &shared,
+                    destination,
+                    addr,
+                    SocketAddr::new(source_ip, peer.port()),
+                )
+                .await;
+            }
+        }
+        _ => plaintext(conn, &pod, addr, &dest).await,
+    }
+}
+
+/// Both ends on this node: no network, no second proxy; the destination's policy
+/// still applies, with the source's identity.
+async fn same_node(
+    conn: TcpStream,
+    pod: &Pod,
+    local: &Pod,
+    shared: &Shared,
+    addr: SocketAddr,
+    source_ip: IpAddr,
+) {
+    let c = &pod.counters;
+    local.counters.inbound_captured.inc();
+    if shared
+        .authorize(local, Some(&pod.identity), source_ip, addr.port())
+        .is_err()
+    {
+        local.counters.inbound_denied.inc();
+        c.outbound_failed.inc();
         return;
     }
+    let Some(app) = inbound::connect_app(local, addr).await else {
+        c.outbound_failed.inc();
+        return;
+    };
+    c.outbound_connected.inc();
+    c.active.inc();
+    splice::proxy(conn, app, c).await;
+    c.active.dec();
+}
+
+/// Meshed destination on another node: a CONNECT stream over pooled mTLS.
+async fn hbone(
+    conn: TcpStream,
+    pod: &Pod,
+    shared: &Shared,
+    destination: Identity,
+    addr: SocketAddr,
+    client: SocketAddr,
+) {
+    let c = &pod.counters;
+    let Some(cert) = shared.certs.wait(&pod.identity, CERT_WAIT).await else {
+        c.outbound_failed.inc();
+        tracing::warn!(pod = %pod.key, identity = %pod.identity, "no certificate after {CERT_WAIT:?}; is the CA reachable and does it know this pod's node?");
+        return;
+    };
+    let key = pool::Key {
+        source: pod.identity.clone(),
+        destination,
+        address: addr.ip(),
+    };
+    let dial = pool::Dial {
+        netns: &pod.netns,
+        source_cert: cert.certified.clone(),
+        roots: shared.roots.clone(),
+    };
+    match shared.pool.connect(&key, addr, client, dial).await {
+        Ok((tunnel, guard)) => {
+            c.outbound_connected.inc();
+            c.outbound_hbone.inc();
+            c.active.inc();
+            splice::proxy_io(conn, tunnel, c).await;
+            c.active.dec();
+            drop(guard);
+        }
+        Err(e) => {
+            c.outbound_failed.inc();
+            tracing::info!(pod = %pod.key, destination = %key.destination, %addr, "HBONE failed: {e}");
+        }
+    }
+}
+
+/// A destination outside the mesh: plain TCP from the pod's netns.
+async fn plaintext(conn: TcpStream, pod: &Pod, addr: SocketAddr, dest: &route::Destination) {
+    let c = &pod.counters;
     let upstream = match pod.netns.outbound_socket(&addr, None) {
         Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(addr)).await,
         Err(e) => {
@@ -69,17 +159,18 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             c.outbound_failed.inc();
-            tracing::info!(pod = %pod.key, %original, upstream = %addr, "connect failed: {e}");
+            tracing::info!(pod = %pod.key, upstream = %addr, "connect failed: {e}");
             return;
         }
         Err(_) => {
             c.outbound_failed.inc();
-            tracing::info!(pod = %pod.key, %original, upstream = %addr, "connect timed out after {CONNECT_TIMEOUT:?}; is a NetworkPolicy or a down node in the way?");
+            tracing::info!(pod = %pod.key, upstream = %addr, "connect timed out after {CONNECT_TIMEOUT:?}; is a NetworkPolicy or a down node in the way?");
             return;
         }
     };
     c.outbound_connected.inc();
-    tracing::debug!(pod = %pod.key, %original, ?dest, "outbound connected");
+    c.outbound_plaintext.inc();
+    tracing::debug!(pod = %pod.key, ?dest, "outbound plaintext");
     c.active.inc();
     splice::proxy(conn, upstream, c).await;
     c.active.dec();

@@ -1,5 +1,8 @@
 //! Moving bytes both ways between two TCP streams, counting them.
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 
 use crate::metrics::WorkloadCounters;
 
@@ -7,11 +10,16 @@ use crate::metrics::WorkloadCounters;
 /// only while bytes flow (tokio's copy buffers live in the future).
 const BUF: usize = 64 * 1024;
 
-pub async fn proxy(
-    mut downstream: TcpStream,
-    mut upstream: TcpStream,
-    counters: &WorkloadCounters,
-) {
+pub async fn proxy(downstream: TcpStream, upstream: TcpStream, counters: &WorkloadCounters) {
+    proxy_io(downstream, upstream, counters).await
+}
+
+/// Same, for any pair of streams (e.g. an HBONE tunnel and a TCP socket).
+pub async fn proxy_io<A, B>(mut downstream: A, mut upstream: B, counters: &WorkloadCounters)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUF, BUF).await {
         Ok((sent, received)) => {
             counters.bytes_sent.add(sent);

@@ -1,1 +1,207 @@
-pub async fn serve() {}
+//! The HBONE server of one enrolled pod (port 15008 in its netns): mutual TLS with
+//! the pod's identity, then one CONNECT stream per tunnelled connection, checked
+//! against L4 policy and delivered to the application.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::{
+    io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
+    STREAM_WINDOW,
+};
+use crate::{
+    enrol::{Pod, Shared},
+    identity::Identity,
+    tls,
+    tunnel::{inbound, splice},
+};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(connection(
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    pod.clone(),
+                    shared.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.key, "HBONE accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
+    let c = &pod.counters;
+    let _ = tcp.set_nodelay(true);
+    // The pod's certificate may still be on its way right after enrolment.
+    if shared
+        .certs
+        .wait(&pod.identity, HANDSHAKE_TIMEOUT)
+        .await
+        .is_none()
+    {
+        c.hbone_refused_tls.inc();
+        tracing::warn!(pod = %pod.key, identity = %pod.identity, "HBONE connection dropped: no certificate for this pod yet; is the CA reachable?");
+        return;
+    }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            c.hbone_refused_tls.inc();
+            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake refused: {e}");
+            return;
+        }
+        Err(_) => {
+            c.hbone_refused_tls.inc();
+            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake timed out");
+            return;
+        }
+    };
+    let source = match tls.get_ref().1.peer_certificates().map(tls::peer_identity) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => {
+            c.hbone_refused_tls.inc();
+            tracing::info!(pod = %pod.key, %peer, "HBONE peer refused: {e}");
+            return;
+        }
+        None => {
+            c.hbone_refused_tls.inc();
+            tracing::info!(pod = %pod.key, %peer, "HBONE peer presented no certificate");
+            return;
+        }
+    };
+    let mut h2 = match h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION as u32)
+        // Rapid-reset protection: a client that resets streams as fast as it opens
+        // them is disconnected.
+        .max_pending_accept_reset_streams(100)
+        .handshake::<_, Bytes>(tls)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::info!(pod = %pod.key, %peer, %source, "HBONE HTTP/2 handshake failed: {e}");
+            return;
+        }
+    };
+    let source = Arc::new(source);
+    while let Some(next) = h2.accept().await {
+        match next {
+            Ok((req, respond)) => {
+                tokio::spawn(stream(
+                    req,
+                    respond,
+                    peer,
+                    source.clone(),
+                    pod.clone(),
+                    shared.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(pod = %pod.key, %peer, "HBONE connection ended: {e}");
+                break;
+            }
+        }
+    }
+}
+
+fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, reason: &str) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    if let Ok(v) = reason.parse() {
+        resp.headers_mut().insert(REASON_HEADER, v);
+    }
+    let _ = respond.send_response(resp, true);
+}
+
+async fn stream(
+    req: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    source: Arc<Identity>,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
+    let c = &pod.counters;
+    c.inbound_captured.inc();
+    if req.method() != http::Method::CONNECT {
+        c.inbound_failed.inc();
+        return refuse(
+            respond,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HBONE accepts CONNECT only",
+        );
+    }
+    let Some(target) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        c.inbound_failed.inc();
+        return refuse(
+            respond,
+            StatusCode::BAD_REQUEST,
+            "authority must be ip:port",
+        );
+    };
+    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+    if !pod.addresses.contains(&target.ip()) {
+        c.inbound_failed.inc();
+        return refuse(
+            respond,
+            StatusCode::BAD_REQUEST,
+            "authority is not an address of this workload",
+        );
+    }
+    if let Err(reason) =
+        shared.authorize(&pod, Some(&source), peer.ip().to_canonical(), target.port())
+    {
+        c.inbound_denied.inc();
+        return refuse(respond, StatusCode::UNAUTHORIZED, &reason);
+    }
+    let Some(app) = inbound::connect_app(&pod, target).await else {
+        return refuse(
+            respond,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the application refused or did not answer",
+        );
+    };
+    let send = match respond.send_response(Response::new(()), false) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(pod = %pod.key, "HBONE stream reset before 200: {e}");
+            return;
+        }
+    };
+    tracing::debug!(pod = %pod.key, %source, %target, "HBONE stream delivered");
+    let tunnel = H2Io::new(send, req.into_body());
+    c.active.inc();
+    splice::proxy_io(tunnel, app, c).await;
+    c.active.dec();
+}
