@@ -99,6 +99,20 @@ enum CaCommand {
         #[arg(long)]
         expired: bool,
     },
+    /// Ask the CA service for a certificate as a node would; prints the outcome.
+    Request {
+        /// https://host:port
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        identity: String,
+    },
     /// Serve CSRs over gRPC+TLS for node agents.
     Serve {
         #[arg(long)]
@@ -193,6 +207,41 @@ fn ca(cmd: CaCommand) -> Result<(), String> {
             let (cert, key) = ca.issue(&id, nb, na).map_err(|e| e.to_string())?;
             std::fs::write(&cert_out, cert).map_err(|e| e.to_string())?;
             std::fs::write(&key_out, key).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        CaCommand::Request {
+            address,
+            root,
+            node,
+            token_file,
+            identity,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            let id: identity::Identity = identity
+                .parse()
+                .map_err(|e: identity::ParseError| e.to_string())?;
+            let (root_pem, token) = (read(&root)?, read(&token_file)?);
+            let (csr, _key) = identity::ca::new_csr(&id).map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let result = rt.block_on(async {
+                let client = identity::client::CaClient::new(&address, &root_pem, &node, &token)?;
+                client.sign(csr, Duration::from_secs(3600)).await
+            });
+            match result {
+                Ok((chain, _)) => println!(
+                    "{}",
+                    serde_json::json!({"signed": true, "chain": chain.len()})
+                ),
+                Err(e) => println!(
+                    "{}",
+                    serde_json::json!({"signed": false, "error": e.to_string()})
+                ),
+            }
             Ok(())
         }
         CaCommand::Serve {

@@ -1,4 +1,5 @@
 //! L4 data path: the routing decision (pure) and the outbound/inbound proxies (I/O).
+pub mod access;
 pub mod hbone;
 pub mod inbound;
 pub mod outbound;

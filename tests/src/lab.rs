@@ -112,6 +112,7 @@ pub struct Lab {
     agents_cgroup: PathBuf,
     config: PathBuf,
     ca: Option<Child>,
+    extra_config: String,
 }
 
 fn run_id() -> String {
@@ -178,6 +179,7 @@ impl Lab {
             cgroup_run,
             agents_cgroup,
             ca: None,
+            extra_config: String::new(),
         };
         // From here on, Drop cleans up whatever was made.
         lab.build()?;
@@ -467,6 +469,10 @@ impl Lab {
                 p.netns_path().display()
             );
         }
+        y.push_str(&self.extra_config);
+        if !self.extra_config.is_empty() && !self.extra_config.ends_with("---\n") {
+            y.push_str("\n---\n");
+        }
         for s in &self.services {
             let _ = write!(
                 y,
@@ -475,6 +481,26 @@ impl Lab {
             );
         }
         y
+    }
+
+    /// Adds objects (YAML documents) to the rendered config and rewrites it.
+    pub fn set_extra_config(&mut self, yaml: &str) -> Result<()> {
+        self.extra_config = yaml.to_owned();
+        self.write_config()
+    }
+
+    /// The node a pod runs on, and the netns name of a pod or node.
+    pub fn netns_name(&self, pod_or_node: &str) -> String {
+        match self.pods.iter().find(|p| p.spec.name == pod_or_node) {
+            Some(p) => p.netns.clone(),
+            None => self.node(pod_or_node).netns.clone(),
+        }
+    }
+
+    /// Runs a command inside a pod's or node's network namespace (not its cgroup,
+    /// so it is not captured) and returns its stdout.
+    pub fn exec_in(&self, pod_or_node: &str, args: &[&str]) -> Result<String> {
+        sys::in_ns(&self.netns_name(pod_or_node), args)
     }
 
     /// Replaces the config atomically (write + rename), as an operator's tool would.
@@ -613,6 +639,16 @@ impl Lab {
                 "--cgroup",
             ])
             .arg(&node.cgroup)
+            .args([
+                "--ca-address",
+                &format!("https://{CA_IP}:{CA_PORT}"),
+                "--ca-root",
+            ])
+            .arg(self.ca_dir().join("root-cert.pem"))
+            .arg("--ca-token-file")
+            .arg(self.dir.join("tokens").join(&node.name))
+            .arg("--local-ca-dir")
+            .arg(self.dir.join("unused-local-ca"))
             .args(&self.spec.agent_args)
             .env(
                 "RUST_LOG",

@@ -20,6 +20,7 @@ pub fn two_node_lab_with(agent_args: &[&str]) -> Lab {
             PodSpec::new("local-server", "shop", "a").label("tier", "backend"),
             PodSpec::new("outsider", "plain", "a"),
             PodSpec::new("server", "shop", "b"),
+            PodSpec::new("other", "shop", "a"),
         ],
         services: vec![ServiceSpec {
             name: "server".into(),

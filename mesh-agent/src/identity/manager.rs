@@ -217,11 +217,11 @@ async fn refresh(
         };
         match result {
             Ok(cert) => {
-                let life = cert
-                    .not_after
-                    .duration_since(cert.not_before)
-                    .unwrap_or(ttl);
-                let renew_at = cert.not_before + life / 2;
+                // Half of the remaining life: the CA backdates not_before a little
+                // for clock skew, and that part does not count.
+                let now = SystemTime::now();
+                let life = cert.not_after.duration_since(now).unwrap_or_default();
+                let renew_at = now + life / 2;
                 tracing::info!(identity = %id, valid_for_s = life.as_secs(), "certificate issued");
                 counters.issued.inc();
                 let _ = tx.send(Some(Arc::new(cert)));

@@ -133,7 +133,7 @@ impl Certificates for CaService {
                 "identity {identity} has no workload on node {node}"
             )));
         }
-        let ttl = Duration::from_secs(u64::from(req.ttl_seconds.max(60)));
+        let ttl = Duration::from_secs(u64::from(req.ttl_seconds.max(2)));
         let leaf = self
             .ca
             .sign(&csr, &identity, ttl)

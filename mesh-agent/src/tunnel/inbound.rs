@@ -9,7 +9,7 @@ use std::{
 use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::splice;
+use super::{access::Access, splice};
 use crate::enrol::{Pod, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +73,7 @@ pub async fn connect_app(pod: &Pod, original: SocketAddr) -> Option<TcpStream> {
 
 async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Shared>) {
     let c = &pod.counters;
+    let start = std::time::Instant::now();
     c.inbound_captured.inc();
     if shared.strict(&pod) {
         c.inbound_refused_plaintext.inc();
@@ -98,7 +99,17 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     let Some(app) = connect_app(&pod, original).await else {
         return;
     };
+    let access = Access {
+        reporter: "inbound",
+        source: None,
+        destination: Some(&pod.identity),
+        source_addr: peer,
+        destination_addr: original,
+        transport: "plaintext",
+        start,
+    };
     c.active.inc();
-    splice::proxy(conn, app, c).await;
+    let bytes = splice::proxy(conn, app, c).await;
     c.active.dec();
+    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }

@@ -2,12 +2,12 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{hbone::pool, inbound, route, splice};
+use super::{access::Access, hbone::pool, inbound, route, splice};
 use crate::{
     enrol::{Pod, Shared},
     identity::Identity,
@@ -98,9 +98,19 @@ async fn same_node(
         return;
     };
     c.outbound_connected.inc();
+    let access = Access {
+        reporter: "outbound",
+        source: Some(&pod.identity),
+        destination: Some(&local.identity),
+        source_addr: SocketAddr::new(source_ip, 0),
+        destination_addr: addr,
+        transport: "same-node",
+        start: Instant::now(),
+    };
     c.active.inc();
-    splice::proxy(conn, app, c).await;
+    let bytes = splice::proxy(conn, app, c).await;
     c.active.dec();
+    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }
 
 /// Meshed destination on another node: a CONNECT stream over pooled mTLS.
@@ -113,6 +123,7 @@ async fn hbone(
     client: SocketAddr,
 ) {
     let c = &pod.counters;
+    let start = Instant::now();
     let Some(cert) = shared.certs.wait(&pod.identity, CERT_WAIT).await else {
         c.outbound_failed.inc();
         tracing::warn!(pod = %pod.key, identity = %pod.identity, "no certificate after {CERT_WAIT:?}; is the CA reachable and does it know this pod's node?");
@@ -132,10 +143,20 @@ async fn hbone(
         Ok((tunnel, guard)) => {
             c.outbound_connected.inc();
             c.outbound_hbone.inc();
+            let access = Access {
+                reporter: "outbound",
+                source: Some(&pod.identity),
+                destination: Some(&key.destination),
+                source_addr: client,
+                destination_addr: addr,
+                transport: "hbone",
+                start,
+            };
             c.active.inc();
-            splice::proxy_io(conn, tunnel, c).await;
+            let bytes = splice::proxy_io(conn, tunnel, c).await;
             c.active.dec();
             drop(guard);
+            access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
         }
         Err(e) => {
             c.outbound_failed.inc();
@@ -147,6 +168,7 @@ async fn hbone(
 /// A destination outside the mesh: plain TCP from the pod's netns.
 async fn plaintext(conn: TcpStream, pod: &Pod, addr: SocketAddr, dest: &route::Destination) {
     let c = &pod.counters;
+    let start = Instant::now();
     let upstream = match pod.netns.outbound_socket(&addr, None) {
         Ok(s) => tokio::time::timeout(CONNECT_TIMEOUT, s.connect(addr)).await,
         Err(e) => {
@@ -171,7 +193,17 @@ async fn plaintext(conn: TcpStream, pod: &Pod, addr: SocketAddr, dest: &route::D
     c.outbound_connected.inc();
     c.outbound_plaintext.inc();
     tracing::debug!(pod = %pod.key, ?dest, "outbound plaintext");
+    let access = Access {
+        reporter: "outbound",
+        source: Some(&pod.identity),
+        destination: None,
+        source_addr: upstream.local_addr().unwrap_or(addr),
+        destination_addr: addr,
+        transport: "plaintext",
+        start,
+    };
     c.active.inc();
-    splice::proxy(conn, upstream, c).await;
+    let bytes = splice::proxy(conn, upstream, c).await;
     c.active.dec();
+    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }

@@ -10,12 +10,21 @@ use crate::metrics::WorkloadCounters;
 /// only while bytes flow (tokio's copy buffers live in the future).
 const BUF: usize = 64 * 1024;
 
-pub async fn proxy(downstream: TcpStream, upstream: TcpStream, counters: &WorkloadCounters) {
+pub async fn proxy(
+    downstream: TcpStream,
+    upstream: TcpStream,
+    counters: &WorkloadCounters,
+) -> Option<(u64, u64)> {
     proxy_io(downstream, upstream, counters).await
 }
 
 /// Same, for any pair of streams (e.g. an HBONE tunnel and a TCP socket).
-pub async fn proxy_io<A, B>(mut downstream: A, mut upstream: B, counters: &WorkloadCounters)
+/// Returns the bytes moved (downstream to upstream, back), None if it ended in error.
+pub async fn proxy_io<A, B>(
+    mut downstream: A,
+    mut upstream: B,
+    counters: &WorkloadCounters,
+) -> Option<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -24,7 +33,11 @@ where
         Ok((sent, received)) => {
             counters.bytes_sent.add(sent);
             counters.bytes_received.add(received);
+            Some((sent, received))
         }
-        Err(e) => tracing::debug!("connection ended with an error: {e}"),
+        Err(e) => {
+            tracing::debug!("connection ended with an error: {e}");
+            None
+        }
     }
 }

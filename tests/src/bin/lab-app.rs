@@ -45,6 +45,18 @@ enum Cmd {
         to: SocketAddr,
         #[arg(long, default_value_t = 1024)]
         bytes: u64,
+        /// Send this text repeated instead of random bytes (a marker to look for).
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// CONNS connections at once, BYTES echoed on each, checked.
+    Parallel {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        conns: u32,
+        #[arg(long, default_value_t = 65536)]
+        bytes: usize,
     },
     /// Keep one connection open; each stdin line is echoed through it.
     Hold {
@@ -95,7 +107,8 @@ fn main() -> Result<()> {
     }
     match cli.cmd {
         Cmd::Serve { port, sink } => serve(&port, &sink),
-        Cmd::Connect { to, bytes } => connect(to, bytes),
+        Cmd::Connect { to, bytes, text } => connect(to, bytes, text),
+        Cmd::Parallel { to, conns, bytes } => parallel(to, conns, bytes),
         Cmd::Hold { to } => hold(to),
         Cmd::Churn { to, count } => churn(to, count),
         Cmd::Rr { to, size, count } => rr(to, size, count),
@@ -179,7 +192,57 @@ fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
-fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
+fn parallel(to: SocketAddr, conns: u32, bytes: usize) -> Result<()> {
+    // All connect first, then all send: the streams are open at the same time.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(conns as usize));
+    let handles: Vec<_> = (0..conns)
+        .map(|i| {
+            let barrier = barrier.clone();
+            thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || -> Result<()> {
+                    let c = TcpStream::connect_timeout(&to, Duration::from_secs(20));
+                    barrier.wait();
+                    let mut c = c?;
+                    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+                    let mut state = 0x1234_5678_9abc_def0u64 ^ u64::from(i);
+                    let mut msg = vec![0u8; bytes];
+                    fill(&mut msg, &mut state);
+                    let mut w = c.try_clone()?;
+                    let m2 = msg.clone();
+                    let writer = thread::Builder::new()
+                        .stack_size(64 * 1024)
+                        .spawn(move || w.write_all(&m2))?;
+                    let mut back = vec![0u8; bytes];
+                    c.read_exact(&mut back)?;
+                    writer
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+                    if back != msg {
+                        bail!("connection {i}: echo differs");
+                    }
+                    Ok(())
+                })
+        })
+        .collect::<std::io::Result<_>>()?;
+    let (mut ok, mut failed, mut first_error) = (0u32, 0u32, None);
+    for h in handles {
+        match h.join().map_err(|_| anyhow::anyhow!("panicked"))? {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error})
+    );
+    Ok(())
+}
+
+fn connect(to: SocketAddr, bytes: u64, text: Option<String>) -> Result<()> {
     let c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
         .with_context(|| format!("connect {to}"))?;
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -193,7 +256,14 @@ fn connect(to: SocketAddr, bytes: u64) -> Result<()> {
         let mut left = bytes;
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
-            fill(&mut buf[..n], &mut state);
+            match &text {
+                Some(t) => {
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        *b = t.as_bytes()[i % t.len().max(1)];
+                    }
+                }
+                None => fill(&mut buf[..n], &mut state),
+            }
             w.write_all(&buf[..n])?;
             h.update(&buf[..n]);
             left -= n as u64;

@@ -17,7 +17,7 @@ use crate::{
     enrol::{Pod, Shared},
     identity::Identity,
     tls,
-    tunnel::{inbound, splice},
+    tunnel::{access::Access, inbound, splice},
 };
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,6 +149,7 @@ async fn stream(
     shared: Arc<Shared>,
 ) {
     let c = &pod.counters;
+    let start = std::time::Instant::now();
     c.inbound_captured.inc();
     if req.method() != http::Method::CONNECT {
         c.inbound_failed.inc();
@@ -201,7 +202,17 @@ async fn stream(
     };
     tracing::debug!(pod = %pod.key, %source, %target, "HBONE stream delivered");
     let tunnel = H2Io::new(send, req.into_body());
+    let access = Access {
+        reporter: "inbound",
+        source: Some(&source),
+        destination: Some(&pod.identity),
+        source_addr: peer,
+        destination_addr: target,
+        transport: "hbone",
+        start,
+    };
     c.active.inc();
-    splice::proxy_io(tunnel, app, c).await;
+    let bytes = splice::proxy_io(tunnel, app, c).await;
     c.active.dec();
+    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }

@@ -1,0 +1,35 @@
+//! One JSON access-log line per proxied connection (target `access`).
+use std::{net::SocketAddr, time::Instant};
+
+use crate::identity::Identity;
+
+pub struct Access<'a> {
+    /// "outbound" (source side) or "inbound" (destination side).
+    pub reporter: &'static str,
+    pub source: Option<&'a Identity>,
+    pub destination: Option<&'a Identity>,
+    pub source_addr: SocketAddr,
+    pub destination_addr: SocketAddr,
+    /// "hbone", "plaintext" or "same-node".
+    pub transport: &'static str,
+    pub start: Instant,
+}
+
+impl Access<'_> {
+    pub fn log(&self, result: &str, bytes: Option<(u64, u64)>) {
+        let (sent, received) = bytes.unwrap_or((0, 0));
+        let line = serde_json::json!({
+            "reporter": self.reporter,
+            "transport": self.transport,
+            "src.identity": self.source.map(ToString::to_string),
+            "dst.identity": self.destination.map(ToString::to_string),
+            "src.addr": self.source_addr.to_string(),
+            "dst.addr": self.destination_addr.to_string(),
+            "bytes_sent": sent,
+            "bytes_received": received,
+            "duration_ms": self.start.elapsed().as_millis() as u64,
+            "result": result,
+        });
+        tracing::info!(target: "access", "{line}");
+    }
+}

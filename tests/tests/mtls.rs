@@ -1,0 +1,433 @@
+//! Zero trust at L4: SPIFFE identities, the CA, HBONE mTLS and L4 authorization,
+//! in the lab with a separate CA process.
+mod common;
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{assert_intact, two_node_lab, two_node_lab_with};
+use ferrymesh_tests::{lab::agent_binary, Lab};
+
+fn agent() -> String {
+    agent_binary()
+        .expect("mesh-agent binary")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bytes_between_nodes_are_tls_only_on_the_fabric() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let pcap = lab.dir.join("fabric.pcap");
+    let mut dump = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.fabric_netns()))
+        .args(["--", "tcpdump", "-i", "br0", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg("tcp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump (installed by cargo xtask)");
+    std::thread::sleep(Duration::from_millis(500));
+    let to = lab.pod("server").addr4(8080).to_string();
+    let secret = "FERRYMESH-SECRET-MARKER";
+    let r = lab
+        .run_client(
+            "client",
+            &[
+                "connect", "--to", &to, "--bytes", "262144", "--text", secret,
+            ],
+        )
+        .unwrap();
+    assert_intact(&r, 262144);
+    // Control: a pod outside the mesh sends its marker in plaintext, and the capture sees it.
+    let control = "FERRYMESH-CONTROL-MARKER";
+    let r = lab
+        .run_client(
+            "outsider",
+            &[
+                "connect", "--to", &to, "--bytes", "65536", "--text", control,
+            ],
+        )
+        .unwrap();
+    assert_intact(&r, 65536);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dump.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = dump.wait();
+    let bytes = std::fs::read(&pcap).expect("capture file");
+    let has = |m: &str| bytes.windows(m.len()).any(|w| w == m.as_bytes());
+    assert!(
+        has(control),
+        "the capture did not see the plaintext control marker"
+    );
+    assert!(
+        !has(secret),
+        "the meshed client's plaintext appeared on the fabric"
+    );
+    let a = lab.stats("a").unwrap();
+    assert!(
+        a["workloads"]["shop/client"]["outbound_hbone"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{a:#}"
+    );
+    // The destination agent saw the client's identity.
+    let log = lab.agent_log("b");
+    assert!(
+        log.contains(r#""src.identity":"spiffe://cluster.local/ns/shop/sa/client""#)
+            && log.contains(r#""dst.identity":"spiffe://cluster.local/ns/shop/sa/server""#),
+        "no access log with both identities on b:\n{log}"
+    );
+}
+
+struct Probe<'a> {
+    name: &'a str,
+    cert: &'a Path,
+    key: &'a Path,
+    identity: &'a str,
+    root: &'a Path,
+    expect: &'a str,
+    plaintext: bool,
+}
+
+fn probe(lab: &Lab, p: &Probe<'_>) -> serde_json::Value {
+    let server = lab.pod("server");
+    let hbone = format!("{}:15008", server.ip4);
+    let authority = server.addr4(8080).to_string();
+    let mut args = vec![
+        agent(),
+        "hbone-probe".into(),
+        "--hbone".into(),
+        hbone,
+        "--authority".into(),
+        authority,
+        "--cert".into(),
+        p.cert.display().to_string(),
+        "--key".into(),
+        p.key.display().to_string(),
+        "--identity".into(),
+        p.identity.into(),
+        "--root".into(),
+        p.root.display().to_string(),
+        "--expect".into(),
+        p.expect.into(),
+    ];
+    if p.plaintext {
+        args.push("--plaintext".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab
+        .exec_in("client", &args)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{}: {e}: {out}", p.name))
+}
+
+#[test]
+fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let ca = lab.ca_dir();
+    let root = ca.join("root-cert.pem");
+    let dir = lab.dir.clone();
+    let client_id = "spiffe://cluster.local/ns/shop/sa/client";
+    let server_id = "spiffe://cluster.local/ns/shop/sa/server";
+    let issue = |ca_dir: &Path, name: &str, extra: &[&str]| {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        let mut cmd = Command::new(agent());
+        cmd.args(["ca", "issue", "--dir"])
+            .arg(ca_dir)
+            .args(["--identity", client_id, "--cert-out"])
+            .arg(&cert)
+            .arg("--key-out")
+            .arg(&key)
+            .args(extra);
+        assert!(cmd.status().unwrap().success(), "issue {name}");
+        (cert, key)
+    };
+    let (good_cert, good_key) = issue(&ca, "good", &[]);
+    let (old_cert, old_key) = issue(&ca, "expired", &["--expired"]);
+    let other_ca = dir.join("other-ca");
+    let (foreign_cert, foreign_key) = issue(&other_ca, "foreign", &[]);
+
+    let ok = probe(
+        &lab,
+        &Probe {
+            name: "valid",
+            cert: &good_cert,
+            key: &good_key,
+            identity: client_id,
+            root: &root,
+            expect: server_id,
+            plaintext: false,
+        },
+    );
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["echoed"], true, "{ok}");
+
+    let wrong_san = probe(
+        &lab,
+        &Probe {
+            name: "wrong SAN",
+            cert: &good_cert,
+            key: &good_key,
+            identity: client_id,
+            root: &root,
+            expect: "spiffe://cluster.local/ns/shop/sa/db",
+            plaintext: false,
+        },
+    );
+    assert!(
+        wrong_san["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expected spiffe://cluster.local/ns/shop/sa/db"),
+        "{wrong_san}"
+    );
+
+    let refused_before = lab
+        .counter("b", "shop/server", "hbone_refused_tls")
+        .unwrap();
+    for (name, cert, key, plaintext) in [
+        ("foreign CA", &foreign_cert, &foreign_key, false),
+        ("expired", &old_cert, &old_key, false),
+        ("plaintext", &good_cert, &good_key, true),
+    ] {
+        let r = probe(
+            &lab,
+            &Probe {
+                name,
+                cert,
+                key,
+                identity: client_id,
+                root: &root,
+                expect: server_id,
+                plaintext,
+            },
+        );
+        assert_eq!(r["stage"], "error", "{name} was not refused: {r}");
+    }
+    assert_eq!(
+        lab.counter("b", "shop/server", "hbone_refused_tls")
+            .unwrap(),
+        refused_before + 3
+    );
+    let log = lab.agent_log("b");
+    assert!(log.contains("HBONE TLS handshake refused"), "{log}");
+}
+
+#[test]
+fn the_ca_refuses_identities_not_on_the_requesting_node() {
+    let lab = two_node_lab();
+    let root = lab.ca_dir().join("root-cert.pem");
+    let token_a = lab.dir.join("tokens").join("a");
+    let ask = |node: &str, token: &Path, identity: &str| -> serde_json::Value {
+        let out = lab
+            .exec_in(
+                "a",
+                &[
+                    &agent(),
+                    "ca",
+                    "request",
+                    "--address",
+                    "https://198.18.0.254:15012",
+                    "--root",
+                    &root.display().to_string(),
+                    "--node",
+                    node,
+                    "--token-file",
+                    &token.display().to_string(),
+                    "--identity",
+                    identity,
+                ],
+            )
+            .unwrap();
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let mine = ask("a", &token_a, "spiffe://cluster.local/ns/shop/sa/client");
+    assert_eq!(mine["signed"], true, "{mine}");
+    let theirs = ask("a", &token_a, "spiffe://cluster.local/ns/shop/sa/server");
+    assert_eq!(theirs["signed"], false, "{theirs}");
+    assert!(
+        theirs["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no workload on node a"),
+        "{theirs}"
+    );
+    let impostor = ask("b", &token_a, "spiffe://cluster.local/ns/shop/sa/server");
+    assert!(
+        impostor["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong bootstrap token for node b"),
+        "{impostor}"
+    );
+}
+
+#[test]
+fn certificates_rotate_under_a_short_ttl_while_a_connection_flows() {
+    let lab = two_node_lab_with(&["--cert-ttl-secs", "4"]);
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let mut held = lab.app("client", &["hold", "--to", &to]).unwrap();
+    held.expect_line("connected", Duration::from_secs(10))
+        .unwrap();
+    let issued = |lab: &Lab| {
+        lab.stats("a").unwrap()["certificate_counters"]["issued"]
+            .as_u64()
+            .unwrap()
+    };
+    let start = issued(&lab);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while issued(&lab) < start + 3 {
+        assert!(Instant::now() < deadline, "no renewals within 30 s");
+        held.send_line(&format!("ping {i}")).unwrap();
+        held.expect_line(&format!("echo ping {i}"), Duration::from_secs(5))
+            .unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    held.send_line("still here").unwrap();
+    held.expect_line("echo still here", Duration::from_secs(5))
+        .unwrap();
+    // New handshakes use the renewed certificates.
+    let r = lab
+        .run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
+        .unwrap();
+    assert_intact(&r, 4096);
+}
+
+#[test]
+fn five_hundred_concurrent_streams_share_one_pooled_connection() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let r = lab
+        .run_client(
+            "client",
+            &[
+                "parallel", "--to", &to, "--conns", "500", "--bytes", "65536",
+            ],
+        )
+        .unwrap();
+    assert_eq!(r["ok"], 500, "{r}");
+    let a = lab.stats("a").unwrap();
+    assert_eq!(a["hbone"]["pool"]["connections_opened"], 1, "{a:#}");
+    assert!(
+        a["hbone"]["pool"]["streams_opened"].as_u64().unwrap() >= 500,
+        "{a:#}"
+    );
+}
+
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: server-from-client, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client", "cluster.local/ns/plain/sa/outsider"]}}]
+    to: [{operation: {ports: ["8080"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-plain, namespace: shop}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {namespaces: ["plain"]}}]
+---
+"#;
+
+const STRICT: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+"#;
+
+#[test]
+fn l4_policy_matrix_in_the_lab() {
+    let mut lab = two_node_lab();
+    let _server = lab.server("server", &[8080, 9090]).expect("server");
+    let s8080 = lab.pod("server").addr4(8080).to_string();
+    let s9090 = lab.pod("server").addr4(9090).to_string();
+    let works = |lab: &Lab, pod: &str, to: &str| {
+        lab.run_client(pod, &["connect", "--to", to, "--bytes", "1024"])
+            .is_ok()
+    };
+    let generation = |lab: &Lab| {
+        lab.stats("b").unwrap()["config"]["generation"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // PERMISSIVE, no policy: plaintext from outside the mesh is delivered.
+    assert!(works(&lab, "outsider", &s8080));
+    // STRICT: plaintext refused, mTLS still served.
+    let g = generation(&lab);
+    lab.set_extra_config(STRICT).unwrap();
+    lab.wait_stats("b", "STRICT applied", |s| {
+        s["config"]["generation"].as_u64() > Some(g)
+    })
+    .unwrap();
+    assert!(!works(&lab, "outsider", &s8080), "plaintext passed STRICT");
+    assert!(
+        lab.counter("b", "shop/server", "inbound_refused_plaintext")
+            .unwrap()
+            >= 1
+    );
+    assert!(works(&lab, "client", &s8080));
+
+    // Policies: allow by principal and port, deny by namespace.
+    let g = generation(&lab);
+    lab.set_extra_config(&format!("{STRICT}{POLICIES}"))
+        .unwrap();
+    lab.wait_stats("b", "policies applied", |s| {
+        s["config"]["generation"].as_u64() > Some(g)
+    })
+    .unwrap();
+    lab.set_meshed("plain", true).unwrap();
+    lab.wait_stats("a", "outsider enrolled", |s| {
+        s["enrolled"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| w == "plain/outsider"))
+    })
+    .unwrap();
+    let denied_before = lab.counter("b", "shop/server", "inbound_denied").unwrap();
+    assert!(
+        works(&lab, "client", &s8080),
+        "allowed principal on an allowed port"
+    );
+    assert!(!works(&lab, "client", &s9090), "port rule");
+    assert!(
+        !works(&lab, "other", &s8080),
+        "principal not in the ALLOW list"
+    );
+    assert!(
+        !works(&lab, "outsider", &s8080),
+        "DENY by namespace wins over ALLOW"
+    );
+    assert_eq!(
+        lab.counter("b", "shop/server", "inbound_denied").unwrap(),
+        denied_before + 3
+    );
+    let log = lab.agent_log("b");
+    assert!(
+        log.contains("connection refused: denied by policy shop/no-plain")
+            && log.contains("spiffe://cluster.local/ns/plain/sa/outsider"),
+        "denial not logged with the identities:\n{log}"
+    );
+}
