@@ -127,26 +127,49 @@ pub fn run() -> Result<()> {
         server.expect_line("accepted", Duration::from_secs(5))?
     );
 
-    step("labelling namespace legacy ferrymesh.io/dataplane-mode=ambient (live, no restart)");
+    step("an AuthorizationPolicy lets only shop/client reach shop/server; legacy/outsider joins the mesh");
+    lab.set_extra_config(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: shop}\n\
+         spec:\n  selector: {matchLabels: {app: server}}\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]\n---\n",
+    )?;
     lab.set_meshed("legacy", true)?;
     lab.wait_stats("node-a", "legacy/outsider enrolled", |s| {
         s["enrolled"]
             .as_array()
             .is_some_and(|a| a.iter().any(|w| w == "legacy/outsider"))
     })?;
+    let refused = lab
+        .run_client(
+            "outsider",
+            &["connect", "--to", &to.to_string(), "--bytes", "4096"],
+        )
+        .is_err();
+    ensure!(refused, "the policy should refuse legacy/outsider");
+    let denial = lab
+        .agent_log("node-b")
+        .lines()
+        .rev()
+        .find(|l| l.contains("connection refused"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    println!("    legacy/outsider, now meshed as spiffe://cluster.local/ns/legacy/sa/outsider, is refused:");
+    println!(
+        "      {}",
+        denial
+            .split_once("WARN ")
+            .map(|(_, r)| r)
+            .unwrap_or(&denial)
+    );
     let r = lab.run_client(
-        "outsider",
+        "client",
         &["connect", "--to", &to.to_string(), "--bytes", "4096"],
     )?;
     ensure!(
         r["sent_sha256"] == r["received_sha256"],
         "echo differs: {r}"
     );
-    println!(
-        "    outsider's socket now is connected to {} (captured)",
-        r["peer"].as_str().unwrap_or("?")
-    );
-    show_counters(&lab, "node-a", "legacy/outsider")?;
+    println!("    shop/client is still served");
+    show_counters(&lab, "node-b", "shop/server")?;
 
     let rss: Vec<String> = ["node-a", "node-b"]
         .iter()
