@@ -86,6 +86,31 @@ pub fn run() -> Result<()> {
     show_counters(&lab, "node-a", "shop/client")?;
     show_counters(&lab, "node-b", "shop/server")?;
 
+    // The access log line is written when the connection has closed on node-b.
+    let mut hbone_lines: Vec<String> = Vec::new();
+    for _ in 0..30 {
+        hbone_lines = lab
+            .agent_log("node-b")
+            .lines()
+            .filter(|l| l.contains(r#""transport":"hbone""#))
+            .map(|l| {
+                l.split_once("access: ")
+                    .map(|(_, j)| j.to_owned())
+                    .unwrap_or_else(|| l.to_owned())
+            })
+            .collect();
+        if !hbone_lines.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "    the hop between the nodes was mutual TLS (HBONE, port 15008); node-b's access log:"
+    );
+    for l in hbone_lines.iter().take(1) {
+        println!("      {l}");
+    }
+
     step(&format!(
         "shop/client dials the service VIP {}:80",
         svc.vip4

@@ -31,6 +31,7 @@ pub async fn serve(
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 tokio::spawn(connection(
                     tcp,
                     peer,
