@@ -49,6 +49,8 @@ pub struct RunArgs {
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
+    /// false: meshed destinations on other nodes get plaintext (measurements only).
+    pub hbone: bool,
     pub identity: IdentityArgs,
 }
 
@@ -109,8 +111,20 @@ fn cert_manager(
     }
 }
 
+/// A node proxy holds a socket or two per connection: lift the soft limit on open
+/// files to the hard one.
+pub fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::warn!("cannot raise the open-files limit from {soft} to {hard}");
+        }
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<(), Error> {
     inpod::init_home().map_err(Error::Runtime)?;
+    raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads)
         .thread_stack_size(256 * 1024)
@@ -161,6 +175,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         args.identity.trust_domain.clone(),
         certs,
         roots,
+        args.hbone,
     ));
     {
         let shared = shared.clone();

@@ -106,6 +106,8 @@ pub struct Shared {
     pub certs: Arc<CertManager>,
     pub roots: Arc<rustls::RootCertStore>,
     pub pool: Pool,
+    /// Reach meshed destinations on other nodes over HBONE (else plaintext).
+    pub hbone: bool,
     /// Enrolled pods of this node by address (written by the Enroller only).
     local: RwLock<HashMap<IpAddr, Arc<Pod>>>,
 }
@@ -117,6 +119,7 @@ impl Shared {
         trust_domain: String,
         certs: Arc<CertManager>,
         roots: Arc<rustls::RootCertStore>,
+        hbone: bool,
     ) -> Shared {
         Shared {
             orig_dst,
@@ -125,6 +128,7 @@ impl Shared {
             certs,
             roots,
             pool: Pool::new(std::time::Duration::from_secs(60)),
+            hbone,
             local: RwLock::default(),
         }
     }

@@ -50,6 +50,10 @@ struct RunFlags {
     /// Data-path threads.
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
+    /// How meshed destinations on other nodes are reached: `hbone` (mutual TLS) or
+    /// `plaintext` (for measurements and debugging only).
+    #[arg(long, default_value = "hbone", value_parser = ["hbone", "plaintext"])]
+    tunnel: String,
     /// SPIFFE trust domain.
     #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
@@ -162,6 +166,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms.max(50)),
         worker_threads: f.worker_threads.max(1),
+        hbone: f.tunnel == "hbone",
         identity: app::IdentityArgs {
             trust_domain: f.trust_domain,
             cert_ttl: Duration::from_secs(f.cert_ttl_secs.max(2)),

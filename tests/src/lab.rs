@@ -690,6 +690,21 @@ impl Lab {
         }
     }
 
+    /// Stops every agent and starts them again with `args` added (the CA stays).
+    pub fn restart_agents(&mut self, args: &[&str]) -> Result<()> {
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.agent.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        for n in names {
+            self.stop_agent(&n)?;
+        }
+        self.spec.agent_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_agents()
+    }
+
     /// Stops one node's agent with SIGTERM and waits for it to exit.
     pub fn stop_agent(&mut self, node: &str) -> Result<std::process::ExitStatus> {
         let n = self

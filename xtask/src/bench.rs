@@ -133,134 +133,208 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+struct Target {
+    metric: &'static str,
+    path: &'static str,
+    mode: &'static str,
+    text: &'static str,
+    check: fn(base: f64, mode: f64) -> bool,
+}
+
+/// The issues' targets: plaintext capture (issue 2) and mTLS (issue 3) vs no mesh.
+const TARGETS: &[Target] = &[
+    Target {
+        metric: "throughput_gbit_s",
+        path: "cross-node",
+        mode: "plaintext",
+        text: ">= 0.75x",
+        check: |b, m| m / b >= 0.75,
+    },
+    Target {
+        metric: "rr64_p50_us",
+        path: "cross-node",
+        mode: "plaintext",
+        text: "added <= 20 us",
+        check: |b, m| m - b <= 20.0,
+    },
+    Target {
+        metric: "connect_p50_us",
+        path: "cross-node",
+        mode: "plaintext",
+        text: "added <= 150 us",
+        check: |b, m| m - b <= 150.0,
+    },
+    Target {
+        metric: "throughput_gbit_s",
+        path: "cross-node",
+        mode: "mtls",
+        text: ">= 0.60x",
+        check: |b, m| m / b >= 0.60,
+    },
+    Target {
+        metric: "rr64_p50_us",
+        path: "cross-node",
+        mode: "mtls",
+        text: "added <= 36 us",
+        check: |b, m| m - b <= 36.0,
+    },
+    Target {
+        metric: "connect_p50_us",
+        path: "cross-node",
+        mode: "mtls",
+        text: "median <= 200 us",
+        check: |_, m| m <= 200.0,
+    },
+];
+
+const METRICS: [(&str, &str); 5] = [
+    ("throughput_gbit_s", "throughput Gbit/s"),
+    ("rr64_p50_us", "rr 64B p50 us"),
+    ("rr64_p99_us", "rr 64B p99 us"),
+    ("connect_p50_us", "new conn p50 us"),
+    ("connect_p99_us", "new conn p99 us"),
+];
+
+fn rss(lab: &Lab) -> Vec<u64> {
+    ["a", "b"]
+        .iter()
+        .filter_map(|n| lab.agent_rss_kib(n))
+        .collect()
+}
+
 pub fn run(out: &Path) -> Result<()> {
     bootstrap::ensure()?;
     build::all(true)?;
-    step("bench lab: 2 nodes; pods client (a), local (a), remote (b); echo :8080, sink :9000");
+    step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
     let mut lab = Lab::new(spec())?;
     lab.start_agents()?;
     let _servers = [
         lab.app("local", &["serve", "--port", "8080", "--sink", "9000"])?,
-        lab.app("remote", &["serve", "--port", "8080", "--sink", "9000"])?,
+        lab.app(
+            "remote",
+            &[
+                "serve", "--port", "8080", "--sink", "9000", "--idle", "7000",
+            ],
+        )?,
     ];
     std::thread::sleep(Duration::from_millis(300));
 
     let rounds = if quick() { 1 } else { REPEATS };
-    let (mut base_rounds, mut mesh_rounds) = (Vec::new(), Vec::new());
-    let mut idle_rss = Vec::new();
+    let (mut base_r, mut plain_r, mut mtls_r) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         step(&format!(
             "round {round}/{rounds}: no mesh (namespace not labelled)"
         ));
         set_mode(&mut lab, false)?;
-        base_rounds.push(measure(&lab)?);
+        base_r.push(measure(&lab)?);
         step(&format!(
-            "round {round}/{rounds}: captured (labelled ambient; plaintext through the agents)"
+            "round {round}/{rounds}: plaintext capture (labelled; agents with --tunnel plaintext)"
         ));
+        lab.restart_agents(&["--tunnel", "plaintext"])?;
         set_mode(&mut lab, true)?;
-        if round == 1 {
-            idle_rss = ["a", "b"]
-                .iter()
-                .filter_map(|n| lab.agent_rss_kib(n))
-                .collect();
-        }
-        mesh_rounds.push(measure(&lab)?);
+        plain_r.push(measure(&lab)?);
+        step(&format!(
+            "round {round}/{rounds}: mTLS (labelled; HBONE between nodes)"
+        ));
+        lab.restart_agents(&[])?;
+        set_mode(&mut lab, true)?;
+        mtls_r.push(measure(&lab)?);
     }
-    let (base, mesh) = (combine(&base_rounds), combine(&mesh_rounds));
-    let captured_total = lab.counter("a", "bench/client", "outbound_connected")?;
-    let busy_rss: Vec<u64> = ["a", "b"]
-        .iter()
-        .filter_map(|n| lab.agent_rss_kib(n))
-        .collect();
+    let (base, plain, mtls) = (combine(&base_r), combine(&plain_r), combine(&mtls_r));
+
+    step("agent memory: idle, then with 10,000 open idle connections through the mesh (mTLS)");
+    lab.restart_agents(&[])?;
+    set_mode(&mut lab, true)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss(&lab);
+    let conns: u64 = if quick() { 2000 } else { 10_000 };
+    let mut holder = lab.app(
+        "client",
+        &[
+            "hold-many",
+            "--to",
+            &format!("{}:7000", lab.pod("remote").ip4),
+            "--conns",
+            &conns.to_string(),
+        ],
+    )?;
+    holder.expect_line("open", Duration::from_secs(300))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let loaded = rss(&lab);
+    let pool = lab.stats("a")?["hbone"].clone();
+    drop(holder);
     drop(lab);
 
     println!();
     println!(
-        "{:<11} {:<22} {:>10} {:>10} {:>8}  target",
-        "path", "metric", "no mesh", "captured", "ratio"
+        "{:<11} {:<18} {:>9} {:>10} {:>9} {:>14}  target",
+        "path", "metric", "no mesh", "plaintext", "mTLS", "mTLS vs none"
     );
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     for path in ["cross-node", "same-node"] {
-        let (b, m) = (&base[path], &mesh[path]);
-        let tput = f(&m["throughput_gbit_s"]) / f(&b["throughput_gbit_s"]);
-        let added_rr = f(&m["rr64_p50_us"]) - f(&b["rr64_p50_us"]);
-        let conn = f(&m["connect_p50_us"]);
-        let lines = [
-            (
-                "throughput Gbit/s",
-                f(&b["throughput_gbit_s"]),
-                f(&m["throughput_gbit_s"]),
-                format!("{tput:.2}x"),
-                tput >= 0.75,
-                ">= 0.75x".to_owned(),
-            ),
-            (
-                "rr 64B p50 us",
-                f(&b["rr64_p50_us"]),
-                f(&m["rr64_p50_us"]),
-                format!("+{added_rr:.1}"),
-                added_rr <= 20.0,
-                "added <= 20 us".to_owned(),
-            ),
-            (
-                "rr 64B p99 us",
-                f(&b["rr64_p99_us"]),
-                f(&m["rr64_p99_us"]),
-                format!("+{:.1}", f(&m["rr64_p99_us"]) - f(&b["rr64_p99_us"])),
-                true,
-                String::new(),
-            ),
-            (
-                "new conn p50 us",
-                f(&b["connect_p50_us"]),
-                conn,
-                format!("+{:.1}", conn - f(&b["connect_p50_us"])),
-                conn - f(&b["connect_p50_us"]) <= 150.0,
-                "added <= 150 us".to_owned(),
-            ),
-            (
-                "new conn p99 us",
-                f(&b["connect_p99_us"]),
-                f(&m["connect_p99_us"]),
-                format!("+{:.1}", f(&m["connect_p99_us"]) - f(&b["connect_p99_us"])),
-                true,
-                String::new(),
-            ),
-        ];
-        for (name, bv, mv, ratio, ok, target) in lines {
-            let mark = if target.is_empty() {
-                ""
-            } else if ok {
-                "met"
+        for (metric, label) in METRICS {
+            let (b, p, m) = (
+                f(&base[path][metric]),
+                f(&plain[path][metric]),
+                f(&mtls[path][metric]),
+            );
+            let vs = if metric.starts_with("throughput") {
+                format!("{:.2}x", m / b)
             } else {
-                "MISSED"
+                format!("+{:.1} us", m - b)
             };
-            println!("{path:<11} {name:<22} {bv:>10.2} {mv:>10.2} {ratio:>8}  {target} {mark}");
-            if !target.is_empty() {
-                verdicts.push(json!({"path": path, "metric": name, "target": target, "met": ok}));
+            let mut target_text = Vec::new();
+            for t in TARGETS
+                .iter()
+                .filter(|t| t.metric == metric && t.path == path)
+            {
+                let v = if t.mode == "mtls" { m } else { p };
+                let ok = (t.check)(b, v);
+                target_text.push(format!(
+                    "{} {} {}",
+                    t.mode,
+                    t.text,
+                    if ok { "met" } else { "MISSED" }
+                ));
+                verdicts.push(json!({"path": path, "metric": metric, "mode": t.mode, "target": t.text, "value": v, "no_mesh": b, "met": ok}));
             }
-            rows.push(json!({"path": path, "metric": name, "no_mesh": bv, "captured": mv, "delta_or_ratio": ratio}));
+            println!(
+                "{path:<11} {label:<18} {b:>9.2} {p:>10.2} {m:>9.2} {vs:>14}  {}",
+                target_text.join("; ")
+            );
+            rows.push(
+                json!({"path": path, "metric": metric, "no_mesh": b, "plaintext": p, "mtls": m}),
+            );
         }
     }
-    let idle_max = idle_rss.iter().copied().max().unwrap_or(0);
-    let rss_ok = idle_max <= 8 * 1024;
+    let idle_max = idle.iter().copied().max().unwrap_or(0);
+    let growth: Vec<f64> = loaded
+        .iter()
+        .zip(&idle)
+        .map(|(l, i)| (*l as f64 - *i as f64) * 1024.0 / conns as f64)
+        .collect();
+    let growth_max = growth.iter().copied().fold(0.0, f64::max);
     println!(
-        "agent RSS idle (pods enrolled): {idle_rss:?} KiB, after the runs: {busy_rss:?} KiB; target idle <= 8192 KiB {}",
-        if rss_ok { "met" } else { "MISSED" }
+        "agent RSS idle: {idle:?} KiB (target <= 8192 {}); with {conns} open connections: {loaded:?} KiB, growth per connection {:?} bytes (target <= 8192 {})",
+        if idle_max <= 8192 { "met" } else { "MISSED" },
+        growth.iter().map(|g| g.round() as i64).collect::<Vec<_>>(),
+        if growth_max <= 8192.0 { "met" } else { "MISSED" },
     );
-    verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": rss_ok}));
-    let missed: Vec<&Value> = verdicts.iter().filter(|v| v["met"] == false).collect();
-    if !missed.is_empty() {
-        println!("{} target(s) missed; see the rows marked MISSED (figures above, reasons in the issue note)", missed.len());
+    println!("HBONE pool on node a after the 10k connections: {pool}");
+    verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": idle_max <= 8192}));
+    verdicts.push(json!({"metric": "RSS growth per open connection bytes", "value": growth_max, "target": "<= 8192", "met": growth_max <= 8192.0}));
+    let missed = verdicts.iter().filter(|v| v["met"] == false).count();
+    if missed > 0 {
+        println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
     }
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "stream_bytes": stream_bytes(), "repeats": REPEATS,
-        "no_mesh": base, "captured": mesh, "rows": rows, "targets": verdicts,
-        "rounds": {"no_mesh": base_rounds, "captured": mesh_rounds},
-        "agent_rss_kib": {"idle": idle_rss, "after": busy_rss},
-        "captured_connections_on_a": captured_total,
+        "stream_bytes": stream_bytes(), "rounds": rounds,
+        "no_mesh": base, "plaintext": plain, "mtls": mtls, "rows": rows, "targets": verdicts,
+        "per_round": {"no_mesh": base_r, "plaintext": plain_r, "mtls": mtls_r},
+        "agent_rss_kib": {"idle": idle, "with_open_connections": loaded, "open_connections": conns, "growth_bytes_per_connection": growth},
+        "hbone_pool_node_a": pool,
     });
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;

@@ -18,6 +18,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<Pod>, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 tokio::spawn(handle(conn, peer, pod.clone(), shared.clone()));
             }
             Err(e) => {

@@ -54,7 +54,9 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     let source_ip = pod.address_like(&addr.ip()).unwrap_or(peer.ip());
     match target {
         Some(w) if w.captured => {
-            if let Some(local) = shared.local_pod(addr.ip()) {
+            if !shared.hbone && shared.local_pod(addr.ip()).is_none() {
+                plaintext(conn, &pod, addr, &dest).await;
+            } else if let Some(local) = shared.local_pod(addr.ip()) {
                 same_node(conn, &pod, &local, &shared, addr, source_ip).await;
             } else {
                 let destination = shared.identity_of(&w);

@@ -38,6 +38,16 @@ enum Cmd {
         /// Ports that count and discard instead of echoing (reply: 8-byte count at EOF).
         #[arg(long, value_delimiter = ',')]
         sink: Vec<u16>,
+        /// Ports that accept and hold connections without reading (no thread each).
+        #[arg(long, value_delimiter = ',')]
+        idle: Vec<u16>,
+    },
+    /// Open CONNS connections and keep them open until stdin closes.
+    HoldMany {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        conns: u32,
     },
     /// Send N bytes, read the echo, print checksums of both directions.
     Connect {
@@ -97,6 +107,12 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     if let Some(cg) = &cli.cgroup {
         std::fs::write(cg.join("cgroup.procs"), "0")
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
@@ -106,7 +122,8 @@ fn main() -> Result<()> {
         setns(&f, CloneFlags::CLONE_NEWNET).context("setns")?;
     }
     match cli.cmd {
-        Cmd::Serve { port, sink } => serve(&port, &sink),
+        Cmd::Serve { port, sink, idle } => serve(&port, &sink, &idle),
+        Cmd::HoldMany { to, conns } => hold_many(to, conns),
         Cmd::Connect { to, bytes, text } => connect(to, bytes, text),
         Cmd::Parallel { to, conns, bytes } => parallel(to, conns, bytes),
         Cmd::Hold { to } => hold(to),
@@ -122,8 +139,31 @@ fn listen(port: u16) -> Result<TcpListener> {
     TcpListener::bind(("::", port)).with_context(|| format!("bind [::]:{port}"))
 }
 
-fn serve(ports: &[u16], sinks: &[u16]) -> Result<()> {
+fn hold_many(to: SocketAddr, conns: u32) -> Result<()> {
+    let mut held = Vec::with_capacity(conns as usize);
+    for i in 0..conns {
+        let c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+            .with_context(|| format!("connection {i}"))?;
+        held.push(c);
+    }
+    println!("open {}", held.len());
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+fn serve(ports: &[u16], sinks: &[u16], idle: &[u16]) -> Result<()> {
     let mut handles = Vec::new();
+    for &p in idle {
+        let l = listen(p)?;
+        handles.push(thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in l.incoming().flatten() {
+                held.push(conn);
+            }
+        }));
+    }
     for (&p, sink) in ports
         .iter()
         .map(|p| (p, false))
