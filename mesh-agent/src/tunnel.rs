@@ -3,5 +3,6 @@ pub mod access;
 pub mod hbone;
 pub mod inbound;
 pub mod outbound;
+pub mod reset;
 pub mod route;
 pub mod splice;

@@ -32,7 +32,13 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
         .stderr(Stdio::null())
         .spawn()
         .expect("tcpdump (installed by cargo xtask)");
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump writes the file header once it captures.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) < 24 {
+        assert!(Instant::now() < deadline, "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let to = lab.pod("server").addr4(8080).to_string();
     let secret = "FERRYMESH-SECRET-MARKER";
     let r = lab
@@ -55,7 +61,16 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
         )
         .unwrap();
     assert_intact(&r, 65536);
-    std::thread::sleep(Duration::from_millis(500));
+    let has_control = || {
+        let bytes = std::fs::read(&pcap).unwrap_or_default();
+        bytes
+            .windows(control.len())
+            .any(|w| w == control.as_bytes())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !has_control() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dump.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -364,9 +379,10 @@ fn l4_policy_matrix_in_the_lab() {
     let _server = lab.server("server", &[8080, 9090]).expect("server");
     let s8080 = lab.pod("server").addr4(8080).to_string();
     let s9090 = lab.pod("server").addr4(9090).to_string();
+    // Works only if every byte came back (a refusal is a reset, never an empty echo).
     let works = |lab: &Lab, pod: &str, to: &str| {
         lab.run_client(pod, &["connect", "--to", to, "--bytes", "1024"])
-            .is_ok()
+            .is_ok_and(|r| r["received"] == 1024)
     };
     let generation = |lab: &Lab| {
         lab.stats("b").unwrap()["config"]["generation"]

@@ -9,7 +9,7 @@ use std::{
 use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{access::Access, splice};
+use super::{access::Access, reset::ResetOnDrop, splice};
 use crate::enrol::{Pod, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,13 +76,15 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     let c = &pod.counters;
     let start = std::time::Instant::now();
     c.inbound_captured.inc();
+    let _ = conn.set_nodelay(true);
+    let local = conn.local_addr();
+    let conn = ResetOnDrop::new(conn);
     if shared.strict(&pod) {
         c.inbound_refused_plaintext.inc();
         tracing::warn!(pod = %pod.key, %peer, "plaintext connection refused: PeerAuthentication is STRICT");
         return;
     }
-    let _ = conn.set_nodelay(true);
-    let original = match conn.local_addr() {
+    let original = match local {
         Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
         Err(e) => {
             c.inbound_failed.inc();
@@ -110,7 +112,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         start,
     };
     c.active.inc();
-    let bytes = splice::proxy(conn, app, c).await;
+    let bytes = splice::proxy(conn.take(), app, c).await;
     c.active.dec();
     access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }

@@ -7,7 +7,7 @@ use std::{
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{access::Access, hbone::pool, inbound, route, splice};
+use super::{access::Access, hbone::pool, inbound, reset::ResetOnDrop, route, splice};
 use crate::{
     enrol::{Pod, Shared},
     identity::Identity,
@@ -34,6 +34,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     let c = &pod.counters;
     c.outbound_captured.inc();
     let _ = conn.set_nodelay(true);
+    let conn = ResetOnDrop::new(conn);
     let Some(original) = shared.orig_dst.get(pod.netns.cookie(), peer) else {
         c.outbound_no_orig_dst.inc();
         tracing::warn!(pod = %pod.key, %peer, "no original destination recorded for a captured connection; closing it (was the sockops program detached?)");
@@ -78,7 +79,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
 /// Both ends on this node: no network, no second proxy; the destination's policy
 /// still applies, with the source's identity.
 async fn same_node(
-    conn: TcpStream,
+    conn: ResetOnDrop,
     pod: &Pod,
     local: &Pod,
     shared: &Shared,
@@ -110,14 +111,14 @@ async fn same_node(
         start: Instant::now(),
     };
     c.active.inc();
-    let bytes = splice::proxy(conn, app, c).await;
+    let bytes = splice::proxy(conn.take(), app, c).await;
     c.active.dec();
     access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }
 
 /// Meshed destination on another node: a CONNECT stream over pooled mTLS.
 async fn hbone(
-    conn: TcpStream,
+    conn: ResetOnDrop,
     pod: &Pod,
     shared: &Shared,
     destination: Identity,
@@ -155,7 +156,7 @@ async fn hbone(
                 start,
             };
             c.active.inc();
-            let bytes = splice::proxy_io(conn, tunnel, c).await;
+            let bytes = splice::proxy_tunnel(conn.take(), tunnel, c).await;
             c.active.dec();
             drop(guard);
             access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
@@ -168,7 +169,7 @@ async fn hbone(
 }
 
 /// A destination outside the mesh: plain TCP from the pod's netns.
-async fn plaintext(conn: TcpStream, pod: &Pod, addr: SocketAddr, dest: &route::Destination) {
+async fn plaintext(conn: ResetOnDrop, pod: &Pod, addr: SocketAddr, dest: &route::Destination) {
     let c = &pod.counters;
     let start = Instant::now();
     let upstream = match pod.netns.outbound_socket(&addr, None) {
@@ -205,7 +206,7 @@ async fn plaintext(conn: TcpStream, pod: &Pod, addr: SocketAddr, dest: &route::D
         start,
     };
     c.active.inc();
-    let bytes = splice::proxy(conn, upstream, c).await;
+    let bytes = splice::proxy(conn.take(), upstream, c).await;
     c.active.dec();
     access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }

@@ -1,5 +1,6 @@
 //! One HTTP/2 stream as AsyncRead + AsyncWrite, with flow control: received bytes
-//! release window as the reader takes them; writes wait for send capacity.
+//! release window as the reader takes them; writes wait for send capacity. The two
+//! halves are independent (no lock), so each direction of a proxy owns one.
 use std::{
     io,
     pin::Pin,
@@ -10,21 +11,37 @@ use bytes::{Buf, Bytes};
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub struct H2Io {
-    send: SendStream<Bytes>,
+use crate::tunnel::splice::WaitReadable;
+
+pub struct H2Read {
     recv: RecvStream,
     pending: Bytes,
     eof: bool,
 }
 
+pub struct H2Write {
+    send: SendStream<Bytes>,
+}
+
+pub struct H2Io {
+    read: H2Read,
+    write: H2Write,
+}
+
 impl H2Io {
     pub fn new(send: SendStream<Bytes>, recv: RecvStream) -> H2Io {
         H2Io {
-            send,
-            recv,
-            pending: Bytes::new(),
-            eof: false,
+            read: H2Read {
+                recv,
+                pending: Bytes::new(),
+                eof: false,
+            },
+            write: H2Write { send },
         }
+    }
+
+    pub fn into_split(self) -> (H2Read, H2Write) {
+        (self.read, self.write)
     }
 }
 
@@ -35,7 +52,24 @@ fn h2_io_error(e: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, e)
 }
 
-impl AsyncRead for H2Io {
+impl WaitReadable for H2Read {
+    fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.pending.is_empty() || self.eof {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.recv.poll_data(cx)) {
+            Some(Ok(data)) => {
+                let _ = self.recv.flow_control().release_capacity(data.len());
+                self.pending = data;
+            }
+            Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
+            None => self.eof = true,
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for H2Read {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -43,14 +77,7 @@ impl AsyncRead for H2Io {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         while this.pending.is_empty() && !this.eof {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    this.pending = data;
-                }
-                Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
-                None => this.eof = true,
-            }
+            ready!(this.poll_wait_readable(cx))?;
         }
         let n = this.pending.len().min(buf.remaining());
         buf.put_slice(&this.pending[..n]);
@@ -59,7 +86,7 @@ impl AsyncRead for H2Io {
     }
 }
 
-impl AsyncWrite for H2Io {
+impl AsyncWrite for H2Write {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -94,5 +121,31 @@ impl AsyncWrite for H2Io {
         // END_STREAM: the peer sees EOF, as a TCP half-close.
         let _ = self.send.send_data(Bytes::new(), true);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
     }
 }

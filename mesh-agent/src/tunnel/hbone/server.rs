@@ -213,7 +213,9 @@ async fn stream(
         start,
     };
     c.active.inc();
-    let bytes = splice::proxy_io(tunnel, app, c).await;
+    let bytes = splice::proxy_tunnel(app, tunnel, c)
+        .await
+        .map(|(to_app, from_app)| (from_app, to_app));
     c.active.dec();
     access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
 }
