@@ -142,7 +142,9 @@ async fn hbone(
         source_cert: cert.certified.clone(),
         roots: shared.roots.clone(),
     };
-    match shared.pool.connect(&key, addr, client, dial).await {
+    // Boxed: the TLS handshake state is large and must not stay in the task for
+    // the life of the connection.
+    match Box::pin(shared.pool.connect(&key, addr, client, dial)).await {
         Ok((tunnel, guard)) => {
             c.outbound_connected.inc();
             c.outbound_hbone.inc();
