@@ -22,6 +22,8 @@ pub struct Admin {
     pub kernel: KernelHandle,
     pub shared: Arc<Shared>,
     pub enrolled: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The metrics endpoint (not localhost-only) serves only metrics and readiness.
+    pub public: bool,
 }
 
 impl Admin {
@@ -59,7 +61,15 @@ impl Admin {
     }
 
     fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let (status, body) = match req.uri().path() {
+        let path = req.uri().path();
+        if self.public && !matches!(path, "/metrics" | "/healthz/ready" | "/ready") {
+            let mut r = Response::new(Full::new(Bytes::from(
+                "not found; this port serves /metrics and /healthz/ready\n",
+            )));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        }
+        let (status, body) = match path {
             "/healthz/ready" | "/ready" => {
                 if self.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready\n".to_owned())
@@ -68,6 +78,7 @@ impl Admin {
                 }
             }
             "/stats" => (StatusCode::OK, self.stats().to_string()),
+            "/metrics" => (StatusCode::OK, self.shared.telemetry.encode()),
             "/config_dump" => {
                 let state = self.shared.state.load();
                 (

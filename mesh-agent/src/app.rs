@@ -46,6 +46,7 @@ pub struct RunArgs {
     pub node: String,
     pub cgroup: PathBuf,
     pub admin: SocketAddr,
+    pub metrics: SocketAddr,
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
@@ -189,22 +190,26 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
     }
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
-    let listener = admin::bind(args.admin)
-        .await
-        .map_err(|source| Error::Admin {
-            addr: args.admin,
-            source,
-        })?;
-    tokio::spawn(admin::serve(
-        listener,
-        admin::Admin {
-            ready: ready.clone(),
-            metrics: metrics.clone(),
-            kernel: kernel.clone(),
-            shared: shared.clone(),
-            enrolled: enrolled.clone(),
-        },
-    ));
+    let admin_state = admin::Admin {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        kernel: kernel.clone(),
+        shared: shared.clone(),
+        enrolled: enrolled.clone(),
+        public: false,
+    };
+    for (addr, public) in [(args.admin, false), (args.metrics, true)] {
+        let listener = admin::bind(addr)
+            .await
+            .map_err(|source| Error::Admin { addr, source })?;
+        tokio::spawn(admin::serve(
+            listener,
+            admin::Admin {
+                public,
+                ..admin_state.clone()
+            },
+        ));
+    }
 
     let mut enroller = Enroller::new(
         args.node.clone(),

@@ -106,6 +106,7 @@ pub struct Shared {
     pub certs: Arc<CertManager>,
     pub roots: Arc<rustls::RootCertStore>,
     pub pool: Pool,
+    pub telemetry: crate::telemetry::Telemetry,
     /// Reach meshed destinations on other nodes over HBONE (else plaintext).
     pub hbone: bool,
     /// Enrolled pods of this node by address (written by the Enroller only).
@@ -128,6 +129,7 @@ impl Shared {
             certs,
             roots,
             pool: Pool::new(std::time::Duration::from_secs(60)),
+            telemetry: crate::telemetry::Telemetry::default(),
             hbone,
             local: RwLock::default(),
         }
@@ -180,6 +182,14 @@ impl Shared {
                     format!("denied by policy {policy}")
                 };
                 tracing::warn!(source = %src, destination = %pod.identity, port, "connection refused: {why}");
+                let labels = crate::telemetry::ConnectionLabels::new(
+                    "inbound",
+                    "-",
+                    source,
+                    Some(&pod.identity),
+                    "DENIED",
+                );
+                self.telemetry.refused.get_or_create(&labels).inc();
                 Err(why)
             }
         }

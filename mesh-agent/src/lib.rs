@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

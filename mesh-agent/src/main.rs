@@ -41,6 +41,9 @@ struct RunFlags {
     /// Admin endpoint (stats, readiness, config dump).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// Prometheus metrics (/metrics) and readiness (/healthz/ready).
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics: SocketAddr,
     /// Destination ports never captured outbound (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     exclude_port: Vec<u16>,
@@ -163,6 +166,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         node: f.node,
         cgroup,
         admin: f.admin,
+        metrics: f.metrics,
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms.max(50)),
         worker_threads: f.worker_threads.max(1),

@@ -758,6 +758,20 @@ impl Lab {
         )
     }
 
+    /// The Prometheus text of a node's agent (its :15020 endpoint).
+    pub fn metrics(&self, node: &str) -> Result<String> {
+        let n = self.node(node);
+        let (status, body) = netns::http_get(
+            &PathBuf::from(format!("/run/netns/{}", n.netns)),
+            "127.0.0.1:15020".parse()?,
+            "/metrics",
+        )?;
+        if status != 200 {
+            bail!("metrics of {node}: HTTP {status}");
+        }
+        Ok(body)
+    }
+
     pub fn stats(&self, node: &str) -> Result<serde_json::Value> {
         let (status, body) = self.admin(node, "/stats")?;
         if status != 200 {

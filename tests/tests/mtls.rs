@@ -101,6 +101,20 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
             && log.contains(r#""dst.identity":"spiffe://cluster.local/ns/shop/sa/server""#),
         "no access log with both identities on b:\n{log}"
     );
+    // And Prometheus counters with the usual labels, on :15020.
+    let m = lab.metrics("b").unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("ferrymesh_tcp_connections_closed_total{")
+                && l.contains(r#"reporter="inbound""#)
+                && l.contains(r#"transport="hbone""#)
+                && l.contains(r#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
+                && l.contains(
+                    r#"destination_principal="spiffe://cluster.local/ns/shop/sa/server""#
+                )),
+        "{m}"
+    );
+    assert!(m.contains("ferrymesh_tcp_sent_bytes_total{"), "{m}");
 }
 
 struct Probe<'a> {
@@ -446,4 +460,14 @@ fn l4_policy_matrix_in_the_lab() {
             && log.contains("spiffe://cluster.local/ns/plain/sa/outsider"),
         "denial not logged with the identities:\n{log}"
     );
+    let m = lab.metrics("b").unwrap();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("ferrymesh_tcp_connections_refused_total{")
+                && l.contains(r#"response_flags="DENIED""#)
+                && l.contains(r#"source_principal="spiffe://cluster.local/ns/plain/sa/outsider""#)
+        ),
+        "{m}"
+    );
+    assert!(m.contains(r#"response_flags="STRICT""#), "{m}");
 }

@@ -1,7 +1,10 @@
 //! One JSON access-log line per proxied connection (target `access`).
 use std::{net::SocketAddr, time::Instant};
 
-use crate::identity::Identity;
+use crate::{
+    identity::Identity,
+    telemetry::{ConnectionLabels, Telemetry},
+};
 
 pub struct Access<'a> {
     /// "outbound" (source side) or "inbound" (destination side).
@@ -16,8 +19,19 @@ pub struct Access<'a> {
 }
 
 impl Access<'_> {
-    pub fn log(&self, result: &str, bytes: Option<(u64, u64)>) {
+    pub fn log(&self, telemetry: &Telemetry, result: &str, bytes: Option<(u64, u64)>) {
         let (sent, received) = bytes.unwrap_or((0, 0));
+        let flags = if bytes.is_some() { "-" } else { "ERROR" };
+        let labels = ConnectionLabels::new(
+            self.reporter,
+            self.transport,
+            self.source,
+            self.destination,
+            flags,
+        );
+        telemetry.closed.get_or_create(&labels).inc();
+        telemetry.sent.get_or_create(&labels).inc_by(sent);
+        telemetry.received.get_or_create(&labels).inc_by(received);
         let line = serde_json::json!({
             "reporter": self.reporter,
             "transport": self.transport,

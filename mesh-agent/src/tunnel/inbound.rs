@@ -82,6 +82,14 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     if shared.strict(&pod) {
         c.inbound_refused_plaintext.inc();
         tracing::warn!(pod = %pod.key, %peer, "plaintext connection refused: PeerAuthentication is STRICT");
+        let labels = crate::telemetry::ConnectionLabels::new(
+            "inbound",
+            "plaintext",
+            None,
+            Some(&pod.identity),
+            "STRICT",
+        );
+        shared.telemetry.refused.get_or_create(&labels).inc();
         return;
     }
     let original = match local {
@@ -114,5 +122,9 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     c.active.inc();
     let bytes = splice::proxy(conn.take(), app, c).await;
     c.active.dec();
-    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
+    access.log(
+        &shared.telemetry,
+        if bytes.is_some() { "ok" } else { "error" },
+        bytes,
+    );
 }

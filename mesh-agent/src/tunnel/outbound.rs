@@ -56,7 +56,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     match target {
         Some(w) if w.captured => {
             if !shared.hbone && shared.local_pod(addr.ip()).is_none() {
-                plaintext(conn, &pod, addr, &dest).await;
+                plaintext(conn, &pod, &shared, addr, &dest).await;
             } else if let Some(local) = shared.local_pod(addr.ip()) {
                 same_node(conn, &pod, &local, &shared, addr, source_ip).await;
             } else {
@@ -72,7 +72,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
                 .await;
             }
         }
-        _ => plaintext(conn, &pod, addr, &dest).await,
+        _ => plaintext(conn, &pod, &shared, addr, &dest).await,
     }
 }
 
@@ -113,7 +113,11 @@ async fn same_node(
     c.active.inc();
     let bytes = splice::proxy(conn.take(), app, c).await;
     c.active.dec();
-    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
+    access.log(
+        &shared.telemetry,
+        if bytes.is_some() { "ok" } else { "error" },
+        bytes,
+    );
 }
 
 /// Meshed destination on another node: a CONNECT stream over pooled mTLS.
@@ -161,7 +165,11 @@ async fn hbone(
             let bytes = splice::proxy_tunnel(conn.take(), tunnel, c).await;
             c.active.dec();
             drop(guard);
-            access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
+            access.log(
+                &shared.telemetry,
+                if bytes.is_some() { "ok" } else { "error" },
+                bytes,
+            );
         }
         Err(e) => {
             c.outbound_failed.inc();
@@ -171,7 +179,13 @@ async fn hbone(
 }
 
 /// A destination outside the mesh: plain TCP from the pod's netns.
-async fn plaintext(conn: ResetOnDrop, pod: &Pod, addr: SocketAddr, dest: &route::Destination) {
+async fn plaintext(
+    conn: ResetOnDrop,
+    pod: &Pod,
+    shared: &Shared,
+    addr: SocketAddr,
+    dest: &route::Destination,
+) {
     let c = &pod.counters;
     let start = Instant::now();
     let upstream = match pod.netns.outbound_socket(&addr, None) {
@@ -210,5 +224,9 @@ async fn plaintext(conn: ResetOnDrop, pod: &Pod, addr: SocketAddr, dest: &route:
     c.active.inc();
     let bytes = splice::proxy(conn.take(), upstream, c).await;
     c.active.dec();
-    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
+    access.log(
+        &shared.telemetry,
+        if bytes.is_some() { "ok" } else { "error" },
+        bytes,
+    );
 }

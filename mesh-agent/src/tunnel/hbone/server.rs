@@ -217,5 +217,9 @@ async fn stream(
         .await
         .map(|(to_app, from_app)| (from_app, to_app));
     c.active.dec();
-    access.log(if bytes.is_some() { "ok" } else { "error" }, bytes);
+    access.log(
+        &shared.telemetry,
+        if bytes.is_some() { "ok" } else { "error" },
+        bytes,
+    );
 }
