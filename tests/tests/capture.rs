@@ -137,6 +137,12 @@ fn a_namespace_outside_the_mesh_is_not_captured_and_toggles_live() {
 
     // Enrol live: new connections are captured, the open one is left alone.
     lab.set_meshed("plain", true).unwrap();
+    lab.wait_stats("a", "a certificate for the newly enrolled identity", |s| {
+        s["certificates"]
+            .to_string()
+            .contains("ns/plain/sa/outsider")
+    })
+    .unwrap();
     lab.wait_stats("a", "plain/outsider enrolled", |s| {
         s["enrolled"]
             .as_array()
@@ -185,6 +191,10 @@ fn a_namespace_outside_the_mesh_is_not_captured_and_toggles_live() {
         2,
         "after unenrolment new connections are not captured"
     );
+    // Its identity's certificate went with its last pod on the node.
+    let certs = lab.stats("a").unwrap()["certificates"].to_string();
+    assert!(!certs.contains("ns/plain/sa/outsider"), "{certs}");
+    assert!(certs.contains("ns/shop/sa/client"), "{certs}");
 }
 
 #[test]
