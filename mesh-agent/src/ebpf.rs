@@ -64,6 +64,17 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> Error {
     move |source| Error::Program { name, source }
 }
 
+/// A program of the object, as its type, or an error naming it.
+fn program<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    bpf.program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
 /// Read-only view of the original destinations, for the data path (no lock).
 pub struct OrigDst(HashMap<MapData, OrigDstKey, SockAddr>);
 
@@ -131,35 +142,17 @@ impl Kernel {
             source,
         })?;
         for name in [programs::CONNECT4, programs::CONNECT6] {
-            let p: &mut CgroupSockAddr = bpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
+            let p: &mut CgroupSockAddr = program(&mut bpf, name)?;
             p.load().map_err(prog_err(name))?;
             p.attach(&cg, CgroupAttachMode::Single)
                 .map_err(prog_err(name))?;
         }
-        {
-            let name = programs::SOCKOPS;
-            let p: &mut SockOps = bpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::Single)
-                .map_err(prog_err(name))?;
-        }
-        {
-            let name = programs::SK_LOOKUP;
-            let p: &mut SkLookup = bpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))?;
-        }
+        let p: &mut SockOps = program(&mut bpf, programs::SOCKOPS)?;
+        p.load().map_err(prog_err(programs::SOCKOPS))?;
+        p.attach(&cg, CgroupAttachMode::Single)
+            .map_err(prog_err(programs::SOCKOPS))?;
+        let p: &mut SkLookup = program(&mut bpf, programs::SK_LOOKUP)?;
+        p.load().map_err(prog_err(programs::SK_LOOKUP))?;
         let take = |bpf: &mut Ebpf, name: &'static str| {
             bpf.take_map(name).ok_or(Error::MissingMap { name })
         };
@@ -218,12 +211,7 @@ impl Kernel {
                 .map_err(map_err(maps::INBOUND_LISTENERS))?;
         }
         let name = programs::SK_LOOKUP;
-        let p: &mut SkLookup = self
-            .bpf
-            .program_mut(name)
-            .ok_or(Error::MissingProgram { name })?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let p: &mut SkLookup = program(&mut self.bpf, name)?;
         if let std::collections::hash_map::Entry::Vacant(e) = self.lookups.entry(netns.cookie()) {
             let link = p.attach(netns.fd()).map_err(prog_err(name))?;
             e.insert(link);
@@ -247,12 +235,7 @@ impl Kernel {
         let _ = self.enrolled.remove(&cookie);
         if let Some(link) = self.lookups.remove(&cookie) {
             let name = programs::SK_LOOKUP;
-            let p: &mut SkLookup = self
-                .bpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
+            let p: &mut SkLookup = program(&mut self.bpf, name)?;
             p.detach(link).map_err(prog_err(name))?;
         }
         for a in addresses {

@@ -126,6 +126,20 @@ fn run_id() -> String {
     )
 }
 
+/// A command that joins `cgroup` and enters the named netns, then execs `program`.
+fn in_cgroup_and_netns(cgroup: &Path, netns: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(cgroup)
+        .arg("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
 /// Where the mesh-agent binary is: $MESH_AGENT_BIN, else next to the test binary.
 pub fn agent_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MESH_AGENT_BIN") {
@@ -551,15 +565,7 @@ impl Lab {
             bail!("ca init: {}", String::from_utf8_lossy(&out.stderr));
         }
         let log = std::fs::File::create(self.dir.join("ca.log"))?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
-            .arg("sh")
-            .arg(&self.agents_cgroup)
-            .arg("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.fabric))
-            .arg("--")
-            .arg(bin)
+        let child = in_cgroup_and_netns(&self.agents_cgroup, &self.fabric, bin)
             .args(["ca", "serve", "--dir"])
             .arg(&ca_dir)
             .args(["--listen", &format!("{CA_IP}:{CA_PORT}"), "--config"])
@@ -618,15 +624,7 @@ impl Lab {
         let agent_cg = node.cgroup.join("agent");
         std::fs::create_dir_all(&agent_cg)?;
         let log = std::fs::File::create(&node.log)?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
-            .arg("sh")
-            .arg(&agent_cg)
-            .arg("nsenter")
-            .arg(format!("--net=/run/netns/{}", node.netns))
-            .arg("--")
-            .arg(bin)
+        let child = in_cgroup_and_netns(&agent_cg, &node.netns, bin)
             .args(["run", "--config"])
             .arg(&self.config)
             .args([
