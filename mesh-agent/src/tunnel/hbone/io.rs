@@ -54,16 +54,16 @@ fn h2_io_error(e: h2::Error) -> io::Error {
 
 impl WaitReadable for H2Read {
     fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.pending.is_empty() || self.eof {
-            return Poll::Ready(Ok(()));
-        }
-        match ready!(self.recv.poll_data(cx)) {
-            Some(Ok(data)) => {
-                let _ = self.recv.flow_control().release_capacity(data.len());
-                self.pending = data;
+        // Empty DATA frames carry nothing to read: keep waiting past them.
+        while self.pending.is_empty() && !self.eof {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
+                None => self.eof = true,
             }
-            Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
-            None => self.eof = true,
         }
         Poll::Ready(Ok(()))
     }
@@ -121,6 +121,12 @@ impl AsyncWrite for H2Write {
         // END_STREAM: the peer sees EOF, as a TCP half-close.
         let _ = self.send.send_data(Bytes::new(), true);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl WaitReadable for H2Io {
+    fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.read.poll_wait_readable(cx)
     }
 }
 
