@@ -55,7 +55,6 @@ impl Admin {
             "certificate_counters": &*self.shared.certs.counters,
             "hbone": {
                 "pool": &self.shared.pool.counters,
-                "open_connections": self.shared.pool.open_connections(),
             },
         })
     }

@@ -785,7 +785,18 @@ impl Lab {
         what: &str,
         cond: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_stats_for(node, what, Duration::from_secs(15), cond)
+    }
+
+    /// As wait_stats, with a timeout of its own.
+    pub fn wait_stats_for(
+        &self,
+        node: &str,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
         loop {
             let s = self.stats(node)?;
             if cond(&s) {

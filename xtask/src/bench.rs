@@ -259,6 +259,14 @@ pub fn run(out: &Path) -> Result<()> {
         ],
     )?;
     holder.expect_line("open", Duration::from_secs(300))?;
+    // The client counts a connection once the kernel queued it; wait until the
+    // agent has carried every one over HBONE.
+    lab.wait_stats_for(
+        "a",
+        "every connection tunnelled",
+        Duration::from_secs(120),
+        |s| s["hbone"]["pool"]["streams_opened"].as_u64() >= Some(conns),
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     let loaded = rss(&lab);
     let pool = lab.stats("a")?["hbone"].clone();

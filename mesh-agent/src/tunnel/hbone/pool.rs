@@ -75,6 +75,8 @@ impl Drop for StreamGuard {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PoolCounters {
     pub connections_opened: Counter,
+    /// Connections open now.
+    pub connections_open: Arc<AtomicUsize>,
     pub streams_opened: Counter,
     pub refused: Counter,
 }
@@ -191,11 +193,14 @@ impl Pool {
         let closed = Arc::new(AtomicBool::new(false));
         let done = closed.clone();
         let peer = key.destination.clone();
+        let open = self.counters.connections_open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "HBONE connection ended: {e}");
             }
             done.store(true, Ordering::Relaxed);
+            open.fetch_sub(1, Ordering::Relaxed);
         });
         self.counters.connections_opened.inc();
         tracing::debug!(source = %key.source, destination = %key.destination, %hbone, "HBONE connection opened");
@@ -222,21 +227,5 @@ impl Pool {
         }
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.retain(|_, slot| slot.try_lock().map(|c| !c.is_empty()).unwrap_or(true));
-    }
-
-    /// Open pooled connections (for stats and tests).
-    pub fn open_connections(&self) -> usize {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.values()
-            .map(|s| {
-                s.try_lock()
-                    .map(|c| {
-                        c.iter()
-                            .filter(|c| !c.closed.load(Ordering::Relaxed))
-                            .count()
-                    })
-                    .unwrap_or(0)
-            })
-            .sum()
     }
 }
