@@ -22,6 +22,7 @@ pub mod inpod;
 pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
