@@ -13,7 +13,7 @@ use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Resp
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{ebpf::KernelHandle, enrol::Shared, metrics::Metrics};
+use crate::{ebpf::KernelHandle, metrics::Metrics, shared::Shared};
 
 #[derive(Clone)]
 pub struct Admin {

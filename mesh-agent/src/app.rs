@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     admin, config,
     ebpf::{self, Kernel},
-    enrol::{Enroller, Shared},
+    enrol::Enroller,
     identity::{
         ca::Ca,
         client::CaClient,
@@ -19,6 +19,7 @@ use crate::{
     },
     inpod,
     metrics::Metrics,
+    shared::Shared,
     state::{State, StateHandle},
     tls,
 };

@@ -9,7 +9,7 @@ use std::{
 use mesh_common::ports;
 use tokio::task::JoinHandle;
 
-pub use crate::shared::{Pod, Shared};
+use crate::shared::{Pod, Shared};
 use crate::{
     ebpf::KernelHandle,
     identity::Identity,

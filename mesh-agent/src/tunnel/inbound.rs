@@ -10,7 +10,7 @@ use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{access::Access, reset::ResetOnDrop, splice};
-use crate::enrol::{Pod, Shared};
+use crate::shared::{Pod, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -9,8 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{access::Access, hbone::pool, inbound, reset::ResetOnDrop, route, splice};
 use crate::{
-    enrol::{Pod, Shared},
     identity::Identity,
+    shared::{Pod, Shared},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

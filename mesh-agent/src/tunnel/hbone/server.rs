@@ -14,8 +14,8 @@ use super::{
     STREAM_WINDOW,
 };
 use crate::{
-    enrol::{Pod, Shared},
     identity::Identity,
+    shared::{Pod, Shared},
     tls,
     tunnel::{access::Access, inbound, splice},
 };
