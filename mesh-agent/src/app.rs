@@ -48,6 +48,8 @@ pub struct RunArgs {
     pub cgroup: PathBuf,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    /// bpffs directory for this node's pinned attachments.
+    pub pin_dir: PathBuf,
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
@@ -155,7 +157,7 @@ fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
 async fn serve(args: RunArgs) -> Result<(), Error> {
     // A first config is required: there is no last good one to fall back on.
     let objects = config::load(&args.config)?;
-    let (kernel, orig_dst, logger) = Kernel::load(&args.cgroup)?;
+    let (kernel, orig_dst, logger) = Kernel::load(&args.cgroup, &args.pin_dir)?;
     if let Some(logger) = logger {
         tokio::spawn(ebpf::forward_logs(logger));
     }
@@ -284,6 +286,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
     enroller.unenrol_all();
     drop(enroller);
+    kernel.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
     drop(shared);
     drop(kernel);
     Ok(())

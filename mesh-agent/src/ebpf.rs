@@ -11,8 +11,8 @@ use std::{
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
     programs::{
-        links::CgroupAttachMode, sk_lookup::SkLookupLinkId, CgroupSockAddr, ProgramError, SkLookup,
-        SockOps,
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupSockAddr, ProgramError, SkLookup, SockOps,
     },
     Ebpf, EbpfError,
 };
@@ -38,6 +38,16 @@ pub enum Error {
         name: &'static str,
         source: MapError,
     },
+    #[error("bpffs {path}: {source}; the agent pins its attachments there (--pin-dir)")]
+    Pin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("eBPF program {name}: cannot take its link: {source}")]
+    Link {
+        name: &'static str,
+        source: aya::programs::links::LinkError,
+    },
     #[error("cannot open cgroup {path}: {source}; is cgroup v2 mounted there?")]
     Cgroup {
         path: PathBuf,
@@ -62,6 +72,67 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
 }
 fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> Error {
     move |source| Error::Program { name, source }
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there (it is not by default on
+/// some hosts); `pin_dir` must be below a bpffs mount.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
+    // f_type is a c_long on x86_64 and narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let is_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+            .unwrap_or(false)
+    };
+    let root = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(root) && !is_bpffs(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| Error::Pin {
+            path: root.to_owned(),
+            source: e.into(),
+        })?;
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|source| Error::Pin {
+        path: pin_dir.to_owned(),
+        source,
+    })
+}
+
+fn pin(link: FdLink, path: &Path) -> Result<PinnedLink, Error> {
+    let _ = std::fs::remove_file(path);
+    link.pin(path).map_err(|e| Error::Pin {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Unpins and so detaches (the FdLink is dropped).
+fn unpin(link: PinnedLink) {
+    if let Err(e) = link.unpin() {
+        tracing::warn!("cannot unpin an eBPF link: {e}");
+    }
+}
+
+/// Removes what earlier (dead) agents of this node left pinned: their programs
+/// detach. Called once this agent's programs are attached.
+fn remove_stale_pins(pin_dir: &Path, ours: &Path) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.path() != ours {
+            tracing::info!(dir = %e.path().display(), "removing eBPF attachments left by a previous agent");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A program of the object, as its type, or an error naming it.
@@ -117,19 +188,33 @@ fn ip_from_words(w: &IpWords, v4: bool) -> IpAddr {
 }
 
 /// The programs, attached, and the maps the agent writes.
+///
+/// Every attachment is pinned in bpffs: if the agent dies, capture stays in place
+/// and enrolled pods fail closed (connections are refused, never sent around the
+/// mesh). A graceful shutdown unpins everything; the next agent on the node
+/// removes what a dead one left once its own programs are attached.
 pub struct Kernel {
     bpf: Ebpf,
+    pins: PathBuf,
+    cgroup_links: Vec<PinnedLink>,
     enrolled: HashMap<MapData, u64, EnrolledNetns>,
+    enrolled_addrs: HashMap<MapData, IpWords, u32>,
     listeners: SockHash<MapData, IpWords>,
     excluded: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
-    lookups: StdHashMap<u64, SkLookupLinkId>,
+    lookups: StdHashMap<u64, PinnedLink>,
 }
 
 impl Kernel {
     /// Loads the object and attaches connect4/connect6/sockops to `cgroup`.
-    pub fn load(cgroup: &Path) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
+    pub fn load(cgroup: &Path, pin_dir: &Path) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
         let mut bpf = Ebpf::load(OBJECT)?;
+        ensure_bpffs(pin_dir)?;
+        let pins = pin_dir.join(std::process::id().to_string());
+        std::fs::create_dir_all(&pins).map_err(|source| Error::Pin {
+            path: pins.clone(),
+            source,
+        })?;
         let logger = match aya_log::EbpfLogger::init(&mut bpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -141,16 +226,27 @@ impl Kernel {
             path: cgroup.to_owned(),
             source,
         })?;
+        let mut cgroup_links = Vec::new();
         for name in [programs::CONNECT4, programs::CONNECT6] {
             let p: &mut CgroupSockAddr = program(&mut bpf, name)?;
             p.load().map_err(prog_err(name))?;
-            p.attach(&cg, CgroupAttachMode::Single)
+            let id = p
+                .attach(&cg, CgroupAttachMode::Single)
                 .map_err(prog_err(name))?;
+            let link = FdLink::try_from(p.take_link(id).map_err(prog_err(name))?)
+                .map_err(|e| Error::Link { name, source: e })?;
+            cgroup_links.push(pin(link, &pins.join(name))?);
         }
-        let p: &mut SockOps = program(&mut bpf, programs::SOCKOPS)?;
-        p.load().map_err(prog_err(programs::SOCKOPS))?;
-        p.attach(&cg, CgroupAttachMode::Single)
-            .map_err(prog_err(programs::SOCKOPS))?;
+        let name = programs::SOCKOPS;
+        let p: &mut SockOps = program(&mut bpf, name)?;
+        p.load().map_err(prog_err(name))?;
+        let id = p
+            .attach(&cg, CgroupAttachMode::Single)
+            .map_err(prog_err(name))?;
+        let link = FdLink::try_from(p.take_link(id).map_err(prog_err(name))?)
+            .map_err(|e| Error::Link { name, source: e })?;
+        cgroup_links.push(pin(link, &pins.join(name))?);
+        remove_stale_pins(pin_dir, &pins);
         let p: &mut SkLookup = program(&mut bpf, programs::SK_LOOKUP)?;
         p.load().map_err(prog_err(programs::SK_LOOKUP))?;
         let take = |bpf: &mut Ebpf, name: &'static str| {
@@ -160,6 +256,8 @@ impl Kernel {
             .map_err(map_err(maps::ENROLLED_NETNS))?;
         let orig =
             HashMap::try_from(take(&mut bpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
+        let enrolled_addrs = HashMap::try_from(take(&mut bpf, maps::ENROLLED_ADDRS)?)
+            .map_err(map_err(maps::ENROLLED_ADDRS))?;
         let listeners = SockHash::try_from(take(&mut bpf, maps::INBOUND_LISTENERS)?)
             .map_err(map_err(maps::INBOUND_LISTENERS))?;
         let excluded = HashMap::try_from(take(&mut bpf, maps::EXCLUDED_PORTS)?)
@@ -169,7 +267,10 @@ impl Kernel {
         Ok((
             Kernel {
                 bpf,
+                pins,
+                cgroup_links,
                 enrolled,
+                enrolled_addrs,
                 listeners,
                 excluded,
                 counters,
@@ -213,8 +314,17 @@ impl Kernel {
         let name = programs::SK_LOOKUP;
         let p: &mut SkLookup = program(&mut self.bpf, name)?;
         if let std::collections::hash_map::Entry::Vacant(e) = self.lookups.entry(netns.cookie()) {
-            let link = p.attach(netns.fd()).map_err(prog_err(name))?;
-            e.insert(link);
+            let id = p.attach(netns.fd()).map_err(prog_err(name))?;
+            let link = FdLink::from(p.take_link(id).map_err(prog_err(name))?);
+            e.insert(pin(
+                link,
+                &self.pins.join(format!("lookup-{}", netns.cookie())),
+            )?);
+        }
+        for a in addresses {
+            self.enrolled_addrs
+                .insert(ip_words(*a), 1, 0)
+                .map_err(map_err(maps::ENROLLED_ADDRS))?;
         }
         let mut value = EnrolledNetns::default();
         for a in addresses {
@@ -234,14 +344,24 @@ impl Kernel {
     pub fn unenrol(&mut self, cookie: u64, addresses: &[IpAddr]) -> Result<(), Error> {
         let _ = self.enrolled.remove(&cookie);
         if let Some(link) = self.lookups.remove(&cookie) {
-            let name = programs::SK_LOOKUP;
-            let p: &mut SkLookup = program(&mut self.bpf, name)?;
-            p.detach(link).map_err(prog_err(name))?;
+            unpin(link);
         }
         for a in addresses {
+            let _ = self.enrolled_addrs.remove(&ip_words(*a));
             let _ = self.listeners.remove(&ip_words(*a));
         }
         Ok(())
+    }
+
+    /// Graceful stop: every attachment goes, nothing stays pinned.
+    pub fn shutdown(&mut self) {
+        for (_, link) in self.lookups.drain() {
+            unpin(link);
+        }
+        for link in self.cgroup_links.drain(..) {
+            unpin(link);
+        }
+        let _ = std::fs::remove_dir(&self.pins);
     }
 
     pub fn enrolled_count(&self) -> usize {

@@ -44,6 +44,10 @@ struct RunFlags {
     /// Prometheus metrics (/metrics) and readiness (/healthz/ready).
     #[arg(long, default_value = "0.0.0.0:15020")]
     metrics: SocketAddr,
+    /// bpffs directory where the agent pins its attachments, so that enrolled pods
+    /// fail closed if the agent dies (default: /sys/fs/bpf/ferrymesh/<node>).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
     /// Destination ports never captured outbound (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     exclude_port: Vec<u16>,
@@ -161,12 +165,16 @@ fn run(f: RunFlags) -> Result<(), String> {
             dir: f.local_ca_dir,
         },
     };
+    let pin_dir = f
+        .pin_dir
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ferrymesh").join(&f.node));
     app::run(app::RunArgs {
         config: f.config,
         node: f.node,
         cgroup,
         admin: f.admin,
         metrics: f.metrics,
+        pin_dir,
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms.max(50)),
         worker_threads: f.worker_threads.max(1),

@@ -43,6 +43,7 @@ pub mod maps {
     pub const ORIG_DST: &str = "ORIG_DST";
     pub const EXCLUDED_PORTS: &str = "EXCLUDED_PORTS";
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
+    pub const ENROLLED_ADDRS: &str = "ENROLLED_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
 }
 
@@ -145,7 +146,8 @@ pub mod counters {
     pub const LOOKUP_STEERED: u32 = 6;
     pub const LOOKUP_SKIPPED_DELIVERY: u32 = 7;
     pub const MAP_FULL: u32 = 8;
-    pub const COUNT: u32 = 9;
+    pub const LOOKUP_DROPPED_NO_AGENT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "connect_captured",
@@ -157,6 +159,7 @@ pub mod counters {
         "lookup_steered",
         "lookup_skipped_delivery",
         "map_full",
+        "lookup_dropped_no_agent",
     ];
 }
 

@@ -5,32 +5,35 @@
 //!   for IPv6, which also covers a pod talking to itself).
 use core::ptr::read_volatile;
 
-use aya_ebpf::{bindings::sk_action::SK_PASS, macros::sk_lookup, programs::SkLookupContext};
+use aya_ebpf::{
+    bindings::sk_action::{SK_DROP, SK_PASS},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
 use mesh_common::{counters, ports, IpWords, AF_INET, INBOUND_DELIVERY_SRC_V4};
 
-use crate::maps::{count, INBOUND_LISTENERS};
+use crate::maps::{count, ENROLLED_ADDRS, INBOUND_LISTENERS};
 
 const IPPROTO_TCP: u32 = 6;
 
 #[sk_lookup]
 pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
-    try_lookup(&ctx);
-    SK_PASS
+    try_lookup(&ctx)
 }
 
 #[inline(always)]
-fn try_lookup(ctx: &SkLookupContext) {
+fn try_lookup(ctx: &SkLookupContext) -> u32 {
     let l = ctx.lookup;
     // SAFETY: the verifier guarantees ctx fields are readable for this program type.
     unsafe {
         if (*l).protocol != IPPROTO_TCP {
-            return;
+            return SK_PASS;
         }
         let port = (*l).local_port as u16;
         let mut i = 0;
         while i < ports::AGENT_PORTS.len() {
             if ports::AGENT_PORTS[i] == port {
-                return;
+                return SK_PASS;
             }
             i += 1;
         }
@@ -53,7 +56,7 @@ fn try_lookup(ctx: &SkLookupContext) {
         let (local, remote) = if family == u32::from(AF_INET) {
             if remote4 == u32::from_ne_bytes(INBOUND_DELIVERY_SRC_V4) {
                 count(counters::LOOKUP_SKIPPED_DELIVERY);
-                return;
+                return SK_PASS;
             }
             (IpWords::from_v4_raw(local4), IpWords::from_v4_raw(remote4))
         } else {
@@ -61,10 +64,18 @@ fn try_lookup(ctx: &SkLookupContext) {
         };
         if local == remote {
             count(counters::LOOKUP_SKIPPED_DELIVERY);
-            return;
+            return SK_PASS;
         }
         if INBOUND_LISTENERS.redirect_sk_lookup(ctx, local, 0).is_ok() {
             count(counters::LOOKUP_STEERED);
+            return SK_PASS;
         }
+        if ENROLLED_ADDRS.get(local).is_some() {
+            // Enrolled, but the agent's listener is gone: refuse, never deliver
+            // around the mesh.
+            count(counters::LOOKUP_DROPPED_NO_AGENT);
+            return SK_DROP;
+        }
+        SK_PASS
     }
 }

@@ -27,6 +27,11 @@ pub static EXCLUDED_PORTS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0)
 #[map]
 pub static INBOUND_LISTENERS: SockHash<IpWords> = SockHash::with_max_entries(8192, 0);
 
+/// Addresses of enrolled pods. An inbound connection to one of them with no agent
+/// listener (the agent is gone) is dropped: the mesh fails closed.
+#[map]
+pub static ENROLLED_ADDRS: HashMap<IpWords, u32> = HashMap::with_max_entries(8192, 0);
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 

@@ -541,6 +541,35 @@ impl Lab {
 
     /// Starts one agent per node, each in the node's network namespace and in a cgroup
     /// below the node's (so its own sockets meet the capture programs and must pass).
+    /// bpffs directory of this run's pinned attachments.
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from(sys::BPFFS_DIR).join(&self.run)
+    }
+
+    /// Kills one node's agent without warning (SIGKILL), as a crash would.
+    pub fn kill_agent(&mut self, node: &str) -> Result<()> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .context("node")?;
+        let mut child = n.agent.take().context("agent not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts one node's agent again.
+    pub fn start_agent(&mut self, node: &str) -> Result<()> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .context("node")?;
+        self.start_agent_at(i, &agent_binary()?)?;
+        self.wait_ready(node)
+    }
+
     pub fn ca_dir(&self) -> PathBuf {
         self.dir.join("ca")
     }
@@ -645,6 +674,8 @@ impl Lab {
             .arg(self.ca_dir().join("root-cert.pem"))
             .arg("--ca-token-file")
             .arg(self.dir.join("tokens").join(&node.name))
+            .arg("--pin-dir")
+            .arg(self.pin_dir().join(&node.name))
             .arg("--local-ca-dir")
             .arg(self.dir.join("unused-local-ca"))
             .args(&self.spec.agent_args)
@@ -880,6 +911,8 @@ impl Drop for Lab {
             eprintln!("--- CA log ---\n{}", self.ca_log());
         }
         sys::kill_cgroup_tree(&self.cgroup_run);
+        // Attachments a killed agent left pinned go with their files.
+        let _ = std::fs::remove_dir_all(self.pin_dir());
         for p in &self.pods {
             let _ = ip(&["netns", "del", &p.netns]);
         }

@@ -50,6 +50,9 @@ pub const NS_PREFIX: &str = "fm-";
 /// Directory under the cgroup v2 root that holds every lab run's cgroups.
 pub const CGROUP_DIR: &str = "ferrymesh-lab";
 
+/// bpffs directory holding every lab run's pinned attachments.
+pub const BPFFS_DIR: &str = "/sys/fs/bpf/ferrymesh-lab";
+
 /// Removes every lab leftover: processes in lab cgroups, lab namespaces, cgroups.
 /// Returns what it removed.
 pub fn clean_all() -> Result<Vec<String>> {
@@ -58,6 +61,10 @@ pub fn clean_all() -> Result<Vec<String>> {
     if root.exists() {
         kill_cgroup_tree(&root);
         removed.push(root.display().to_string());
+    }
+    if std::path::Path::new(BPFFS_DIR).exists() {
+        let _ = std::fs::remove_dir_all(BPFFS_DIR);
+        removed.push(BPFFS_DIR.to_owned());
     }
     let list = ip(&["netns", "list"]).unwrap_or_default();
     for line in list.lines() {

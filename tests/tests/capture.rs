@@ -167,7 +167,11 @@ fn a_namespace_outside_the_mesh_is_not_captured_and_toggles_live() {
     meshed
         .expect_line("connected", Duration::from_secs(10))
         .unwrap();
-    assert_eq!(captured(&lab), 2);
+    // (The kernel completes the connect before the agent has accepted it.)
+    lab.wait_stats("a", "the held connection captured", |s| {
+        s["workloads"]["plain/outsider"]["outbound_captured"] == 2
+    })
+    .unwrap();
     lab.set_meshed("plain", false).unwrap();
     lab.wait_stats("a", "plain/outsider unenrolled", |s| {
         s["enrolled"]
@@ -398,4 +402,45 @@ fn excluded_ports_and_the_pod_itself_pass_untouched() {
         )
         .unwrap();
     assert_eq!(r["peer"].as_str(), Some("127.0.0.1:15001"), "{r}");
+}
+
+#[test]
+fn a_dead_agent_fails_closed_and_a_new_one_takes_over() {
+    let mut lab = two_node_lab();
+    let mut server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let echoed = |lab: &ferrymesh_tests::Lab, pod: &str| {
+        lab.run_client(pod, &["connect", "--to", &to, "--bytes", "1024"])
+            .is_ok_and(|r| r["received"] == 1024)
+    };
+    assert!(echoed(&lab, "client"));
+    server
+        .expect_line("accepted", Duration::from_secs(5))
+        .unwrap();
+
+    // The client's agent dies: its connections are refused, not sent in plaintext.
+    lab.kill_agent("a").unwrap();
+    assert!(
+        !echoed(&lab, "client"),
+        "a meshed pod reached the server without its agent"
+    );
+    // The server's agent dies: plaintext from outside the mesh is refused at the
+    // server's netns instead of reaching the application directly.
+    lab.kill_agent("b").unwrap();
+    assert!(
+        !echoed(&lab, "outsider"),
+        "plaintext reached a meshed pod without its agent"
+    );
+    let seen = server.drain();
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("accepted")).count(),
+        1,
+        "{seen:?}"
+    );
+
+    // New agents remove what the dead ones pinned and serve again.
+    lab.start_agent("b").unwrap();
+    lab.start_agent("a").unwrap();
+    assert!(echoed(&lab, "client"));
+    assert!(echoed(&lab, "outsider"));
 }
