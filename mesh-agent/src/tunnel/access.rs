@@ -3,6 +3,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use crate::{
     identity::Identity,
+    metrics::WorkloadCounters,
     telemetry::{ConnectionLabels, Telemetry},
 };
 
@@ -19,6 +20,23 @@ pub struct Access<'a> {
 }
 
 impl Access<'_> {
+    /// Runs a connection's copy with the active gauge held, then logs its outcome.
+    pub async fn proxied(
+        &self,
+        telemetry: &Telemetry,
+        counters: &WorkloadCounters,
+        copy: impl std::future::Future<Output = Option<(u64, u64)>>,
+    ) {
+        counters.active.inc();
+        let bytes = copy.await;
+        counters.active.dec();
+        self.log(
+            telemetry,
+            if bytes.is_some() { "ok" } else { "error" },
+            bytes,
+        );
+    }
+
     pub fn log(&self, telemetry: &Telemetry, result: &str, bytes: Option<(u64, u64)>) {
         let (sent, received) = bytes.unwrap_or((0, 0));
         let flags = if bytes.is_some() { "-" } else { "ERROR" };

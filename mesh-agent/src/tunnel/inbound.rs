@@ -119,12 +119,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         transport: "plaintext",
         start,
     };
-    c.active.inc();
-    let bytes = splice::proxy(conn.take(), app, c).await;
-    c.active.dec();
-    access.log(
-        &shared.telemetry,
-        if bytes.is_some() { "ok" } else { "error" },
-        bytes,
-    );
+    access
+        .proxied(&shared.telemetry, c, splice::proxy(conn.take(), app, c))
+        .await;
 }

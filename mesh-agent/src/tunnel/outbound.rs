@@ -110,14 +110,9 @@ async fn same_node(
         transport: "same-node",
         start: Instant::now(),
     };
-    c.active.inc();
-    let bytes = splice::proxy(conn.take(), app, c).await;
-    c.active.dec();
-    access.log(
-        &shared.telemetry,
-        if bytes.is_some() { "ok" } else { "error" },
-        bytes,
-    );
+    access
+        .proxied(&shared.telemetry, c, splice::proxy(conn.take(), app, c))
+        .await;
 }
 
 /// Meshed destination on another node: a CONNECT stream over pooled mTLS.
@@ -161,15 +156,14 @@ async fn hbone(
                 transport: "hbone",
                 start,
             };
-            c.active.inc();
-            let bytes = splice::proxy_tunnel(conn.take(), tunnel, c).await;
-            c.active.dec();
+            access
+                .proxied(
+                    &shared.telemetry,
+                    c,
+                    splice::proxy_tunnel(conn.take(), tunnel, c),
+                )
+                .await;
             drop(guard);
-            access.log(
-                &shared.telemetry,
-                if bytes.is_some() { "ok" } else { "error" },
-                bytes,
-            );
         }
         Err(e) => {
             c.outbound_failed.inc();
@@ -221,12 +215,11 @@ async fn plaintext(
         transport: "plaintext",
         start,
     };
-    c.active.inc();
-    let bytes = splice::proxy(conn.take(), upstream, c).await;
-    c.active.dec();
-    access.log(
-        &shared.telemetry,
-        if bytes.is_some() { "ok" } else { "error" },
-        bytes,
-    );
+    access
+        .proxied(
+            &shared.telemetry,
+            c,
+            splice::proxy(conn.take(), upstream, c),
+        )
+        .await;
 }

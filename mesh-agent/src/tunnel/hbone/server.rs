@@ -212,14 +212,10 @@ async fn stream(
         transport: "hbone",
         start,
     };
-    c.active.inc();
-    let bytes = splice::proxy_tunnel(app, tunnel, c)
-        .await
-        .map(|(to_app, from_app)| (from_app, to_app));
-    c.active.dec();
-    access.log(
-        &shared.telemetry,
-        if bytes.is_some() { "ok" } else { "error" },
-        bytes,
-    );
+    let copy = async {
+        splice::proxy_tunnel(app, tunnel, c)
+            .await
+            .map(|(to_app, from_app)| (from_app, to_app))
+    };
+    access.proxied(&shared.telemetry, c, copy).await;
 }
