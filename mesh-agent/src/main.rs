@@ -59,7 +59,7 @@ struct RunFlags {
     worker_threads: usize,
     /// How meshed destinations on other nodes are reached: `hbone` (mutual TLS) or
     /// `plaintext` (for measurements and debugging only).
-    #[arg(long, default_value = "hbone", value_parser = ["hbone", "plaintext"])]
+    #[arg(long, env = "FERRYMESH_TUNNEL", default_value = "hbone", value_parser = ["hbone", "plaintext"])]
     tunnel: String,
     /// SPIFFE trust domain.
     #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]

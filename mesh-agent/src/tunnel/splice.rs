@@ -24,7 +24,11 @@ pub trait WaitReadable {
 
 impl WaitReadable for TcpStream {
     fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
+        // Read readiness alone is optimistic for a fresh socket; peeking one byte
+        // (into the stack) tells data or EOF from nothing, and waits otherwise.
+        let mut one = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut one);
+        self.poll_peek(cx, &mut buf).map_ok(|_| ())
     }
 }
 
