@@ -157,6 +157,15 @@ fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
 async fn serve(args: RunArgs) -> Result<(), Error> {
     // A first config is required: there is no last good one to fall back on.
     let objects = config::load(&args.config)?;
+    // Everything that can fail goes before the attachments, which stay pinned.
+    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    let mut listeners = Vec::new();
+    for (addr, public) in [(args.admin, false), (args.metrics, true)] {
+        let listener = admin::bind(addr)
+            .await
+            .map_err(|source| Error::Admin { addr, source })?;
+        listeners.push((listener, public));
+    }
     let (kernel, orig_dst, logger) = Kernel::load(&args.cgroup, &args.pin_dir)?;
     if let Some(logger) = logger {
         tokio::spawn(ebpf::forward_logs(logger));
@@ -171,7 +180,6 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::default());
     let state = StateHandle::default();
-    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
     let certs = Arc::new(certs);
     let shared = Arc::new(Shared::new(
         orig_dst,
@@ -201,10 +209,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         enrolled: enrolled.clone(),
         public: false,
     };
-    for (addr, public) in [(args.admin, false), (args.metrics, true)] {
-        let listener = admin::bind(addr)
-            .await
-            .map_err(|source| Error::Admin { addr, source })?;
+    for (listener, public) in listeners {
         tokio::spawn(admin::serve(
             listener,
             admin::Admin {
