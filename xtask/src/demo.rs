@@ -200,7 +200,10 @@ pub fn run() -> Result<()> {
         .iter()
         .map(|n| format!("{n} {} KiB", lab.agent_rss_kib(n).unwrap_or(0)))
         .collect();
-    step(&format!("agent memory (RSS): {}", rss.join(", ")));
+    step(&format!(
+        "agent memory (RSS, debug build; `cargo xtask bench` measures release): {}",
+        rss.join(", ")
+    ));
 
     step("stopping agents (SIGTERM) and removing the lab");
     for n in ["node-a", "node-b"] {
