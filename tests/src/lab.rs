@@ -62,6 +62,8 @@ pub struct LabSpec {
     pub services: Vec<ServiceSpec>,
     /// Extra arguments for every agent (e.g. `--exclude-port 9999`).
     pub agent_args: Vec<String>,
+    /// Agents run their own in-process CA (single node) instead of the CA service.
+    pub local_ca: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -570,6 +572,23 @@ impl Lab {
         self.wait_ready(node)
     }
 
+    /// Where a node's agent gets certificates: the CA service, or its own CA.
+    fn ca_args(&self, node: &str) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        if self.spec.local_ca {
+            a.push("--local-ca-dir".into());
+            a.push(self.dir.join(format!("local-ca-{node}")).into());
+        } else {
+            a.push("--ca-address".into());
+            a.push(format!("https://{CA_IP}:{CA_PORT}").into());
+            a.push("--ca-root".into());
+            a.push(self.ca_dir().join("root-cert.pem").into());
+            a.push("--ca-token-file".into());
+            a.push(self.dir.join("tokens").join(node).into());
+        }
+        a
+    }
+
     pub fn ca_dir(&self) -> PathBuf {
         self.dir.join("ca")
     }
@@ -635,7 +654,7 @@ impl Lab {
 
     pub fn start_agents(&mut self) -> Result<()> {
         let bin = agent_binary()?;
-        if self.ca.is_none() {
+        if self.ca.is_none() && !self.spec.local_ca {
             self.start_ca(&bin)?;
         }
         for i in 0..self.nodes.len() {
@@ -666,18 +685,9 @@ impl Lab {
                 "--cgroup",
             ])
             .arg(&node.cgroup)
-            .args([
-                "--ca-address",
-                &format!("https://{CA_IP}:{CA_PORT}"),
-                "--ca-root",
-            ])
-            .arg(self.ca_dir().join("root-cert.pem"))
-            .arg("--ca-token-file")
-            .arg(self.dir.join("tokens").join(&node.name))
+            .args(self.ca_args(&node.name))
             .arg("--pin-dir")
             .arg(self.pin_dir().join(&node.name))
-            .arg("--local-ca-dir")
-            .arg(self.dir.join("unused-local-ca"))
             .args(&self.spec.agent_args)
             .env(
                 "RUST_LOG",

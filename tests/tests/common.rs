@@ -13,6 +13,7 @@ pub fn two_node_lab() -> Lab {
 pub fn two_node_lab_with(agent_args: &[&str]) -> Lab {
     let spec = LabSpec {
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        local_ca: false,
         nodes: vec!["a".into(), "b".into()],
         namespaces: vec![("shop".into(), true), ("plain".into(), false)],
         pods: vec![

@@ -471,3 +471,36 @@ fn l4_policy_matrix_in_the_lab() {
     );
     assert!(m.contains(r#"response_flags="STRICT""#), "{m}");
 }
+
+#[test]
+fn a_single_node_agent_runs_its_own_ca() {
+    let spec = ferrymesh_tests::LabSpec {
+        nodes: vec!["solo".into()],
+        namespaces: vec![("shop".into(), true)],
+        pods: vec![
+            ferrymesh_tests::PodSpec::new("client", "shop", "solo"),
+            ferrymesh_tests::PodSpec::new("server", "shop", "solo"),
+        ],
+        local_ca: true,
+        ..Default::default()
+    };
+    let mut lab = Lab::new(spec).unwrap();
+    lab.start_agents().unwrap();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let s = lab
+        .wait_stats("solo", "both certificates issued", |s| {
+            s["certificate_counters"]["issued"].as_u64() >= Some(2)
+        })
+        .unwrap();
+    let certs = s["certificates"].to_string();
+    assert!(
+        certs.contains("ns/shop/sa/client") && certs.contains("ns/shop/sa/server"),
+        "{certs}"
+    );
+    assert!(lab.dir.join("local-ca-solo").join("root-cert.pem").exists());
+    let to = lab.pod("server").addr4(8080).to_string();
+    let r = lab
+        .run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
+        .unwrap();
+    assert_intact(&r, 4096);
+}

@@ -34,6 +34,7 @@ fn spec() -> LabSpec {
         ],
         services: vec![],
         agent_args: vec![],
+        local_ca: false,
     }
 }
 

@@ -39,6 +39,7 @@ pub fn demo_spec() -> LabSpec {
             target_port: 8080,
         }],
         agent_args: vec![],
+        local_ca: false,
     }
 }
 
