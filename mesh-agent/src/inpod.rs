@@ -8,12 +8,13 @@ use std::{
     fs::File,
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
     path::{Path, PathBuf},
     sync::OnceLock,
 };
 
 use nix::sched::{setns, CloneFlags};
+use socket2::{Domain, Socket, Type};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,7 +74,7 @@ impl Netns {
             file,
             cookie: 0,
         };
-        let probe = ns.socket(libc::AF_INET, libc::SOCK_STREAM)?;
+        let probe = ns.marked_tcp(&SocketAddr::from(([0, 0, 0, 0], 0)), "socket")?;
         ns.cookie = netns_cookie(probe.as_fd()).map_err(|source| Error::Socket {
             path: path.to_owned(),
             what: "getsockopt(SO_NETNS_COOKIE)",
@@ -113,9 +114,25 @@ impl Netns {
         })
     }
 
-    /// A new (unbound, unconnected, non-blocking, close-on-exec) socket in this namespace.
-    pub fn socket(&self, domain: i32, ty: i32) -> Result<OwnedFd, Error> {
-        self.within(|| raw_socket(domain, ty), "socket")
+    /// A non-blocking TCP socket in this namespace for `addr`'s family, carrying the
+    /// agent's mark so the capture programs leave it alone.
+    fn marked_tcp(&self, addr: &SocketAddr, what: &'static str) -> Result<Socket, Error> {
+        self.within(
+            || {
+                let s = Socket::new(Domain::for_address(*addr), Type::STREAM.nonblocking(), None)?;
+                s.set_mark(mesh_common::AGENT_MARK)?;
+                Ok(s)
+            },
+            what,
+        )
+    }
+
+    fn socket_err(&self, what: &'static str) -> impl FnOnce(io::Error) -> Error + '_ {
+        move |source| Error::Socket {
+            path: self.path.clone(),
+            what,
+            source,
+        }
     }
 
     /// A TCP listener bound inside this namespace.
@@ -125,38 +142,17 @@ impl Netns {
         v6_only: bool,
         backlog: i32,
     ) -> Result<std::net::TcpListener, Error> {
-        self.within(
-            || {
-                let domain = if addr.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                };
-                let fd = raw_socket(domain, libc::SOCK_STREAM)?;
-                set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-                set_int(
-                    fd.as_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_MARK,
-                    mesh_common::AGENT_MARK as i32,
-                )?;
-                if addr.is_ipv6() {
-                    set_int(
-                        fd.as_fd(),
-                        libc::IPPROTO_IPV6,
-                        libc::IPV6_V6ONLY,
-                        v6_only as i32,
-                    )?;
-                }
-                let std_sock = socket2_bind(fd, addr)?;
-                // SAFETY: fd is a valid bound socket we own.
-                if unsafe { libc::listen(std_sock.as_raw_fd(), backlog) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(std::net::TcpListener::from(std_sock))
-            },
-            "listen",
-        )
+        let s = self.marked_tcp(&addr, "listen")?;
+        (|| {
+            s.set_reuse_address(true)?;
+            if addr.is_ipv6() {
+                s.set_only_v6(v6_only)?;
+            }
+            s.bind(&addr.into())?;
+            s.listen(backlog)
+        })()
+        .map_err(self.socket_err("listen"))?;
+        Ok(s.into())
     }
 
     /// A marked TCP socket in this namespace, optionally bound to `source`, ready to
@@ -166,114 +162,16 @@ impl Netns {
         remote: &SocketAddr,
         source: Option<IpAddr>,
     ) -> Result<tokio::net::TcpSocket, Error> {
-        let fd = self.within(
-            || {
-                let domain = if remote.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                };
-                let fd = raw_socket(domain, libc::SOCK_STREAM)?;
-                set_int(
-                    fd.as_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_MARK,
-                    mesh_common::AGENT_MARK as i32,
-                )?;
-                set_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-                if let Some(src) = source {
-                    return socket2_bind(fd, SocketAddr::new(src, 0));
-                }
-                Ok(fd)
-            },
-            "outbound socket",
-        )?;
-        Ok(tokio::net::TcpSocket::from_std_stream(
-            std::net::TcpStream::from(fd),
-        ))
-    }
-}
-
-fn raw_socket(domain: i32, ty: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> io::Result<()> {
-    // SAFETY: v outlives the call; the length matches.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn socket2_bind(fd: OwnedFd, addr: SocketAddr) -> io::Result<OwnedFd> {
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: storage holds a valid sockaddr of `len` bytes.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
+        let s = self.marked_tcp(remote, "outbound socket")?;
+        (|| {
+            s.set_tcp_nodelay(true)?;
+            if let Some(src) = source {
+                s.bind(&SocketAddr::new(src, 0).into())?;
+            }
+            Ok(())
+        })()
+        .map_err(self.socket_err("outbound socket"))?;
+        Ok(tokio::net::TcpSocket::from_std_stream(s.into()))
     }
 }
 

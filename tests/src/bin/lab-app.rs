@@ -265,9 +265,19 @@ fn parallel(to: SocketAddr, conns: u32, bytes: usize) -> Result<()> {
                 })
         })
         .collect::<std::io::Result<_>>()?;
+    let results = handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| anyhow::anyhow!("panicked"))?)
+        .collect::<Vec<_>>();
+    tally(results);
+    Ok(())
+}
+
+/// Prints {"ok", "failed", "first_error"} for a set of attempts.
+fn tally(results: impl IntoIterator<Item = Result<()>>) {
     let (mut ok, mut failed, mut first_error) = (0u32, 0u32, None);
-    for h in handles {
-        match h.join().map_err(|_| anyhow::anyhow!("panicked"))? {
+    for r in results {
+        match r {
             Ok(()) => ok += 1,
             Err(e) => {
                 failed += 1;
@@ -279,7 +289,6 @@ fn parallel(to: SocketAddr, conns: u32, bytes: usize) -> Result<()> {
         "{}",
         serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error})
     );
-    Ok(())
 }
 
 fn connect(to: SocketAddr, bytes: u64, text: Option<String>) -> Result<()> {
@@ -365,21 +374,7 @@ fn one_byte(to: SocketAddr) -> Result<()> {
 }
 
 fn churn(to: SocketAddr, count: u32) -> Result<()> {
-    let (mut ok, mut failed) = (0u32, 0u32);
-    let mut first_error = None;
-    for _ in 0..count {
-        match one_byte(to) {
-            Ok(()) => ok += 1,
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    println!(
-        "{}",
-        serde_json::json!({"ok": ok, "failed": failed, "first_error": first_error})
-    );
+    tally((0..count).map(|_| one_byte(to)));
     Ok(())
 }
 
