@@ -8,7 +8,8 @@ use std::{collections::HashSet, net::IpAddr, path::Path};
 use serde::de::DeserializeOwned;
 
 use crate::model::{
-    AuthorizationPolicy, Namespace, Node, Objects, PeerAuthentication, Service, TypeMeta, Workload,
+    AuthorizationPolicy, DirectResponse, GrpcRoute, HttpRoute, Namespace, Node, Objects,
+    PeerAuthentication, RequestAuthentication, Service, TrafficPolicy, TypeMeta, Workload,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,7 @@ pub enum Error {
         what: String,
         message: String,
     },
-    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service, AuthorizationPolicy, PeerAuthentication")]
+    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service, AuthorizationPolicy, PeerAuthentication, HTTPRoute, GRPCRoute, TrafficPolicy, DirectResponse, RequestAuthentication")]
     UnknownKind {
         path: String,
         line: usize,
@@ -140,6 +141,34 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
                         &doc,
                     )?)
             }
+            "HTTPRoute" => objects
+                .http_routes
+                .push(decode::<HttpRoute>(path, start, "HTTPRoute", &doc)?),
+            "GRPCRoute" => objects
+                .grpc_routes
+                .push(decode::<GrpcRoute>(path, start, "GRPCRoute", &doc)?),
+            "TrafficPolicy" => objects.traffic_policies.push(decode::<TrafficPolicy>(
+                path,
+                start,
+                "TrafficPolicy",
+                &doc,
+            )?),
+            "DirectResponse" => objects.direct_responses.push(decode::<DirectResponse>(
+                path,
+                start,
+                "DirectResponse",
+                &doc,
+            )?),
+            "RequestAuthentication" => {
+                objects
+                    .request_authentications
+                    .push(decode::<RequestAuthentication>(
+                        path,
+                        start,
+                        "RequestAuthentication",
+                        &doc,
+                    )?)
+            }
             _ => {
                 return Err(Error::UnknownKind {
                     path: path.to_owned(),
@@ -248,6 +277,12 @@ fn validate(path: &str, o: &Objects) -> Result<(), Error> {
             }
         }
     }
+    crate::waypoint::table::Table::build(o).map_err(|e| Error::Invalid {
+        path: path.to_owned(),
+        kind: e.kind,
+        name: e.name,
+        message: e.message,
+    })?;
     Ok(())
 }
 

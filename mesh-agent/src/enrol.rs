@@ -235,6 +235,7 @@ impl Enroller {
             identity: identity.clone(),
             addresses: spec.addresses.clone(),
             counters: self.metrics.workload(&key),
+            waypoint: Default::default(),
         });
         let resolver = Arc::new(tls::PodCertResolver {
             manager: self.shared.certs.clone(),

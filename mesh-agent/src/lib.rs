@@ -27,3 +27,4 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
+pub mod waypoint;

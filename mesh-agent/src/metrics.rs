@@ -44,6 +44,8 @@ pub struct WorkloadCounters {
     pub inbound_refused_plaintext: Counter,
     pub hbone_refused_tls: Counter,
     pub outbound_hbone: Counter,
+    /// Captured connections served by the L7 waypoint.
+    pub outbound_waypoint: Counter,
     pub outbound_plaintext: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,

@@ -6,6 +6,11 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod gateway;
+mod traffic;
+pub use gateway::*;
+pub use traffic::*;
+
 /// Label that puts a namespace into the mesh (`ambient`) or a pod out of it (`none`).
 pub const DATAPLANE_MODE_LABEL: &str = "ferrymesh.io/dataplane-mode";
 pub const MODE_AMBIENT: &str = "ambient";
@@ -178,6 +183,20 @@ pub struct Rule {
     pub from: Vec<From>,
     #[serde(default)]
     pub to: Vec<To>,
+    /// L7 conditions: `request.headers[name]`, `request.auth.claims[name]`,
+    /// `request.auth.principal`, `source.principal`, `source.namespace`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    pub key: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub not_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -201,6 +220,11 @@ pub struct Source {
     pub ip_blocks: Vec<String>,
     #[serde(default)]
     pub not_ip_blocks: Vec<String>,
+    /// JWT `iss/sub` (L7).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -216,6 +240,17 @@ pub struct Operation {
     pub ports: Vec<String>,
     #[serde(default)]
     pub not_ports: Vec<String>,
+    /// L7 fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Istio's PeerAuthentication: `STRICT` refuses plaintext inbound.
@@ -262,4 +297,9 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub authorization_policies: Vec<AuthorizationPolicy>,
     pub peer_authentications: Vec<PeerAuthentication>,
+    pub http_routes: Vec<HttpRoute>,
+    pub grpc_routes: Vec<GrpcRoute>,
+    pub traffic_policies: Vec<TrafficPolicy>,
+    pub direct_responses: Vec<DirectResponse>,
+    pub request_authentications: Vec<RequestAuthentication>,
 }

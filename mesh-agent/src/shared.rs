@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, RwLock},
 };
 
 use crate::{
@@ -25,6 +25,8 @@ pub struct Pod {
     pub identity: Identity,
     pub addresses: Vec<IpAddr>,
     pub counters: Arc<WorkloadCounters>,
+    /// Upstream HTTP connections of the pod's waypoint requests (made on first use).
+    pub waypoint: OnceLock<Arc<crate::waypoint::upstream::Clients>>,
 }
 
 impl Pod {
@@ -34,6 +36,10 @@ impl Pod {
             .iter()
             .copied()
             .find(|a| a.is_ipv4() == like.is_ipv4())
+    }
+
+    pub fn waypoint_clients(&self) -> Arc<crate::waypoint::upstream::Clients> {
+        self.waypoint.get_or_init(Default::default).clone()
     }
 }
 
@@ -48,6 +54,8 @@ pub struct Shared {
     pub telemetry: crate::telemetry::Telemetry,
     /// Reach meshed destinations on other nodes over HBONE (else plaintext).
     pub hbone: bool,
+    /// L7 state that outlives config changes.
+    pub waypoint: crate::waypoint::Runtime,
     /// Enrolled pods of this node by address (written by the Enroller only).
     local: RwLock<HashMap<IpAddr, Arc<Pod>>>,
 }
@@ -70,6 +78,7 @@ impl Shared {
             pool: Pool::new(std::time::Duration::from_secs(60)),
             telemetry: crate::telemetry::Telemetry::default(),
             hbone,
+            waypoint: crate::waypoint::Runtime::default(),
             local: RwLock::default(),
         }
     }
@@ -104,6 +113,12 @@ impl Shared {
                 source,
                 source_ip,
                 destination_port: port,
+                // Mesh sources judged requests in their waypoint.
+                l7: if source.is_some() {
+                    authz::L7::JudgedAtSource
+                } else {
+                    authz::L7::None
+                },
             },
         );
         let src = source

@@ -42,6 +42,7 @@ impl WorkloadInfo {
 pub struct ServicePortInfo {
     pub port: u16,
     pub target_port: u16,
+    pub app_protocol: Option<String>,
     /// Endpoint workload keys, in a stable order.
     pub endpoints: Vec<Arc<WorkloadInfo>>,
     pub next: AtomicUsize,
@@ -67,6 +68,9 @@ pub struct State {
     pub workloads: Vec<Arc<WorkloadInfo>>,
     pub workloads_by_ip: HashMap<IpAddr, Arc<WorkloadInfo>>,
     pub services_by_vip: HashMap<IpAddr, Arc<ServiceInfo>>,
+    pub services_by_key: HashMap<String, Arc<ServiceInfo>>,
+    /// Compiled L7 configuration (routes, traffic policies, JWT rules).
+    pub l7: Arc<crate::waypoint::table::Table>,
     pub objects: Objects,
 }
 
@@ -111,17 +115,26 @@ impl State {
             .flat_map(|w| w.addresses.iter().map(move |a| (*a, w.clone())))
             .collect();
         let mut services_by_vip = HashMap::new();
+        let mut services_by_key = HashMap::new();
         for s in &objects.services {
             let info = Arc::new(service_info(s, &workloads));
             for vip in &info.vips {
                 services_by_vip.insert(*vip, info.clone());
             }
+            services_by_key.insert(info.key(), info);
         }
+        // The config source validated the same objects, so this does not fail.
+        let l7 = crate::waypoint::table::Table::build(&objects).unwrap_or_else(|e| {
+            tracing::error!("L7 config: {} {}: {}", e.kind, e.name, e.message);
+            Default::default()
+        });
         State {
             generation,
             workloads,
             workloads_by_ip,
             services_by_vip,
+            services_by_key,
+            l7: Arc::new(l7),
             objects,
         }
     }
@@ -155,6 +168,7 @@ fn service_info(s: &model::Service, workloads: &[Arc<WorkloadInfo>]) -> ServiceI
             .map(|p| ServicePortInfo {
                 port: p.port,
                 target_port: p.target_port.unwrap_or(p.port),
+                app_protocol: p.app_protocol.clone(),
                 endpoints: endpoints.clone(),
                 next: AtomicUsize::new(0),
             })

@@ -1,7 +1,11 @@
 //! Prometheus metrics for L4 (served on :15020 /metrics), with Istio's usual labels.
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
@@ -47,8 +51,38 @@ impl ConnectionLabels {
     }
 }
 
+/// Labels of per-request metrics (the waypoint).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: &'static str,
+    pub source_principal: String,
+    pub destination_service: String,
+    pub destination_principal: String,
+    /// "http" or "grpc".
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub grpc_response_status: String,
+    pub response_flags: &'static str,
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+fn size_histogram() -> Histogram {
+    // 64 B .. 64 MiB
+    Histogram::new(exponential_buckets(64.0, 4.0, 11))
+}
+
 pub struct Telemetry {
     registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily,
+    pub request_bytes: HistogramFamily,
+    pub response_bytes: HistogramFamily,
     pub closed: Family<ConnectionLabels, Counter>,
     pub sent: Family<ConnectionLabels, Counter>,
     pub received: Family<ConnectionLabels, Counter>,
@@ -82,8 +116,24 @@ impl Default for Telemetry {
             "Connections refused by policy or STRICT mTLS",
             refused.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let request_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
+        let response_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
+        registry.register("requests", "HTTP/gRPC requests through the waypoint", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response",
+            request_duration.clone(),
+        );
+        registry.register("request_bytes", "Request body sizes", request_bytes.clone());
+        registry.register("response_bytes", "Response body sizes", response_bytes.clone());
         Telemetry {
             registry,
+            requests,
+            request_duration,
+            request_bytes,
+            response_bytes,
             closed,
             sent,
             received,

@@ -217,6 +217,7 @@ fn l4_authorization_matrix() {
                 source: id.as_ref(),
                 source_ip: c.ip.parse().expect("ip"),
                 destination_port: c.port,
+                l7: L7::None,
             },
         );
         assert_eq!(v.allowed(), c.allowed, "{}: {v:?}", c.name);

@@ -41,6 +41,11 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         return;
     };
     let state = shared.state.load();
+    if let Some(parent) = crate::waypoint::decide(&state, original) {
+        drop(state);
+        waypoint(conn, peer, original, parent, pod, shared).await;
+        return;
+    }
     let dest = match route::outbound(&state, original) {
         Ok(d) => d,
         Err(e) => {
@@ -74,6 +79,34 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         }
         _ => plaintext(conn, &pod, &shared, addr, &dest).await,
     }
+}
+
+/// A destination with L7 configuration: the waypoint terminates HTTP.
+async fn waypoint(
+    conn: ResetOnDrop,
+    peer: SocketAddr,
+    original: SocketAddr,
+    parent: crate::waypoint::Parent,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
+    let c = pod.counters.clone();
+    c.outbound_connected.inc();
+    c.outbound_waypoint.inc();
+    c.active.inc();
+    let key = pod.key.clone();
+    let wc = Arc::new(crate::waypoint::server::Conn {
+        pod,
+        shared,
+        parent,
+        client: peer,
+        original,
+    });
+    // hyper closes the connection itself (with 400 for bytes that are not HTTP).
+    if let Err(e) = crate::waypoint::server::serve(conn.take(), wc).await {
+        tracing::info!(pod = %key, %original, "waypoint connection ended: {e}");
+    }
+    c.active.dec();
 }
 
 /// Both ends on this node: no network, no second proxy; the destination's policy

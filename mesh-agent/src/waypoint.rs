@@ -1,0 +1,90 @@
+//! L7: the waypoint. A captured connection whose destination has L7 configuration
+//! (a route, route-side TrafficPolicy, `appProtocol` http/http2/grpc, or an L7
+//! AuthorizationPolicy / RequestAuthentication for the destination workload) is
+//! served here instead of being spliced: hyper terminates HTTP/1.1 and HTTP/2, and
+//! each request is routed, filtered, checked and sent upstream with the source
+//! workload's identity.
+//!
+//! `table` (compiled config), `router`, `filters` and `trace` decide without I/O;
+//! `backend` keeps state that outlives config changes; `upstream` dials; `server`
+//! and `body` do the HTTP.
+use std::{net::SocketAddr, sync::Arc};
+
+use crate::{
+    authz,
+    state::{ServiceInfo, State, WorkloadInfo},
+};
+
+pub mod backend;
+pub mod body;
+pub mod duration;
+pub mod filters;
+pub mod jwt;
+pub mod ratelimit;
+pub mod router;
+pub mod server;
+pub mod table;
+pub mod trace;
+pub mod upstream;
+
+/// What a waypoint connection serves.
+#[derive(Debug, Clone)]
+pub enum Parent {
+    /// A Service VIP and port.
+    Service {
+        service: Arc<ServiceInfo>,
+        port: u16,
+    },
+    /// A workload addressed directly that has L7 policy.
+    Workload { workload: Arc<WorkloadInfo> },
+}
+
+/// State of the waypoint that outlives config changes.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    pub backends: backend::Backends,
+    pub buckets: ratelimit::Buckets,
+}
+
+const HTTP_APP_PROTOCOLS: [&str; 6] = ["http", "http2", "grpc", "kubernetes.io/h2c", "h2c", "kubernetes.io/http"];
+
+/// Whether a workload has policy that only a waypoint can enforce.
+pub fn workload_has_l7(state: &State, w: &WorkloadInfo) -> bool {
+    let target = authz::Target {
+        namespace: &w.namespace,
+        labels: &w.labels,
+    };
+    state
+        .objects
+        .authorization_policies
+        .iter()
+        .any(|p| authz::applies(p, target) && p.spec.rules.iter().any(authz::rule_has_l7))
+        || state.l7.jwt.iter().any(|j| j.applies(&w.namespace, &w.labels))
+}
+
+/// The waypoint's parent for a captured connection to `original`, or None for L4.
+/// No I/O: table-tested.
+pub fn decide(state: &State, original: SocketAddr) -> Option<Parent> {
+    let ip = original.ip().to_canonical();
+    if let Some(svc) = state.services_by_vip.get(&ip) {
+        let port = svc.ports.iter().find(|p| p.port == original.port())?;
+        let by_protocol = port
+            .app_protocol
+            .as_deref()
+            .is_some_and(|a| HTTP_APP_PROTOCOLS.contains(&a));
+        let l7 = by_protocol
+            || state.l7.service_has_l7(&svc.key(), port.port)
+            || port.endpoints.iter().any(|w| workload_has_l7(state, w));
+        return l7.then(|| Parent::Service {
+            service: svc.clone(),
+            port: port.port,
+        });
+    }
+    let w = state.workloads_by_ip.get(&ip)?;
+    (w.captured && workload_has_l7(state, w)).then(|| Parent::Workload {
+        workload: w.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

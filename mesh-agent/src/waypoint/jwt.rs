@@ -1,0 +1,223 @@
+//! RequestAuthentication: JWT validation against JWKS given inline or in a file.
+//! Istio semantics: a request without a token passes (without a request principal)
+//! and policy decides; a request with a token that fails validation gets 401.
+use std::collections::{BTreeMap, HashSet};
+
+use http::HeaderMap;
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+
+use crate::{authz::ROOT_NAMESPACE, model::Objects};
+
+#[derive(Clone)]
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("kid", &self.kid).field("alg", &self.alg).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtRule {
+    issuer: String,
+    audiences: Vec<String>,
+    keys: Vec<Key>,
+    /// (header, prefix)
+    from: Vec<(String, String)>,
+    forward: bool,
+    claim_headers: Vec<(String, String)>,
+    leeway: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtPolicy {
+    namespace: String,
+    selector: Option<BTreeMap<String, String>>,
+    rules: Vec<JwtRule>,
+}
+
+/// A validated token.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// `iss/sub`
+    pub principal: String,
+    pub claims: serde_json::Value,
+    /// Headers to add from claims.
+    pub headers: Vec<(String, String)>,
+    /// Header the token came in, to strip unless forwarded.
+    pub strip: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("JWT rejected: {0}")]
+    Invalid(String),
+}
+
+fn algorithm(s: Option<&jsonwebtoken::jwk::KeyAlgorithm>, key: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm as K};
+    Some(match s {
+        Some(K::RS256) => Algorithm::RS256,
+        Some(K::RS384) => Algorithm::RS384,
+        Some(K::RS512) => Algorithm::RS512,
+        Some(K::PS256) => Algorithm::PS256,
+        Some(K::ES256) => Algorithm::ES256,
+        Some(K::ES384) => Algorithm::ES384,
+        Some(K::EdDSA) => Algorithm::EdDSA,
+        Some(K::HS256) => Algorithm::HS256,
+        Some(_) => return None,
+        None => match &key.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+            AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+            AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+        },
+    })
+}
+
+/// Compiles every RequestAuthentication; Err is (name, message).
+pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
+    let mut out = Vec::new();
+    for ra in &o.request_authentications {
+        let name = format!("{}/{}", ra.metadata.namespace(), ra.metadata.name);
+        let err = |m: String| (name.clone(), m);
+        let mut rules = Vec::new();
+        for (i, r) in ra.spec.jwt_rules.iter().enumerate() {
+            let field = format!("spec.jwtRules[{i}]");
+            let text = match (&r.jwks, &r.jwks_file) {
+                (Some(j), None) => j.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| err(format!("{field}.jwksFile: cannot read {f}: {e}")))?,
+                _ => return Err(err(format!("{field}: give exactly one of jwks and jwksFile"))),
+            };
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| err(format!("{field}: the JWKS is not valid: {e}")))?;
+            let mut keys = Vec::new();
+            for (k, jwk) in set.keys.iter().enumerate() {
+                let alg = algorithm(jwk.common.key_algorithm.as_ref(), jwk)
+                    .ok_or_else(|| err(format!("{field}: key {k}: algorithm not supported")))?;
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| err(format!("{field}: key {k}: {e}")))?;
+                keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    key,
+                    alg,
+                });
+            }
+            if keys.is_empty() {
+                return Err(err(format!("{field}: the JWKS has no keys")));
+            }
+            let from = if r.from_headers.is_empty() {
+                vec![("authorization".to_owned(), "Bearer ".to_owned())]
+            } else {
+                r.from_headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.prefix.clone()))
+                    .collect()
+            };
+            rules.push(JwtRule {
+                issuer: r.issuer.clone(),
+                audiences: r.audiences.clone(),
+                keys,
+                from,
+                forward: r.forward_original_token,
+                claim_headers: r
+                    .output_claim_to_headers
+                    .iter()
+                    .map(|c| (c.header.clone(), c.claim.clone()))
+                    .collect(),
+                leeway: r.clock_skew_seconds.unwrap_or(60),
+            });
+        }
+        out.push(JwtPolicy {
+            namespace: ra.metadata.namespace().to_owned(),
+            selector: ra.spec.selector.as_ref().map(|s| s.match_labels.clone()),
+            rules,
+        });
+    }
+    Ok(out)
+}
+
+fn token<'h>(headers: &'h HeaderMap, from: &[(String, String)]) -> Option<(String, &'h str)> {
+    from.iter().find_map(|(name, prefix)| {
+        let v = headers.get(name.as_str())?.to_str().ok()?;
+        let t = v.strip_prefix(prefix.as_str())?.trim();
+        (!t.is_empty()).then(|| (name.clone(), t))
+    })
+}
+
+fn verify(rule: &JwtRule, token: &str) -> Result<serde_json::Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+    let candidates = rule
+        .keys
+        .iter()
+        .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid));
+    let mut last = "no key of the JWKS matches the token's kid and algorithm".to_owned();
+    for k in candidates {
+        let mut v = Validation::new(k.alg);
+        v.leeway = rule.leeway;
+        v.set_issuer(&[rule.issuer.as_str()]);
+        v.validate_nbf = true;
+        if rule.audiences.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&rule.audiences);
+        }
+        v.required_spec_claims = HashSet::from(["exp".to_owned(), "iss".to_owned()]);
+        match jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+impl JwtPolicy {
+    pub fn applies(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        (self.namespace == namespace || self.namespace == ROOT_NAMESPACE)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+}
+
+/// Validates the request's token against the policies that apply.
+pub fn authenticate(policies: &[&JwtPolicy], headers: &HeaderMap) -> Result<Option<Authenticated>, Error> {
+    let mut errors = Vec::new();
+    let mut found = false;
+    for rule in policies.iter().flat_map(|p| &p.rules) {
+        let Some((header, t)) = token(headers, &rule.from) else {
+            continue;
+        };
+        found = true;
+        match verify(rule, t) {
+            Ok(claims) => {
+                let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or("");
+                let headers = rule
+                    .claim_headers
+                    .iter()
+                    .filter_map(|(h, c)| {
+                        let v = claims.get(c)?;
+                        Some((h.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    })
+                    .collect();
+                return Ok(Some(Authenticated {
+                    principal: format!("{}/{sub}", rule.issuer),
+                    headers,
+                    strip: (!rule.forward).then_some(header),
+                    claims,
+                }));
+            }
+            Err(e) => errors.push(format!("issuer {}: {e}", rule.issuer)),
+        }
+    }
+    if found {
+        return Err(Error::Invalid(errors.join("; ")));
+    }
+    Ok(None)
+}

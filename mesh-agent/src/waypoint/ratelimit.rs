@@ -1,0 +1,100 @@
+//! Local rate limiting: token buckets by (policy, source identity).
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::table::RateLimit;
+
+const MAX_BUCKETS: usize = 100_000;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Buckets(Mutex<HashMap<(String, String), Bucket>>);
+
+impl Buckets {
+    /// Takes one token; false when the bucket is empty.
+    pub fn take(&self, limit: &RateLimit, source: &str, now: Instant) -> bool {
+        let key = (
+            limit.key.clone(),
+            if limit.per_source { source.to_owned() } else { String::new() },
+        );
+        let rate = f64::from(limit.requests) / limit.interval.as_secs_f64();
+        let burst = f64::from(limit.burst);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
+            // Full buckets carry no state worth keeping.
+            map.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+            });
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(b.last);
+        b.tokens = (b.tokens + elapsed.as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Seconds until the next token, for Retry-After.
+pub fn retry_after(limit: &RateLimit) -> u64 {
+    let per_token = limit.interval.as_secs_f64() / f64::from(limit.requests.max(1));
+    Duration::from_secs_f64(per_token).as_secs().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(requests: u32, burst: u32, per_source: bool) -> RateLimit {
+        RateLimit {
+            key: "ns/p".into(),
+            requests,
+            interval: Duration::from_secs(1),
+            burst,
+            per_source,
+            status: 429,
+            body: String::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bucket_refills_at_its_rate() {
+        let b = Buckets::default();
+        let l = limit(2, 2, false);
+        let t0 = Instant::now();
+        assert!(b.take(&l, "a", t0));
+        assert!(b.take(&l, "a", t0));
+        assert!(!b.take(&l, "a", t0), "burst spent");
+        assert!(b.take(&l, "a", t0 + Duration::from_millis(500)), "one token after 1/rate");
+        assert!(!b.take(&l, "a", t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn per_source_buckets_are_separate() {
+        let b = Buckets::default();
+        let l = limit(1, 1, true);
+        let t0 = Instant::now();
+        assert!(b.take(&l, "a", t0));
+        assert!(!b.take(&l, "a", t0));
+        assert!(b.take(&l, "b", t0), "another source has its own bucket");
+        let shared = limit(1, 1, false);
+        assert!(b.take(&shared, "a", t0));
+        assert!(!b.take(&shared, "b", t0), "one bucket for all sources");
+    }
+}

@@ -1,0 +1,747 @@
+//! The waypoint's HTTP side: hyper terminates HTTP/1.1 and HTTP/2 on a captured
+//! connection; each request is routed, filtered, checked and sent upstream.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn, Request, Response};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::net::TcpStream;
+
+use super::{
+    body::{Finish, Tracked},
+    filters, jwt,
+    router::{self, RequestView},
+    table::{Backend, Filter, ParentKey, PathCond, RouteRule},
+    trace::TraceContext,
+    upstream::{self, BoxError, UpBody},
+    Parent,
+};
+use crate::{
+    authz,
+    shared::{Pod, Shared},
+    state::State,
+};
+
+/// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+/// A client must send a whole request head within this (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies up to this size are kept for retries and mirrors.
+const MAX_REPLAY_BODY: usize = 64 << 10;
+
+pub type DownBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// One captured connection served by the waypoint.
+pub struct Conn {
+    pub pod: Arc<Pod>,
+    pub shared: Arc<Shared>,
+    pub parent: Parent,
+    pub client: SocketAddr,
+    pub original: SocketAddr,
+}
+
+pub async fn serve(io: TcpStream, conn: Arc<Conn>) -> Result<(), BoxError> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1000)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_pending_accept_reset_streams(100)
+        .max_local_error_reset_streams(1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+    });
+    builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn full(b: impl Into<Bytes>) -> DownBody {
+    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
+}
+
+/// gRPC status for a locally generated HTTP status (as Envoy maps them).
+fn grpc_status(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// A response the waypoint makes itself; gRPC callers get trailers-only form.
+fn local(status: StatusCode, body: &str, grpc: bool, grpc_code: Option<u32>) -> Response<DownBody> {
+    if grpc {
+        let code = grpc_code.unwrap_or_else(|| grpc_status(status));
+        let mut r = Response::new(full(Bytes::new()));
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(body.trim()) {
+            h.insert("grpc-message", v);
+        }
+        return r;
+    }
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// What one request did, for the access log and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct RequestLog {
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub route: String,
+    pub destination_service: String,
+    pub destination_identity: Option<String>,
+    pub upstream: Option<SocketAddr>,
+    pub retries: u32,
+    pub flags: &'static str,
+    pub request_bytes: u64,
+    pub trace: Option<TraceContext>,
+    pub upstream_ms: Option<u64>,
+}
+
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
+    let start = Instant::now();
+    let grpc = is_grpc(req.headers());
+    let mut log = RequestLog {
+        method: req.method().to_string(),
+        authority: authority(&req),
+        path: req.uri().path().to_owned(),
+        protocol: if grpc { "grpc" } else { "http" },
+        flags: "-",
+        ..RequestLog::default()
+    };
+    let trace = TraceContext::from_header(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::info_span!(
+        "waypoint",
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        parent_id = trace.parent_id.as_deref().unwrap_or(""),
+        method = %log.method,
+        path = %log.path,
+    );
+    log.trace = Some(trace);
+    let resp = {
+        let _e = span.enter();
+        tracing::debug!("request");
+        drop(_e);
+        route(&conn, req, &mut log, grpc).await
+    };
+    let (parts, body) = resp.into_parts();
+    let idle = log_idle(&parts);
+    let finish = Finish {
+        shared: conn.shared.clone(),
+        source: conn.pod.identity.to_string(),
+        status: parts.status.as_u16(),
+        grpc_status: parts
+            .headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        log,
+        start,
+        span,
+    };
+    Response::from_parts(parts, Tracked::new(body, idle, finish).boxed())
+}
+
+/// The idle timeout a route set travels in the response extensions.
+#[derive(Clone, Copy)]
+struct IdleTimeout(Duration);
+
+fn log_idle(parts: &http::response::Parts) -> Option<Duration> {
+    parts.extensions.get::<IdleTimeout>().map(|i| i.0)
+}
+
+fn authority(req: &Request<Incoming>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+enum ReqBody {
+    Replay(Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<UpBody> {
+        match self {
+            ReqBody::Replay(b) => Some(Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed()),
+            ReqBody::Stream(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
+        }
+    }
+    fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Replay(_))
+    }
+}
+
+/// Endpoints of a backend Service port, in the original address's family first.
+fn endpoints(state: &State, b: &Backend, v4: bool) -> Option<Vec<SocketAddr>> {
+    let svc = state.services_by_key.get(&b.service)?;
+    let port = svc.ports.iter().find(|p| p.port == b.port)?;
+    let pick = |want_v4: bool| -> Vec<SocketAddr> {
+        port.endpoints
+            .iter()
+            .filter_map(|w| if want_v4 { w.ipv4() } else { w.ipv6() })
+            .map(|ip| SocketAddr::new(ip, port.target_port))
+            .collect()
+    };
+    let first = pick(v4);
+    Some(if first.is_empty() { pick(!v4) } else { first })
+}
+
+fn weighted(rule: &RouteRule) -> Option<&Backend> {
+    let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for b in &rule.backends {
+        if n < u64::from(b.weight) {
+            return Some(&b.backend);
+        }
+        n -= u64::from(b.weight);
+    }
+    None
+}
+
+async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: bool) -> Response<DownBody> {
+    let state = conn.shared.state.load();
+    let table = state.l7.clone();
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let port = conn.original.port();
+
+    // 1. The rule.
+    let (rule, matched): (Arc<RouteRule>, Option<PathCond>) = match &conn.parent {
+        Parent::Service { service, port: sport } => {
+            let key = service.key();
+            log.destination_service = key.clone();
+            let view = RequestView {
+                method: parts.method.as_str(),
+                path: &path,
+                query: query.as_deref(),
+                headers: &parts.headers,
+                grpc,
+                port: *sport,
+            };
+            match table.parents.get(&ParentKey::Service(key.clone())) {
+                Some(p) if p.entries.iter().any(|e| e.port.is_none_or(|x| x == *sport)) => {
+                    match router::select(&p.entries, &view) {
+                        Some(e) => (e.rule.clone(), e.m.path.clone()),
+                        None => {
+                            log.flags = "NR";
+                            return local(StatusCode::NOT_FOUND, "no route matches\n", grpc, None);
+                        }
+                    }
+                }
+                _ => (Arc::new(table.default_rule(&key, *sport)), None),
+            }
+        }
+        Parent::Workload { workload } => {
+            log.destination_service = workload.key();
+            (Arc::new(RouteRule::direct(workload.key())), None)
+        }
+    };
+    log.route = match &rule.rule {
+        Some(r) => format!("{}/{r}", rule.route),
+        None => rule.route.clone(),
+    };
+
+    // 2. Filters that answer, or change the request.
+    let mut response_mods = Vec::new();
+    let mut mirrors = Vec::new();
+    for f in &rule.filters {
+        match f {
+            Filter::Direct(d) => {
+                log.flags = "DR";
+                let mut r = local(StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK), &d.body, false, None);
+                *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+                let mut m = crate::model::HeaderModifier::default();
+                m.set.clone_from(&d.headers);
+                filters::modify_headers(r.headers_mut(), &m);
+                return r;
+            }
+            Filter::Redirect(rd) => {
+                let (status, location) = filters::redirect(&parts.uri, &log.authority, rd, matched.as_ref());
+                let mut r = local(status, "", false, None);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return r;
+            }
+            Filter::Invalid(why) => {
+                tracing::warn!(route = %log.route, "{why}; answering 500");
+                log.flags = "NC";
+                return local(StatusCode::INTERNAL_SERVER_ERROR, "route misconfigured\n", grpc, None);
+            }
+            Filter::RequestHeaders(m) => filters::modify_headers(&mut parts.headers, m),
+            Filter::Rewrite(r) => {
+                if let Some(uri) = filters::rewrite(&parts.uri, &mut parts.headers, r, matched.as_ref()) {
+                    parts.uri = uri;
+                }
+            }
+            Filter::ResponseHeaders(m) => response_mods.push(m.clone()),
+            Filter::Mirror { backend, percent } => {
+                if fastrand::u32(..100) < *percent {
+                    mirrors.push(backend.clone());
+                }
+            }
+        }
+    }
+
+    // 3. Local rate limit, then injected faults.
+    let source = conn.pod.identity.to_string();
+    if let Some(rl) = &rule.rate_limit {
+        if !conn.shared.waypoint.buckets.take(rl, &source, Instant::now()) {
+            log.flags = "RL";
+            let mut r = local(StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS), &rl.body, grpc, None);
+            if !grpc {
+                *r.status_mut() = StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            }
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(super::ratelimit::retry_after(rl)));
+            for (n, v) in &rl.headers {
+                if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+                    r.headers_mut().insert(n, v);
+                }
+            }
+            return r;
+        }
+    }
+    if let Some(fault) = &rule.fault {
+        if let Some((delay, pct)) = fault.delay {
+            if fastrand::f64() * 100.0 < pct {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((status, grpc_code, pct)) = fault.abort {
+            if fastrand::f64() * 100.0 < pct {
+                log.flags = "FI";
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return local(status, "fault filter abort\n", grpc, grpc_code);
+            }
+        }
+    }
+
+    // 4. The backend and its endpoints.
+    let v4 = conn.original.is_ipv4();
+    let (backend, eps) = match &conn.parent {
+        Parent::Workload { .. } => (
+            Backend {
+                service: log.destination_service.clone(),
+                port,
+            },
+            vec![conn.original],
+        ),
+        Parent::Service { .. } => {
+            let Some(b) = weighted(&rule) else {
+                log.flags = "NC";
+                return local(StatusCode::INTERNAL_SERVER_ERROR, "route has no backend\n", grpc, None);
+            };
+            match endpoints(&state, b, v4) {
+                None => {
+                    tracing::warn!(route = %log.route, backend = %b.service, port = b.port, "backend Service or port not found; answering 500");
+                    log.flags = "NC";
+                    return local(StatusCode::INTERNAL_SERVER_ERROR, "backend not found\n", grpc, None);
+                }
+                Some(eps) => (b.clone(), eps),
+            }
+        }
+    };
+    log.destination_service = backend.service.clone();
+    if eps.is_empty() {
+        log.flags = "UH";
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n", grpc, None);
+    }
+    let policy = table.backend_policies.get(&backend.service).cloned().unwrap_or_default();
+    let runtime = &conn.shared.waypoint;
+    let stats = runtime.backends.backend(&backend.service);
+    let Some(first) = runtime.backends.pick(&stats, &eps, &policy, None, Instant::now()) else {
+        log.flags = "UH";
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n", grpc, None);
+    };
+
+    // 5. Authentication and authorization, for the destination workload.
+    if let Some(w) = state.workloads_by_ip.get(&first.ip()) {
+        log.destination_identity = Some(conn.shared.identity_of(w).to_string());
+        let jwt: Vec<&jwt::JwtPolicy> = table.jwt.iter().filter(|p| p.applies(&w.namespace, &w.labels)).collect();
+        let authn = match jwt::authenticate(&jwt, &parts.headers) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(route = %log.route, source = %source, "{e}");
+                log.flags = "UAEX";
+                let mut r = local(StatusCode::UNAUTHORIZED, "invalid token\n", grpc, None);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        };
+        let request = authz::Request {
+            method: parts.method.as_str(),
+            path: &path,
+            host: &log.authority,
+            headers: &parts.headers,
+            principal: authn.as_ref().map(|a| a.principal.as_str()),
+            claims: authn.as_ref().map(|a| &a.claims),
+        };
+        let verdict = authz::evaluate(
+            &state.objects.authorization_policies,
+            authz::Target {
+                namespace: &w.namespace,
+                labels: &w.labels,
+            },
+            &authz::Connection {
+                source: Some(&conn.pod.identity),
+                source_ip: conn.client.ip(),
+                destination_port: first.port(),
+                l7: authz::L7::Request(&request),
+            },
+        );
+        if let authz::Decision::Deny { policy } = &verdict.decision {
+            tracing::warn!(source = %source, destination = %w.key(), method = %log.method, path = %path, policy = %policy, "request denied");
+            log.flags = "AZ";
+            return local(StatusCode::FORBIDDEN, "access denied\n", grpc, None);
+        }
+        if let Some(a) = authn {
+            if let Some(h) = &a.strip {
+                parts.headers.remove(h.as_str());
+            }
+            for (h, v) in &a.headers {
+                if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(h.as_bytes()), HeaderValue::from_str(v)) {
+                    parts.headers.insert(n, v);
+                }
+            }
+        }
+    }
+
+    // 6. The body: kept when a retry or a mirror may need it again.
+    let upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(header::UPGRADE);
+    let retry = rule
+        .retry
+        .as_ref()
+        .filter(|r| !upgrade && (idempotent(&parts.method) || r.allow_non_idempotent));
+    let wants_copy = retry.is_some() || !mirrors.is_empty();
+    let small = hyper::body::Body::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= MAX_REPLAY_BODY as u64);
+    let mut body = if hyper::body::Body::is_end_stream(&body) {
+        ReqBody::Replay(Bytes::new())
+    } else if wants_copy && small {
+        match Limited::new(body, MAX_REPLAY_BODY).collect().await {
+            Ok(c) => ReqBody::Replay(c.to_bytes()),
+            Err(e) => {
+                log.flags = "DC";
+                return local(StatusCode::BAD_REQUEST, &format!("reading the request body: {e}\n"), grpc, None);
+            }
+        }
+    } else {
+        ReqBody::Stream(Some(body))
+    };
+    if let ReqBody::Replay(b) = &body {
+        log.request_bytes = b.len() as u64;
+    }
+
+    // 7. The upstream request head.
+    let h2 = !upgrade && (parts.version == Version::HTTP_2 || grpc || wants_h2(&state, &backend));
+    let trace = log.trace.as_ref().map(TraceContext::header).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&trace) {
+        parts.headers.insert("traceparent", v);
+    }
+    let on_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let head = Head {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        authority: log.authority.clone(),
+    };
+    let clients = conn.pod.waypoint_clients();
+
+    // Mirrors: fire and forget, with the same head and a kept body.
+    if let ReqBody::Replay(b) = &body {
+        for m in mirrors {
+            let Some(meps) = endpoints(&state, &m, v4) else { continue };
+            let mstats = runtime.backends.backend(&m.service);
+            let Some(addr) = runtime.backends.pick(&mstats, &meps, &Default::default(), None, Instant::now()) else { continue };
+            let req = head.build(h2, Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed());
+            let (pod, shared, clients) = (conn.pod.clone(), conn.shared.clone(), clients.clone());
+            tokio::spawn(async move {
+                let t = upstream::Target {
+                    pod: &pod,
+                    shared: &shared,
+                    addr,
+                    stats: shared.waypoint.backends.endpoint(addr),
+                    max_connections: None,
+                };
+                match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false)).await {
+                    Ok(Ok(resp)) => {
+                        let _ = resp.into_body().collect().await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(mirror = %addr, "mirror request failed: {e}"),
+                    Err(_) => tracing::debug!(mirror = %addr, "mirror request timed out"),
+                }
+            });
+        }
+    }
+
+    // 8. Attempts, within the request timeout.
+    let attempts = async {
+        let mut endpoint = first;
+        let mut tries = 0u32;
+        let mut _budget = None;
+        loop {
+            let Some(req_body) = body.take() else {
+                log.flags = "URX";
+                return local(StatusCode::SERVICE_UNAVAILABLE, "upstream failed\n", grpc, None);
+            };
+            let admitted = match runtime.backends.admit(&stats, endpoint, &policy) {
+                Ok(h) => h,
+                Err(_) => {
+                    log.flags = "UO";
+                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                }
+            };
+            let pending = match runtime.backends.pending(&stats, endpoint, &policy) {
+                Ok(p) => p,
+                Err(_) => {
+                    log.flags = "UO";
+                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                }
+            };
+            log.upstream = Some(endpoint);
+            let t = upstream::Target {
+                pod: &conn.pod,
+                shared: &conn.shared,
+                addr: endpoint,
+                stats: runtime.backends.endpoint(endpoint),
+                max_connections: policy.max_connections,
+            };
+            let sent = Instant::now();
+            let send = clients.send(t, head.build(h2 && !upgrade, req_body), h2, upgrade);
+            let result = match rule.backend_timeout {
+                Some(d) => tokio::time::timeout(d, send).await.map_err(|_| ()),
+                None => Ok(send.await),
+            };
+            drop(pending);
+            log.upstream_ms = Some(sent.elapsed().as_millis() as u64);
+            // What happened, and whether a retry may help.
+            let (outcome, failed, retryable) = match result {
+                Ok(Ok(resp)) => {
+                    let s = resp.status().as_u16();
+                    let r = retry.is_some_and(|r| r.codes.contains(&s) || (r.on_5xx && s >= 500));
+                    (Ok(resp), s >= 500, r)
+                }
+                Ok(Err(upstream::Error::Overflow(_))) => {
+                    log.flags = "UO";
+                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                }
+                Ok(Err(e)) => {
+                    let before = e.before_request();
+                    tracing::info!(route = %log.route, upstream = %endpoint, "{e}");
+                    let r = retry.is_some_and(|r| if before { r.on_connect_failure } else { r.on_reset });
+                    let flags = if before { "UF" } else { "UR" };
+                    (Err((StatusCode::SERVICE_UNAVAILABLE, flags, "upstream connect error or reset\n")), true, r)
+                }
+                Err(()) => {
+                    let r = retry.is_some_and(|r| r.on_reset);
+                    (Err((StatusCode::GATEWAY_TIMEOUT, "UT", "upstream request timeout\n")), true, r)
+                }
+            };
+            runtime.backends.record(endpoint, failed, &eps, &policy, Instant::now());
+            drop(admitted);
+            let more = retry.filter(|r| retryable && tries < r.attempts && body.replayable());
+            let budget = more.and_then(|r| runtime.backends.retry_budget(&stats, endpoint, r.budget_percent, r.min_retries));
+            if let (Some(r), Some(b)) = (more, budget) {
+                tries += 1;
+                log.retries = tries;
+                _budget = Some(b);
+                if let Ok(resp) = outcome {
+                    // Read a little of the failed response so the connection is reusable.
+                    drop(resp);
+                }
+                tokio::time::sleep(super::backend::backoff(tries, r.backoff, r.max_backoff)).await;
+                if let Some(next) = runtime.backends.pick(&stats, &eps, &policy, Some(endpoint), Instant::now()) {
+                    endpoint = next;
+                }
+                continue;
+            }
+            if more.is_some() {
+                log.flags = "URX";
+            }
+            return match outcome {
+                Ok(resp) => resp.map(|b| b.map_err(BoxError::from).boxed()),
+                Err((status, flags, body)) => {
+                    if log.flags == "-" {
+                        log.flags = flags;
+                    }
+                    local(status, body, grpc, None)
+                }
+            };
+        }
+    };
+    let mut resp = match rule.request_timeout {
+        Some(d) => match tokio::time::timeout(d, attempts).await {
+            Ok(r) => r,
+            Err(_) => {
+                log.flags = "UT";
+                local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n", grpc, None)
+            }
+        },
+        None => attempts.await,
+    };
+    if let Some(d) = rule.idle_timeout {
+        resp.extensions_mut().insert(IdleTimeout(d));
+    }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = on_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(down, up) {
+                    Ok((d, u)) => {
+                        let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                    }
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+        }
+    }
+    for m in &response_mods {
+        filters::modify_headers(resp.headers_mut(), m);
+    }
+    resp
+}
+
+/// HTTP/2 upstream for ports whose appProtocol says so.
+fn wants_h2(state: &State, b: &Backend) -> bool {
+    state
+        .services_by_key
+        .get(&b.service)
+        .and_then(|s| s.ports.iter().find(|p| p.port == b.port))
+        .and_then(|p| p.app_protocol.as_deref())
+        .is_some_and(|a| matches!(a, "http2" | "grpc" | "kubernetes.io/h2c" | "h2c"))
+}
+
+/// The upstream request head, rebuilt per attempt.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    authority: String,
+}
+
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+impl Head {
+    fn build(&self, h2: bool, body: UpBody) -> Request<UpBody> {
+        let pq = self
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone();
+        if h2 {
+            *req.version_mut() = Version::HTTP_2;
+            let host = self
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&self.authority);
+            *req.uri_mut() = format!("http://{host}{pq}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+            let h = req.headers_mut();
+            for n in HOP_BY_HOP {
+                if n == "te" && h.get("te").is_some_and(|v| v == "trailers") {
+                    continue;
+                }
+                h.remove(n);
+            }
+            h.remove(header::HOST);
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(&self.authority) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+        }
+        req
+    }
+}
+
+impl RouteRule {
+    /// Requests to a workload addressed directly: sent to it, no route.
+    pub fn direct(workload: String) -> RouteRule {
+        let mut r = RouteRule::empty(format!("Workload {workload}"));
+        r.backends.clear();
+        r
+    }
+}
