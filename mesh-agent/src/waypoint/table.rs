@@ -149,8 +149,10 @@ pub struct Entry {
     rank: Rank,
 }
 
-/// Gateway API precedence, larger first: exact path, longest prefix, method, most
-/// headers, most query params; then route name, rule and match order.
+/// Gateway API precedence, larger first: exact path, then regular expression (the
+/// spec leaves its place to implementations; like Envoy Gateway, before prefixes),
+/// then the longest prefix; method; most headers; most query params; then route
+/// name, rule and match order (config order stands in for creation time).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
     path_kind: u8,
@@ -623,7 +625,8 @@ impl Table {
             for (j, m) in rule.matches.iter().enumerate() {
                 let field = format!("spec.rules[{i}].matches[{j}]");
                 let path = match &m.path {
-                    None => None,
+                    // Gateway API default: PathPrefix "/".
+                    None => Some(PathCond::Prefix(String::new())),
                     Some(p) => Some(match p.kind {
                         PathMatchType::Exact => {
                             if !p.value.starts_with('/') {
@@ -732,7 +735,10 @@ impl Table {
         let field = format!("spec.rules[{index}]");
         let filters = filters(ctx, ns, &field, fs)?;
         if matches.is_empty() {
-            matches.push(Match::default());
+            matches.push(Match {
+                path: (protocol == Protocol::Http).then(|| PathCond::Prefix(String::new())),
+                ..Match::default()
+            });
         }
         for parent in parents {
             let key = parent_key(ctx, ns, parent)?;
@@ -781,8 +787,8 @@ impl Table {
             for (j, m) in matches.iter().enumerate() {
                 let (path_kind, path_len) = match &m.path {
                     Some(PathCond::Exact(p)) => (3, p.len()),
-                    Some(PathCond::Prefix(p)) => (2, p.len()),
-                    Some(PathCond::Regex(r)) => (1, r.as_str().len()),
+                    Some(PathCond::Regex(r)) => (2, r.as_str().len()),
+                    Some(PathCond::Prefix(p)) => (1, p.len()),
                     None => match (&m.grpc_service, &m.grpc_method) {
                         // GRPCRoute: exact over regex, then the longest service, method.
                         (s, mm) => {

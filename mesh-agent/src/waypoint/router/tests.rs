@@ -1,1 +1,189 @@
-#[test] fn placeholder() {}
+use http::HeaderMap;
+
+use super::*;
+use crate::{
+    config,
+    waypoint::table::{ParentKey, Table},
+};
+
+const ROUTES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b-web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - name: prefix-api
+    matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: api, port: 80}]
+  - name: prefix-api-v2
+    matches: [{path: {type: PathPrefix, value: /api/v2/}}]
+    backendRefs: [{name: api-v2, port: 80}]
+  - name: exact-api
+    matches: [{path: {type: Exact, value: /api}}]
+    backendRefs: [{name: exact, port: 80}]
+  - name: regex
+    matches: [{path: {type: RegularExpression, value: "/items/[0-9]+"}}]
+    backendRefs: [{name: items, port: 80}]
+  - name: method
+    matches: [{path: {type: PathPrefix, value: /api}, method: DELETE}]
+    backendRefs: [{name: deleter, port: 80}]
+  - name: header
+    matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: X-Canary, value: "yes"}]}]
+    backendRefs: [{name: canary, port: 80}]
+  - name: header-regex
+    matches: [{headers: [{type: RegularExpression, name: user-agent, value: "curl/.*"}]}]
+    backendRefs: [{name: curl, port: 80}]
+  - name: query
+    matches: [{path: {type: PathPrefix, value: /search}, queryParams: [{name: lang, value: fr}]}]
+    backendRefs: [{name: french, port: 80}]
+  - name: catch-all
+    backendRefs: [{name: web, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a-web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - name: tie-older-name-wins
+    matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: tie, port: 80}]
+  - name: other-port-only
+    matches: [{path: {type: Exact, value: /port}}]
+    backendRefs: [{name: any-port, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Unary}}]
+    backendRefs: [{name: grpc-unary, port: 80}]
+  - matches: [{method: {type: RegularExpression, service: "echo\\..*"}}]
+    backendRefs: [{name: grpc-any, port: 80}]
+"#;
+
+fn table() -> Table {
+    let o = config::parse("routes.yaml", ROUTES).expect("routes parse");
+    Table::build(&o).expect("table")
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    query: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
+    grpc: bool,
+    port: u16,
+    want: Option<&'static str>,
+}
+
+const fn case(name: &'static str, method: &'static str, path: &'static str, want: Option<&'static str>) -> Case {
+    Case {
+        name,
+        method,
+        path,
+        query: None,
+        headers: &[],
+        grpc: false,
+        port: 80,
+        want,
+    }
+}
+
+#[test]
+fn selection_follows_gateway_api_precedence() {
+    let t = table();
+    let entries = &t.parents[&ParentKey::Service("shop/web".into())].entries;
+    let cases = [
+        case("exact beats prefix", "GET", "/api", Some("shop/exact")),
+        case("longest prefix wins", "GET", "/api/v2/users", Some("shop/api-v2")),
+        case("prefix matches whole segments", "GET", "/apix", Some("shop/web")),
+        case("a trailing slash in the rule is ignored", "GET", "/api/v2", Some("shop/api-v2")),
+        case("same prefix: route name order (a-web before b-web)", "GET", "/api/users", Some("shop/tie")),
+        case("method adds precedence", "DELETE", "/api/users", Some("shop/deleter")),
+        Case { headers: &[("x-canary", "yes")], ..case("header adds precedence", "GET", "/api/users", Some("shop/canary")) },
+        Case { headers: &[("x-canary", "no")], ..case("header value must match", "GET", "/api/users", Some("shop/tie")) },
+        case("regex path", "GET", "/items/42", Some("shop/items")),
+        case("regex is anchored", "GET", "/items/42/x", Some("shop/web")),
+        Case { headers: &[("user-agent", "curl/8.0")], ..case("header regex", "GET", "/other", Some("shop/curl")) },
+        Case { query: Some("q=x&lang=fr"), ..case("query param", "GET", "/search", Some("shop/french")) },
+        Case { query: Some("lang=de"), ..case("query value must match", "GET", "/search", Some("shop/web")) },
+        Case { port: 8080, ..case("route bound to another port does not apply", "GET", "/api", Some("shop/tie")) },
+        Case { port: 8080, ..case("route for all ports applies", "GET", "/port", Some("shop/any-port")) },
+        Case { grpc: true, ..case("gRPC exact method", "POST", "/echo.Echo/Unary", Some("shop/grpc-unary")) },
+        Case { grpc: true, ..case("gRPC service regex", "POST", "/echo.Echo/Stream", Some("shop/grpc-any")) },
+        Case { grpc: true, ..case("gRPC falls back to HTTPRoutes", "POST", "/other.Svc/M", Some("shop/web")) },
+        case("not gRPC: GRPCRoutes ignored", "POST", "/echo.Echo/Unary", Some("shop/web")),
+    ];
+    for c in cases {
+        let mut headers = HeaderMap::new();
+        for (k, v) in c.headers {
+            headers.insert(*k, v.parse().expect("header"));
+        }
+        let view = RequestView {
+            method: c.method,
+            path: c.path,
+            query: c.query,
+            headers: &headers,
+            grpc: c.grpc,
+            port: c.port,
+        };
+        let got = select(entries, &view).map(|e| e.rule.backends[0].backend.service.clone());
+        assert_eq!(got.as_deref(), c.want, "{}", c.name);
+    }
+}
+
+#[test]
+fn bad_routes_are_refused_with_the_field() {
+    let cases = [
+        (
+            "bad regex",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: RegularExpression, value: \"(\"}}]}]\n",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "relative path",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: Exact, value: api}}]}]\n",
+            "must start with /",
+        ),
+        (
+            "bad redirect code",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]}]\n",
+            "statusCode: 200",
+        ),
+        (
+            "bad duration",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web, port: 80}]\n  rules: [{timeouts: {request: 10}, backendRefs: [{name: web}]}]\n",
+            "timeouts.request",
+        ),
+        (
+            "unknown field",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matchez: []}]\n",
+            "unknown field `matchez`",
+        ),
+        (
+            "policy with a bad target kind",
+            "apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Pod, name: x}]\n",
+            "kind \"Pod\"",
+        ),
+        (
+            "rate limit of zero",
+            "apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, name: web}]\n  rateLimit: {requests: 0}\n",
+            "rateLimit.requests",
+        ),
+        (
+            "bad JWKS",
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j, namespace: shop}\nspec:\n  jwtRules: [{issuer: x, jwks: \"not json\"}]\n",
+            "JWKS is not valid",
+        ),
+    ];
+    for (name, yaml, want) in cases {
+        let err = config::parse("bad.yaml", yaml).expect_err(name).to_string();
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(err.starts_with("bad.yaml"), "{name}: {err}");
+    }
+}
