@@ -172,6 +172,18 @@ pub fn app_binary() -> Result<PathBuf> {
     )
 }
 
+/// Where lab-http (HTTP/gRPC/WebSocket peers) is: next to lab-app.
+pub fn http_binary() -> Result<PathBuf> {
+    let p = app_binary()?.with_file_name("lab-http");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "lab-http binary not found at {}; build with `cargo build -p ferrymesh-tests`",
+        p.display()
+    )
+}
+
 impl Lab {
     /// Creates namespaces, links, addresses, routes and cgroups. No agent runs yet.
     pub fn new(spec: LabSpec) -> Result<Lab> {
@@ -497,6 +509,27 @@ impl Lab {
             );
         }
         y
+    }
+
+    /// Replaces the extra objects and waits until every running agent applied them.
+    pub fn apply_config(&mut self, yaml: &str) -> Result<()> {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.agent.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        let mut before = Vec::new();
+        for n in &nodes {
+            before.push(self.stats(n)?["config"]["generation"].as_u64().unwrap_or(0));
+        }
+        self.set_extra_config(yaml)?;
+        for (n, g) in nodes.iter().zip(before) {
+            self.wait_stats(n, "the new config to be applied", |s| {
+                s["config"]["generation"].as_u64() > Some(g)
+            })?;
+        }
+        Ok(())
     }
 
     /// Adds objects (YAML documents) to the rendered config and rewrites it.
@@ -874,6 +907,45 @@ impl Lab {
             .spawn()
             .context("starting lab-app")?;
         Ok(App::new(format!("{pod}: {}", args.join(" ")), child))
+    }
+
+    /// Starts lab-http inside a pod (its netns and cgroup).
+    pub fn http_app(&self, pod: &str, args: &[&str]) -> Result<App> {
+        let p = self.pod(pod);
+        let child = Command::new(http_binary()?)
+            .arg("--netns")
+            .arg(p.netns_path())
+            .arg("--cgroup")
+            .arg(&p.cgroup)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting lab-http")?;
+        Ok(App::new(format!("{pod}: lab-http {}", args.join(" ")), child))
+    }
+
+    /// Starts lab-http's servers in a pod (HTTP on 8080, gRPC on 9090, WebSocket on
+    /// 8081), answering as `name`, and waits until they listen.
+    pub fn http_server(&self, pod: &str, name: &str) -> Result<App> {
+        let mut app = self.http_app(
+            pod,
+            &["serve", "--name", name, "--http", "8080", "--grpc", "9090", "--ws", "8081"],
+        )?;
+        app.expect_line("listening", Duration::from_secs(10))?;
+        Ok(app)
+    }
+
+    /// Runs a program inside a pod's cgroup and netns, as the pod's application
+    /// (so its connections are captured), and returns its output.
+    pub fn run_in_pod(&self, pod: &str, program: &str, args: &[&str]) -> Result<std::process::Output> {
+        let p = self.pod(pod);
+        in_cgroup_and_netns(&p.cgroup, &p.netns, Path::new(program))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program} in {pod}"))
     }
 
     /// Starts an echo server in a pod and waits until it listens.
