@@ -928,11 +928,10 @@ impl Lab {
 
     /// Starts lab-http's servers in a pod (HTTP on 8080, gRPC on 9090, WebSocket on
     /// 8081), answering as `name`, and waits until they listen.
-    pub fn http_server(&self, pod: &str, name: &str) -> Result<App> {
-        let mut app = self.http_app(
-            pod,
-            &["serve", "--name", name, "--http", "8080", "--grpc", "9090", "--ws", "8081"],
-        )?;
+    pub fn http_server(&self, pod: &str, name: &str, extra: &[&str]) -> Result<App> {
+        let mut args = vec!["serve", "--name", name, "--http", "8080", "--grpc", "9090", "--ws", "8081"];
+        args.extend_from_slice(extra);
+        let mut app = self.http_app(pod, &args)?;
         app.expect_line("listening", Duration::from_secs(10))?;
         Ok(app)
     }

@@ -70,9 +70,10 @@ fn l7_lab(extra_agent_args: &[&str]) -> L7Lab {
     lab.set_extra_config(SERVICES).expect("config");
     lab.start_agents().expect("agents");
     let servers = vec![
-        lab.http_server("web-v1", "v1").expect("web-v1"),
-        lab.http_server("web-v2", "v2").expect("web-v2"),
-        lab.http_server("mirror", "mirror").expect("mirror"),
+        // web-v1 is unhealthy on /unstable (outlier detection).
+        lab.http_server("web-v1", "v1", &["--fail-path", "/unstable"]).expect("web-v1"),
+        lab.http_server("web-v2", "v2", &[]).expect("web-v2"),
+        lab.http_server("mirror", "mirror", &[]).expect("mirror"),
     ];
     L7Lab {
         lab,
@@ -315,4 +316,139 @@ fn http_routes_match_filter_and_split() {
         "{metrics}"
     );
     assert!(metrics.contains("ferrymesh_request_duration_seconds_bucket{"), "{metrics}");
+}
+
+const RESILIENCE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - name: flaky
+    matches: [{path: {type: PathPrefix, value: /flaky}}]
+    retry: {codes: [503], attempts: 1, backoff: 10ms}
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: always-failing
+    matches: [{path: {type: Exact, value: /status/503}}]
+    retry: {codes: [503], attempts: 2, backoff: 10ms}
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: no-budget
+    matches: [{path: {type: Exact, value: /status/502}}]
+    retry: {codes: [502], attempts: 3, backoff: 10ms}
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: slow
+    matches: [{path: {type: PathPrefix, value: /delay}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: breaker
+    matches: [{path: {type: PathPrefix, value: /delay}, headers: [{name: x-breaker, value: "1"}]}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - name: limited
+    matches: [{path: {type: PathPrefix, value: /limited}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: faulty
+    matches: [{path: {type: PathPrefix, value: /faulty}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: rest
+    backendRefs: [{name: web, port: 80}]
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: no-retry-budget, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: no-budget}]
+  retry: {budgetPercent: 0, minRetries: 0}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: per-client-limit, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: limited}]
+  rateLimit:
+    requests: 3
+    interval: 1m
+    perSource: true
+    response: {statusCode: 429, body: "slow down\n", headers: [{name: x-limited, value: "1"}]}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: chaos, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: faulty}]
+  faultInjection: {abort: {httpStatus: 418, percentage: 100}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: v2-breaker, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, name: web-v2}]
+  circuitBreaker: {maxParallelRequests: 1}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web-outliers, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 60s, maxEjectionPercent: 50}
+"#;
+
+#[test]
+fn retries_timeouts_breakers_limits_and_faults() {
+    let mut l = l7_lab(&[]);
+    l.apply(RESILIENCE);
+
+    // A retry turns web-v1's injected 503 (odd requests to /flaky/*) into a 200.
+    let (code, v) = l.echo("client", &[&url("/flaky/a")]);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["count"], 2, "the second attempt answered: {v}");
+    // Retries stop at `attempts`: 1 + 2 tries, then the 503 is returned.
+    let (code, _) = l.curl("client", &[&url("/status/503")]);
+    assert_eq!(code, 503);
+    // ...and at the retry budget: none allowed, so one try only.
+    let (code, _) = l.curl("client", &[&url("/status/502")]);
+    assert_eq!(code, 502);
+    let seen = l.seen("198.18.100.51");
+    assert_eq!(seen["/flaky/a"], 2, "{seen}");
+    assert_eq!(seen["/status/503"], 3, "{seen}");
+    assert_eq!(seen["/status/502"], 1, "the budget stopped retries: {seen}");
+
+    // Request timeout: 504 long before the 5 s the server would take.
+    let t0 = std::time::Instant::now();
+    let (code, text) = l.curl("client", &[&url("/delay/5000")]);
+    assert_eq!(code, 504, "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+
+    // Circuit breaker: one request in flight to web-v2; the others at the same
+    // time get 503 at once.
+    let r = l.get(
+        "client",
+        &["--url", &url("/delay/1000"), "--header", "x-breaker: 1", "--count", "6", "--concurrency", "6"],
+    );
+    let ok = r["statuses"]["200"].as_u64().unwrap_or(0);
+    let overflow = r["statuses"]["503"].as_u64().unwrap_or(0);
+    assert!(ok >= 1 && overflow >= 1 && ok + overflow == 6, "{r}");
+
+    // Local rate limit per source: 3 per minute for client, then 429 with the
+    // configured body and header; another source has its own bucket.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(l.curl("client", &[&url("/limited")]));
+    }
+    assert_eq!(codes.iter().map(|c| c.0).collect::<Vec<_>>(), [200, 200, 200, 429]);
+    assert!(codes[3].1.contains("slow down") && codes[3].1.contains("x-limited: 1"), "{}", codes[3].1);
+    assert_eq!(l.curl("other", &[&url("/limited")]).0, 200, "other source, other bucket");
+
+    // Fault injection: abort with 418, the backend never sees the request.
+    assert_eq!(l.curl("client", &[&url("/faulty")]).0, 418);
+    assert!(l.seen("198.18.100.51")["/faulty"].is_null());
+
+    // Outlier detection: web-v1 fails /unstable; after 2 consecutive 5xx it is
+    // ejected and web-v2 serves everything.
+    let r = l.get("client", &["--url", &url("/unstable"), "--count", "30"]);
+    let failures = r["statuses"]["503"].as_u64().unwrap_or(0);
+    assert!(failures <= 3, "ejected after 2 consecutive failures: {r}");
+    let r = l.get("client", &["--url", &url("/unstable"), "--count", "20"]);
+    assert_eq!(r["statuses"]["200"], 20, "v1 stays ejected: {r}");
+    assert_eq!(r["servers"]["v2"], 20, "{r}");
 }
