@@ -452,3 +452,104 @@ fn retries_timeouts_breakers_limits_and_faults() {
     assert_eq!(r["statuses"]["200"], 20, "v1 stays ejected: {r}");
     assert_eq!(r["servers"]["v2"], 20, "{r}");
 }
+
+const SECRET: &[u8] = b"ferrymesh-lab-jwt-secret-0123456789";
+
+const POLICY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {svc: web}}
+  jwtRules:
+  - issuer: https://issuer.lab
+    audiences: [web]
+    jwks: '{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"ZmVycnltZXNoLWxhYi1qd3Qtc2VjcmV0LTAxMjM0NTY3ODk"}]}'
+    outputClaimToHeaders: [{header: x-user, claim: sub}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-l7, namespace: shop}
+spec:
+  selector: {matchLabels: {svc: web}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+    to: [{operation: {methods: [GET], paths: ["/public/*"]}}]
+  - from: [{source: {requestPrincipals: ["https://issuer.lab/*"]}}]
+    to: [{operation: {paths: ["/private/*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-delete, namespace: shop}
+spec:
+  selector: {matchLabels: {svc: web}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+"#;
+
+fn token(iss: &str, aud: &str, exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = serde_json::json!({"iss": iss, "sub": "alice", "aud": aud, "exp": now + exp_offset});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET)).expect("token")
+}
+
+#[test]
+fn l7_authorization_and_jwt() {
+    let mut l = l7_lab(&[]);
+    l.apply(POLICY);
+    let bearer = |t: &str| format!("authorization: Bearer {t}");
+    let good = token("https://issuer.lab", "web", 600);
+    let expired = token("https://issuer.lab", "web", -3600);
+    let wrong_issuer = token("https://other.issuer", "web", 600);
+    let wrong_audience = token("https://issuer.lab", "api", 600);
+    let pod_ip = l.lab.pod("web-v1").addr4(8080); // addressed directly, not by VIP
+    let cases: Vec<(&str, &str, Vec<String>, u16)> = vec![
+        ("allowed method and path", "client", vec![url("/public/a")], 200),
+        ("method not allowed", "client", vec!["-X".into(), "POST".into(), url("/public/a")], 403),
+        ("path not allowed", "client", vec![url("/admin")], 403),
+        ("principal not allowed", "other", vec![url("/public/a")], 403),
+        ("DENY by method", "client", vec!["-X".into(), "DELETE".into(), url("/public/a")], 403),
+        ("pod addressed directly is judged too", "client", vec!["-X".into(), "POST".into(), format!("http://{pod_ip}/public/a")], 403),
+        ("good JWT", "other", vec!["-H".into(), bearer(&good), url("/private/x")], 200),
+        ("missing JWT", "other", vec![url("/private/x")], 403),
+        ("expired JWT", "other", vec!["-H".into(), bearer(&expired), url("/private/x")], 401),
+        ("wrong issuer", "other", vec!["-H".into(), bearer(&wrong_issuer), url("/private/x")], 401),
+        ("wrong audience", "other", vec!["-H".into(), bearer(&wrong_audience), url("/private/x")], 401),
+        ("malformed token", "other", vec!["-H".into(), bearer("not.a.jwt"), url("/private/x")], 401),
+    ];
+    for (name, pod, args, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, text) = l.curl(pod, &args);
+        assert_eq!(code, *want, "{name}: {text}");
+        if *want == 403 {
+            assert!(text.ends_with("access denied\n"), "{name}: short body: {text}");
+        }
+        if *want == 401 {
+            assert!(text.ends_with("invalid token\n"), "{name}: {text}");
+        }
+    }
+    // A validated token: claim to header, and the token itself not forwarded.
+    let (code, v) = l.echo("other", &["-H", &bearer(&good), &url("/private/x")]);
+    assert_eq!(code, 200);
+    assert_eq!(v["headers"]["x-user"], "alice", "{v}");
+    assert!(v["headers"]["authorization"].is_null(), "{v}");
+    // Denials are logged with both identities and counted.
+    let log = l.lab.agent_log("a");
+    assert!(
+        log.lines().any(|x| x.contains("request denied")
+            && x.contains("spiffe://cluster.local/ns/shop/sa/other")
+            && x.contains("shop/web-v")),
+        "{log}"
+    );
+    let metrics = l.lab.metrics("a").expect("metrics");
+    assert!(
+        metrics.lines().any(|m| m.starts_with("ferrymesh_requests_total{") && m.contains("response_code=\"403\"") && m.contains("response_flags=\"AZ\"")),
+        "{metrics}"
+    );
+}
