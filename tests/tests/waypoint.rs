@@ -553,3 +553,81 @@ fn l7_authorization_and_jwt() {
         "{metrics}"
     );
 }
+
+const GRPC_AND_ROUTE_A: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 9090}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Unary}}]
+    backendRefs: [{name: web-v1, port: 9090}]
+  - matches: [{method: {service: echo.Echo, method: Bidi}}]
+    backendRefs: [{name: web-v2, port: 9090}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules: [{backendRefs: [{name: web-v1, port: 80}]}]
+"#;
+
+#[test]
+fn grpc_websocket_h2load_and_live_config_change() {
+    let mut l = l7_lab(&[]);
+    l.apply(GRPC_AND_ROUTE_A);
+
+    // gRPC through GRPCRoute: unary to v1, bidirectional streaming to v2, status and
+    // message of a failed call carried in trailers.
+    let r = l
+        .lab
+        .http_app("client", &["grpc-client", "--to", &format!("{WEB}:9090"), "--count", "5"])
+        .expect("grpc client")
+        .json_result(Duration::from_secs(60))
+        .expect("grpc result");
+    assert_eq!(r["unary_ok"], 5, "{r}");
+    assert_eq!(r["servers"]["v1"], 5, "{r}");
+    assert_eq!(r["served_by"], "v1", "response metadata: {r}");
+    assert_eq!(r["bidi_ok"], 5, "{r}");
+    assert_eq!(r["bidi_server"], "v2", "{r}");
+    assert_eq!(r["error_code"], 9, "FAILED_PRECONDITION from the server's trailers: {r}");
+    assert_eq!(r["error_message"], "asked to fail", "{r}");
+    assert_eq!(r["stream_closed_cleanly"], true, "{r}");
+
+    // WebSocket upgrade through the waypoint (port 8081 is appProtocol http).
+    let r = l
+        .lab
+        .http_app("client", &["ws-client", "--to", &format!("{WEB}:8081"), "--count", "3"])
+        .expect("ws client")
+        .json_result(Duration::from_secs(30))
+        .expect("ws result");
+    assert_eq!(r["status"], 101, "{r}");
+    let replies: Vec<String> = r["replies"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
+    assert_eq!(replies.len(), 3, "{r}");
+    assert!(replies.iter().all(|x| x.ends_with(": m0") || x.ends_with(": m1") || x.ends_with(": m2")), "{r}");
+
+    // h2load (HTTP/2, 4 connections x 10 streams) through the waypoint.
+    let out = l
+        .lab
+        .run_in_pod("client", "h2load", &["-n", "1000", "-c", "4", "-m", "10", &url("/load")])
+        .expect("h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status codes: 1000 2xx"), "{text}");
+
+    // A config change applies to new requests; a request in flight completes.
+    let in_flight = l
+        .lab
+        .http_app("client", &["get", "--url", &url("/delay/1500")])
+        .expect("in-flight request");
+    std::thread::sleep(Duration::from_millis(300));
+    l.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules: [{backendRefs: [{name: web-v2, port: 80}]}]\n",
+    );
+    let r = in_flight.json_result(Duration::from_secs(30)).expect("in-flight result");
+    assert_eq!(r["statuses"]["200"], 1, "in-flight request survived the change: {r}");
+    assert_eq!(r["servers"]["v1"], 1, "{r}");
+    let (code, v) = l.echo("client", &[&url("/after")]);
+    assert_eq!((code, v["server"].as_str()), (200, Some("v2")), "{v}");
+}

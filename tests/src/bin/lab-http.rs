@@ -378,6 +378,7 @@ async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
     });
     let mut inbound = client.bidi(outbound).await.context("bidi call")?.into_inner();
     let mut bidi_ok = 0;
+    let mut bidi_server = String::new();
     for i in 0..count {
         tx.send(echo::Msg {
             text: format!("msg {i}"),
@@ -386,7 +387,10 @@ async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
         .await?;
         // One reply per message, before the next is sent: streaming both ways.
         match inbound.next().await {
-            Some(Ok(m)) if m.text == format!("msg {i}") => bidi_ok += 1,
+            Some(Ok(m)) if m.text == format!("msg {i}") => {
+                bidi_ok += 1;
+                bidi_server = m.server;
+            }
             other => anyhow::bail!("bidi reply {i}: {other:?}"),
         }
     }
@@ -402,6 +406,7 @@ async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
             "error_code": failed.as_ref().map(|f| f.0),
             "error_message": failed.map(|f| f.1),
             "bidi_ok": bidi_ok,
+            "bidi_server": bidi_server,
             "stream_closed_cleanly": trailers_ok,
             "ms": start.elapsed().as_millis() as u64,
         })
