@@ -631,3 +631,65 @@ fn grpc_websocket_h2load_and_live_config_change() {
     let (code, v) = l.echo("client", &[&url("/after")]);
     assert_eq!((code, v["server"].as_str()), (200, Some("v2")), "{v}");
 }
+
+#[test]
+fn hostile_input_is_refused_and_others_keep_being_served() {
+    let mut l = l7_lab(&[]);
+    l.apply(GRPC_AND_ROUTE_A);
+    let raw = |send: &str, wait_ms: &str| -> Value {
+        l.lab
+            .http_app("client", &["raw", "--to", &format!("{WEB}:80"), "--send", send, "--wait-ms", wait_ms])
+            .expect("raw")
+            .json_result(Duration::from_secs(60))
+            .expect("raw result")
+    };
+    // A slowloris client: a request head that never ends.
+    let slow = l
+        .lab
+        .http_app("client", &["raw", "--to", &format!("{WEB}:80"), "--send", "GET / HTTP/1.1\\r\\nHost: web\\r\\nX-Slow: 1\\r\\n", "--wait-ms", "30000"])
+        .expect("slowloris");
+
+    // Oversized headers: 431.
+    let big = format!("x-big: {}", "a".repeat(100 << 10));
+    assert_eq!(l.curl("client", &["-H", &big, &url("/big")]).0, 431);
+    // Request smuggling attempts: conflicting Content-Length, a transfer coding
+    // other than chunked, an invalid chunk size.
+    for (name, req) in [
+        ("conflicting Content-Length", "POST /smuggle1 HTTP/1.1\\r\\nHost: web\\r\\nContent-Length: 5\\r\\nContent-Length: 40\\r\\n\\r\\nhello"),
+        ("unknown transfer coding", "POST /smuggle2 HTTP/1.1\\r\\nHost: web\\r\\nTransfer-Encoding: gzip\\r\\nContent-Length: 5\\r\\n\\r\\nhello"),
+        ("bad chunk size", "POST /smuggle3 HTTP/1.1\\r\\nHost: web\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nGET /inner HTTP/1.1\\r\\n\\r\\n"),
+        ("not HTTP at all", "\\u{16}\\u{3}\\u{1}garbage\\r\\n\\r\\n"),
+    ] {
+        let r = raw(req, "5000");
+        let resp = r["response"].as_str().unwrap_or("");
+        assert!(resp.starts_with("HTTP/1.1 400"), "{name}: {r}");
+        assert_eq!(r["closed"], true, "{name}: connection closed: {r}");
+    }
+    let seen = l.seen("198.18.100.51");
+    // (/smuggle3's head is valid and streams upstream before its body fails, as
+    // with any streaming proxy; what follows the bad chunk never does.)
+    for p in ["/smuggle1", "/smuggle2", "/inner"] {
+        assert!(seen[p].is_null(), "{p} reached the backend: {seen}");
+    }
+    // HTTP/2 rapid reset: thousands of streams cancelled at once.
+    let r = l
+        .lab
+        .http_app("client", &["rapid-reset", "--to", &format!("{WEB}:80"), "--streams", "5000"])
+        .expect("rapid reset")
+        .json_result(Duration::from_secs(60))
+        .expect("rapid reset result");
+    assert!(
+        r["refused"].as_str().is_some_and(|x| x.contains("too_many_resets")),
+        "the waypoint cut the connection (GOAWAY) before 5,000 resets: {r}"
+    );
+    // Meanwhile and after all that, other clients are served.
+    let r = l.get("other", &["--url", &url("/fine"), "--count", "50", "--concurrency", "5"]);
+    assert_eq!(r["statuses"]["200"], 50, "{r}");
+    let r = l.get("other", &["--url", &url("/fine-h2"), "--count", "50", "--concurrency", "5", "--h2"]);
+    assert_eq!(r["statuses"]["200"], 50, "{r}");
+    assert!(l.lab.agent_pid("a").is_some(), "agent alive");
+    // The slowloris connection was closed by the waypoint (header read timeout).
+    let r = slow.json_result(Duration::from_secs(60)).expect("slowloris result");
+    assert_eq!(r["closed"], true, "{r}");
+    assert!(l.seen("198.18.100.51")["/"].is_null(), "the unfinished request never went upstream");
+}

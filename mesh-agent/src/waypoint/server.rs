@@ -594,6 +594,11 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                     log.flags = "UO";
                     return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
                 }
+                Ok(Err(e)) if e.downstream() => {
+                    tracing::info!(route = %log.route, "request body from the client failed: {e}");
+                    log.flags = "DPE";
+                    return local(StatusCode::BAD_REQUEST, "malformed request body\n", grpc, None);
+                }
                 Ok(Err(e)) => {
                     let before = e.before_request();
                     tracing::info!(route = %log.route, upstream = %endpoint, "{e}");

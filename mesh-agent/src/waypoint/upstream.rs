@@ -55,6 +55,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The client's own request body failed (malformed chunking, client gone).
+    pub fn downstream(&self) -> bool {
+        matches!(self, Error::Http(_, e) if e.is_user())
+    }
+
     /// The request never reached the upstream: safe to retry whatever its method.
     pub fn before_request(&self) -> bool {
         match self {
