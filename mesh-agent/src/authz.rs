@@ -166,7 +166,8 @@ fn operation_matches(o: &Operation, c: &Connection<'_>) -> bool {
         && (o.not_ports.is_empty() || !o.not_ports.contains(&port))
         && match c.l7 {
             L7::Request(r) => {
-                let any = |patterns: &[String], v: &str| patterns.iter().any(|p| string_match(p, v));
+                let any =
+                    |patterns: &[String], v: &str| patterns.iter().any(|p| string_match(p, v));
                 (o.methods.is_empty() || any(&o.methods, r.method))
                     && (o.not_methods.is_empty() || !any(&o.not_methods, r.method))
                     && (o.paths.is_empty() || any(&o.paths, r.path))

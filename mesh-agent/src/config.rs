@@ -141,12 +141,16 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
                         &doc,
                     )?)
             }
-            "HTTPRoute" => objects
-                .http_routes
-                .push(decode::<HttpRoute>(path, start, "HTTPRoute", &doc)?),
-            "GRPCRoute" => objects
-                .grpc_routes
-                .push(decode::<GrpcRoute>(path, start, "GRPCRoute", &doc)?),
+            "HTTPRoute" => {
+                objects
+                    .http_routes
+                    .push(decode::<HttpRoute>(path, start, "HTTPRoute", &doc)?)
+            }
+            "GRPCRoute" => {
+                objects
+                    .grpc_routes
+                    .push(decode::<GrpcRoute>(path, start, "GRPCRoute", &doc)?)
+            }
             "TrafficPolicy" => objects.traffic_policies.push(decode::<TrafficPolicy>(
                 path,
                 start,
@@ -159,16 +163,14 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
                 "DirectResponse",
                 &doc,
             )?),
-            "RequestAuthentication" => {
-                objects
-                    .request_authentications
-                    .push(decode::<RequestAuthentication>(
-                        path,
-                        start,
-                        "RequestAuthentication",
-                        &doc,
-                    )?)
-            }
+            "RequestAuthentication" => objects.request_authentications.push(decode::<
+                RequestAuthentication,
+            >(
+                path,
+                start,
+                "RequestAuthentication",
+                &doc,
+            )?),
             _ => {
                 return Err(Error::UnknownKind {
                     path: path.to_owned(),

@@ -120,14 +120,22 @@ impl Default for Telemetry {
         let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let request_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
         let response_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
-        registry.register("requests", "HTTP/gRPC requests through the waypoint", requests.clone());
+        registry.register(
+            "requests",
+            "HTTP/gRPC requests through the waypoint",
+            requests.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from request head to the end of the response",
             request_duration.clone(),
         );
         registry.register("request_bytes", "Request body sizes", request_bytes.clone());
-        registry.register("response_bytes", "Response body sizes", response_bytes.clone());
+        registry.register(
+            "response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
         Telemetry {
             registry,
             requests,

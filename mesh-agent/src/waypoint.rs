@@ -46,7 +46,14 @@ pub struct Runtime {
     pub buckets: ratelimit::Buckets,
 }
 
-const HTTP_APP_PROTOCOLS: [&str; 6] = ["http", "http2", "grpc", "kubernetes.io/h2c", "h2c", "kubernetes.io/http"];
+const HTTP_APP_PROTOCOLS: [&str; 6] = [
+    "http",
+    "http2",
+    "grpc",
+    "kubernetes.io/h2c",
+    "h2c",
+    "kubernetes.io/http",
+];
 
 /// Whether a workload has policy that only a waypoint can enforce.
 pub fn workload_has_l7(state: &State, w: &WorkloadInfo) -> bool {
@@ -59,7 +66,11 @@ pub fn workload_has_l7(state: &State, w: &WorkloadInfo) -> bool {
         .authorization_policies
         .iter()
         .any(|p| authz::applies(p, target) && p.spec.rules.iter().any(authz::rule_has_l7))
-        || state.l7.jwt.iter().any(|j| j.applies(&w.namespace, &w.labels))
+        || state
+            .l7
+            .jwt
+            .iter()
+            .any(|j| j.applies(&w.namespace, &w.labels))
 }
 
 /// The waypoint's parent for a captured connection to `original`, or None for L4.

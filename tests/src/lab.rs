@@ -923,13 +923,18 @@ impl Lab {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting lab-http")?;
-        Ok(App::new(format!("{pod}: lab-http {}", args.join(" ")), child))
+        Ok(App::new(
+            format!("{pod}: lab-http {}", args.join(" ")),
+            child,
+        ))
     }
 
     /// Starts lab-http's servers in a pod (HTTP on 8080, gRPC on 9090, WebSocket on
     /// 8081), answering as `name`, and waits until they listen.
     pub fn http_server(&self, pod: &str, name: &str, extra: &[&str]) -> Result<App> {
-        let mut args = vec!["serve", "--name", name, "--http", "8080", "--grpc", "9090", "--ws", "8081"];
+        let mut args = vec![
+            "serve", "--name", name, "--http", "8080", "--grpc", "9090", "--ws", "8081",
+        ];
         args.extend_from_slice(extra);
         let mut app = self.http_app(pod, &args)?;
         app.expect_line("listening", Duration::from_secs(10))?;
@@ -938,7 +943,12 @@ impl Lab {
 
     /// Runs a program inside a pod's cgroup and netns, as the pod's application
     /// (so its connections are captured), and returns its output.
-    pub fn run_in_pod(&self, pod: &str, program: &str, args: &[&str]) -> Result<std::process::Output> {
+    pub fn run_in_pod(
+        &self,
+        pod: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<std::process::Output> {
         let p = self.pod(pod);
         in_cgroup_and_netns(&p.cgroup, &p.netns, Path::new(program))
             .args(args)

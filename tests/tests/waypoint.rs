@@ -60,8 +60,12 @@ fn l7_lab(extra_agent_args: &[&str]) -> L7Lab {
         pods: vec![
             PodSpec::new("client", "shop", "a"),
             PodSpec::new("other", "shop", "a"),
-            PodSpec::new("web-v1", "shop", "b").label("svc", "web").label("version", "v1"),
-            PodSpec::new("web-v2", "shop", "a").label("svc", "web").label("version", "v2"),
+            PodSpec::new("web-v1", "shop", "b")
+                .label("svc", "web")
+                .label("version", "v1"),
+            PodSpec::new("web-v2", "shop", "a")
+                .label("svc", "web")
+                .label("version", "v2"),
             PodSpec::new("mirror", "shop", "b"),
         ],
         services: vec![],
@@ -71,7 +75,8 @@ fn l7_lab(extra_agent_args: &[&str]) -> L7Lab {
     lab.start_agents().expect("agents");
     let servers = vec![
         // web-v1 is unhealthy on /unstable (outlier detection).
-        lab.http_server("web-v1", "v1", &["--fail-path", "/unstable"]).expect("web-v1"),
+        lab.http_server("web-v1", "v1", &["--fail-path", "/unstable"])
+            .expect("web-v1"),
         lab.http_server("web-v2", "v2", &[]).expect("web-v2"),
         lab.http_server("mirror", "mirror", &[]).expect("mirror"),
     ];
@@ -209,11 +214,27 @@ fn http_routes_match_filter_and_split() {
         ("exact path", vec![url("/exact")], "v1"),
         ("path prefix", vec![url("/v2/anything")], "v2"),
         ("regular expression", vec![url("/items/42")], "v1"),
-        ("method", vec!["-X".into(), "DELETE".into(), url("/m/1")], "v2"),
-        ("header", vec!["-H".into(), "x-canary: true".into(), url("/whatever")], "v2"),
+        (
+            "method",
+            vec!["-X".into(), "DELETE".into(), url("/m/1")],
+            "v2",
+        ),
+        (
+            "header",
+            vec!["-H".into(), "x-canary: true".into(), url("/whatever")],
+            "v2",
+        ),
         ("query parameter", vec![url("/q?beta=1")], "v2"),
-        ("exact does not match a longer path (goes to the split)", vec![url("/exact/more"), "-H".into(), "x-canary: true".into()], "v2"),
-        ("header match with the wrong value falls through", vec!["-H".into(), "x-canary: false".into(), url("/items/7")], "v1"),
+        (
+            "exact does not match a longer path (goes to the split)",
+            vec![url("/exact/more"), "-H".into(), "x-canary: true".into()],
+            "v2",
+        ),
+        (
+            "header match with the wrong value falls through",
+            vec!["-H".into(), "x-canary: false".into(), url("/items/7")],
+            "v1",
+        ),
     ];
     for (name, args, want) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -223,22 +244,43 @@ fn http_routes_match_filter_and_split() {
     }
 
     // Header filters: request headers set/added/removed, response header added.
-    let (code, text) = l.curl("client", &["-H", "x-set: client", "-H", "x-secret: s3cr3t", &url("/headers")]);
+    let (code, text) = l.curl(
+        "client",
+        &[
+            "-H",
+            "x-set: client",
+            "-H",
+            "x-secret: s3cr3t",
+            &url("/headers"),
+        ],
+    );
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("json");
     assert_eq!(v["headers"]["x-set"], "by-route", "{v}");
     assert_eq!(v["headers"]["x-added"], "yes", "{v}");
     assert!(v["headers"]["x-secret"].is_null(), "x-secret removed: {v}");
-    assert!(text.to_ascii_lowercase().contains("x-response: from-route"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-response: from-route"),
+        "{text}"
+    );
     // A traceparent was created for the request and sent upstream.
     let tp = v["headers"]["traceparent"].as_str().unwrap_or("");
     assert_eq!(tp.len(), 55, "traceparent upstream: {v}");
     // ...and an incoming one is continued (same trace id, new span).
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (_, v) = l.echo("client", &["-H", &format!("traceparent: {incoming}"), &url("/headers")]);
+    let (_, v) = l.echo(
+        "client",
+        &["-H", &format!("traceparent: {incoming}"), &url("/headers")],
+    );
     let tp = v["headers"]["traceparent"].as_str().unwrap_or("");
-    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
-    assert!(!tp.contains("00f067aa0ba902b7"), "a new span id per hop: {tp}");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{v}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "a new span id per hop: {tp}"
+    );
 
     // URL rewrite: prefix replaced, query kept, Host rewritten.
     let (code, v) = l.echo("client", &[&url("/old/page?x=1")]);
@@ -250,7 +292,10 @@ fn http_routes_match_filter_and_split() {
     // Redirect.
     let (code, text) = l.curl("client", &[&url("/moved/here?y=2")]);
     assert_eq!(code, 301, "{text}");
-    assert!(text.contains("location: https://elsewhere.example/moved/here?y=2"), "{text}");
+    assert!(
+        text.contains("location: https://elsewhere.example/moved/here?y=2"),
+        "{text}"
+    );
 
     // Direct response.
     let (code, text) = l.curl("client", &[&url("/maintenance")]);
@@ -269,16 +314,32 @@ fn http_routes_match_filter_and_split() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(mirrored["/mirrored/1"], 1, "mirror saw one copy: {mirrored}");
+    assert_eq!(
+        mirrored["/mirrored/1"], 1,
+        "mirror saw one copy: {mirrored}"
+    );
 
     // Weighted split 80/20 over 2,000 requests (keep-alive, 4 connections).
-    let r = l.get("client", &["--url", &url("/split"), "--count", "2000", "--concurrency", "4"]);
+    let r = l.get(
+        "client",
+        &[
+            "--url",
+            &url("/split"),
+            "--count",
+            "2000",
+            "--concurrency",
+            "4",
+        ],
+    );
     assert_eq!(r["statuses"]["200"], 2000, "{r}");
     let v1 = r["servers"]["v1"].as_f64().unwrap_or(0.0);
     let v2 = r["servers"]["v2"].as_f64().unwrap_or(0.0);
     assert_eq!(v1 + v2, 2000.0, "{r}");
     // 80% of 2,000 = 1,600, sd = sqrt(2000*0.8*0.2) = 18: 5 sd is +-90.
-    assert!((v1 - 1600.0).abs() < 90.0, "v1 got {v1} of 2000 (want ~1600): {r}");
+    assert!(
+        (v1 - 1600.0).abs() < 90.0,
+        "v1 got {v1} of 2000 (want ~1600): {r}"
+    );
 
     // No route matches (a route is attached, nothing matches this port's request) -> 404
     // comes only when no rule matches; the catch-all matches everything here, so
@@ -310,12 +371,17 @@ fn http_routes_match_filter_and_split() {
     }
     let metrics = l.lab.metrics("a").expect("metrics");
     assert!(
-        metrics.lines().any(|m| m.starts_with("ferrymesh_requests_total{")
-            && m.contains("destination_service=\"shop/web-v1\"")
-            && m.contains("response_code=\"200\"")),
+        metrics
+            .lines()
+            .any(|m| m.starts_with("ferrymesh_requests_total{")
+                && m.contains("destination_service=\"shop/web-v1\"")
+                && m.contains("response_code=\"200\"")),
         "{metrics}"
     );
-    assert!(metrics.contains("ferrymesh_request_duration_seconds_bucket{"), "{metrics}");
+    assert!(
+        metrics.contains("ferrymesh_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
 }
 
 const RESILIENCE: &str = r#"
@@ -423,7 +489,16 @@ fn retries_timeouts_breakers_limits_and_faults() {
     // time get 503 at once.
     let r = l.get(
         "client",
-        &["--url", &url("/delay/1000"), "--header", "x-breaker: 1", "--count", "6", "--concurrency", "6"],
+        &[
+            "--url",
+            &url("/delay/1000"),
+            "--header",
+            "x-breaker: 1",
+            "--count",
+            "6",
+            "--concurrency",
+            "6",
+        ],
     );
     let ok = r["statuses"]["200"].as_u64().unwrap_or(0);
     let overflow = r["statuses"]["503"].as_u64().unwrap_or(0);
@@ -435,9 +510,20 @@ fn retries_timeouts_breakers_limits_and_faults() {
     for _ in 0..4 {
         codes.push(l.curl("client", &[&url("/limited")]));
     }
-    assert_eq!(codes.iter().map(|c| c.0).collect::<Vec<_>>(), [200, 200, 200, 429]);
-    assert!(codes[3].1.contains("slow down") && codes[3].1.contains("x-limited: 1"), "{}", codes[3].1);
-    assert_eq!(l.curl("other", &[&url("/limited")]).0, 200, "other source, other bucket");
+    assert_eq!(
+        codes.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [200, 200, 200, 429]
+    );
+    assert!(
+        codes[3].1.contains("slow down") && codes[3].1.contains("x-limited: 1"),
+        "{}",
+        codes[3].1
+    );
+    assert_eq!(
+        l.curl("other", &[&url("/limited")]).0,
+        200,
+        "other source, other bucket"
+    );
 
     // Fault injection: abort with 418, the backend never sees the request.
     assert_eq!(l.curl("client", &[&url("/faulty")]).0, 418);
@@ -493,10 +579,16 @@ fn token(iss: &str, aud: &str, exp_offset: i64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let claims = serde_json::json!({"iss": iss, "sub": "alice", "aud": aud, "exp": now + exp_offset});
+    let claims =
+        serde_json::json!({"iss": iss, "sub": "alice", "aud": aud, "exp": now + exp_offset});
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("k1".into());
-    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET)).expect("token")
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token")
 }
 
 #[test]
@@ -510,25 +602,82 @@ fn l7_authorization_and_jwt() {
     let wrong_audience = token("https://issuer.lab", "api", 600);
     let pod_ip = l.lab.pod("web-v1").addr4(8080); // addressed directly, not by VIP
     let cases: Vec<(&str, &str, Vec<String>, u16)> = vec![
-        ("allowed method and path", "client", vec![url("/public/a")], 200),
-        ("method not allowed", "client", vec!["-X".into(), "POST".into(), url("/public/a")], 403),
+        (
+            "allowed method and path",
+            "client",
+            vec![url("/public/a")],
+            200,
+        ),
+        (
+            "method not allowed",
+            "client",
+            vec!["-X".into(), "POST".into(), url("/public/a")],
+            403,
+        ),
         ("path not allowed", "client", vec![url("/admin")], 403),
-        ("principal not allowed", "other", vec![url("/public/a")], 403),
-        ("DENY by method", "client", vec!["-X".into(), "DELETE".into(), url("/public/a")], 403),
-        ("pod addressed directly is judged too", "client", vec!["-X".into(), "POST".into(), format!("http://{pod_ip}/public/a")], 403),
-        ("good JWT", "other", vec!["-H".into(), bearer(&good), url("/private/x")], 200),
+        (
+            "principal not allowed",
+            "other",
+            vec![url("/public/a")],
+            403,
+        ),
+        (
+            "DENY by method",
+            "client",
+            vec!["-X".into(), "DELETE".into(), url("/public/a")],
+            403,
+        ),
+        (
+            "pod addressed directly is judged too",
+            "client",
+            vec![
+                "-X".into(),
+                "POST".into(),
+                format!("http://{pod_ip}/public/a"),
+            ],
+            403,
+        ),
+        (
+            "good JWT",
+            "other",
+            vec!["-H".into(), bearer(&good), url("/private/x")],
+            200,
+        ),
         ("missing JWT", "other", vec![url("/private/x")], 403),
-        ("expired JWT", "other", vec!["-H".into(), bearer(&expired), url("/private/x")], 401),
-        ("wrong issuer", "other", vec!["-H".into(), bearer(&wrong_issuer), url("/private/x")], 401),
-        ("wrong audience", "other", vec!["-H".into(), bearer(&wrong_audience), url("/private/x")], 401),
-        ("malformed token", "other", vec!["-H".into(), bearer("not.a.jwt"), url("/private/x")], 401),
+        (
+            "expired JWT",
+            "other",
+            vec!["-H".into(), bearer(&expired), url("/private/x")],
+            401,
+        ),
+        (
+            "wrong issuer",
+            "other",
+            vec!["-H".into(), bearer(&wrong_issuer), url("/private/x")],
+            401,
+        ),
+        (
+            "wrong audience",
+            "other",
+            vec!["-H".into(), bearer(&wrong_audience), url("/private/x")],
+            401,
+        ),
+        (
+            "malformed token",
+            "other",
+            vec!["-H".into(), bearer("not.a.jwt"), url("/private/x")],
+            401,
+        ),
     ];
     for (name, pod, args, want) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, text) = l.curl(pod, &args);
         assert_eq!(code, *want, "{name}: {text}");
         if *want == 403 {
-            assert!(text.ends_with("access denied\n"), "{name}: short body: {text}");
+            assert!(
+                text.ends_with("access denied\n"),
+                "{name}: short body: {text}"
+            );
         }
         if *want == 401 {
             assert!(text.ends_with("invalid token\n"), "{name}: {text}");
@@ -549,7 +698,11 @@ fn l7_authorization_and_jwt() {
     );
     let metrics = l.lab.metrics("a").expect("metrics");
     assert!(
-        metrics.lines().any(|m| m.starts_with("ferrymesh_requests_total{") && m.contains("response_code=\"403\"") && m.contains("response_flags=\"AZ\"")),
+        metrics
+            .lines()
+            .any(|m| m.starts_with("ferrymesh_requests_total{")
+                && m.contains("response_code=\"403\"")
+                && m.contains("response_flags=\"AZ\"")),
         "{metrics}"
     );
 }
@@ -583,7 +736,16 @@ fn grpc_websocket_h2load_and_live_config_change() {
     // message of a failed call carried in trailers.
     let r = l
         .lab
-        .http_app("client", &["grpc-client", "--to", &format!("{WEB}:9090"), "--count", "5"])
+        .http_app(
+            "client",
+            &[
+                "grpc-client",
+                "--to",
+                &format!("{WEB}:9090"),
+                "--count",
+                "5",
+            ],
+        )
         .expect("grpc client")
         .json_result(Duration::from_secs(60))
         .expect("grpc result");
@@ -592,26 +754,46 @@ fn grpc_websocket_h2load_and_live_config_change() {
     assert_eq!(r["served_by"], "v1", "response metadata: {r}");
     assert_eq!(r["bidi_ok"], 5, "{r}");
     assert_eq!(r["bidi_server"], "v2", "{r}");
-    assert_eq!(r["error_code"], 9, "FAILED_PRECONDITION from the server's trailers: {r}");
+    assert_eq!(
+        r["error_code"], 9,
+        "FAILED_PRECONDITION from the server's trailers: {r}"
+    );
     assert_eq!(r["error_message"], "asked to fail", "{r}");
     assert_eq!(r["stream_closed_cleanly"], true, "{r}");
 
     // WebSocket upgrade through the waypoint (port 8081 is appProtocol http).
     let r = l
         .lab
-        .http_app("client", &["ws-client", "--to", &format!("{WEB}:8081"), "--count", "3"])
+        .http_app(
+            "client",
+            &["ws-client", "--to", &format!("{WEB}:8081"), "--count", "3"],
+        )
         .expect("ws client")
         .json_result(Duration::from_secs(30))
         .expect("ws result");
     assert_eq!(r["status"], 101, "{r}");
-    let replies: Vec<String> = r["replies"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
+    let replies: Vec<String> = r["replies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect();
     assert_eq!(replies.len(), 3, "{r}");
-    assert!(replies.iter().all(|x| x.ends_with(": m0") || x.ends_with(": m1") || x.ends_with(": m2")), "{r}");
+    assert!(
+        replies
+            .iter()
+            .all(|x| x.ends_with(": m0") || x.ends_with(": m1") || x.ends_with(": m2")),
+        "{r}"
+    );
 
     // h2load (HTTP/2, 4 connections x 10 streams) through the waypoint.
     let out = l
         .lab
-        .run_in_pod("client", "h2load", &["-n", "1000", "-c", "4", "-m", "10", &url("/load")])
+        .run_in_pod(
+            "client",
+            "h2load",
+            &["-n", "1000", "-c", "4", "-m", "10", &url("/load")],
+        )
         .expect("h2load");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("status codes: 1000 2xx"), "{text}");
@@ -625,8 +807,13 @@ fn grpc_websocket_h2load_and_live_config_change() {
     l.apply(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules: [{backendRefs: [{name: web-v2, port: 80}]}]\n",
     );
-    let r = in_flight.json_result(Duration::from_secs(30)).expect("in-flight result");
-    assert_eq!(r["statuses"]["200"], 1, "in-flight request survived the change: {r}");
+    let r = in_flight
+        .json_result(Duration::from_secs(30))
+        .expect("in-flight result");
+    assert_eq!(
+        r["statuses"]["200"], 1,
+        "in-flight request survived the change: {r}"
+    );
     assert_eq!(r["servers"]["v1"], 1, "{r}");
     let (code, v) = l.echo("client", &[&url("/after")]);
     assert_eq!((code, v["server"].as_str()), (200, Some("v2")), "{v}");
@@ -638,7 +825,18 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     l.apply(GRPC_AND_ROUTE_A);
     let raw = |send: &str, wait_ms: &str| -> Value {
         l.lab
-            .http_app("client", &["raw", "--to", &format!("{WEB}:80"), "--send", send, "--wait-ms", wait_ms])
+            .http_app(
+                "client",
+                &[
+                    "raw",
+                    "--to",
+                    &format!("{WEB}:80"),
+                    "--send",
+                    send,
+                    "--wait-ms",
+                    wait_ms,
+                ],
+            )
             .expect("raw")
             .json_result(Duration::from_secs(60))
             .expect("raw result")
@@ -646,7 +844,18 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     // A slowloris client: a request head that never ends.
     let slow = l
         .lab
-        .http_app("client", &["raw", "--to", &format!("{WEB}:80"), "--send", "GET / HTTP/1.1\\r\\nHost: web\\r\\nX-Slow: 1\\r\\n", "--wait-ms", "30000"])
+        .http_app(
+            "client",
+            &[
+                "raw",
+                "--to",
+                &format!("{WEB}:80"),
+                "--send",
+                "GET / HTTP/1.1\\r\\nHost: web\\r\\nX-Slow: 1\\r\\n",
+                "--wait-ms",
+                "30000",
+            ],
+        )
         .expect("slowloris");
 
     // Oversized headers: 431.
@@ -674,22 +883,59 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     // HTTP/2 rapid reset: thousands of streams cancelled at once.
     let r = l
         .lab
-        .http_app("client", &["rapid-reset", "--to", &format!("{WEB}:80"), "--streams", "5000"])
+        .http_app(
+            "client",
+            &[
+                "rapid-reset",
+                "--to",
+                &format!("{WEB}:80"),
+                "--streams",
+                "5000",
+            ],
+        )
         .expect("rapid reset")
         .json_result(Duration::from_secs(60))
         .expect("rapid reset result");
     assert!(
-        r["refused"].as_str().is_some_and(|x| x.contains("too_many_resets")),
+        r["refused"]
+            .as_str()
+            .is_some_and(|x| x.contains("too_many_resets")),
         "the waypoint cut the connection (GOAWAY) before 5,000 resets: {r}"
     );
     // Meanwhile and after all that, other clients are served.
-    let r = l.get("other", &["--url", &url("/fine"), "--count", "50", "--concurrency", "5"]);
+    let r = l.get(
+        "other",
+        &[
+            "--url",
+            &url("/fine"),
+            "--count",
+            "50",
+            "--concurrency",
+            "5",
+        ],
+    );
     assert_eq!(r["statuses"]["200"], 50, "{r}");
-    let r = l.get("other", &["--url", &url("/fine-h2"), "--count", "50", "--concurrency", "5", "--h2"]);
+    let r = l.get(
+        "other",
+        &[
+            "--url",
+            &url("/fine-h2"),
+            "--count",
+            "50",
+            "--concurrency",
+            "5",
+            "--h2",
+        ],
+    );
     assert_eq!(r["statuses"]["200"], 50, "{r}");
     assert!(l.lab.agent_pid("a").is_some(), "agent alive");
     // The slowloris connection was closed by the waypoint (header read timeout).
-    let r = slow.json_result(Duration::from_secs(60)).expect("slowloris result");
+    let r = slow
+        .json_result(Duration::from_secs(60))
+        .expect("slowloris result");
     assert_eq!(r["closed"], true, "{r}");
-    assert!(l.seen("198.18.100.51")["/"].is_null(), "the unfinished request never went upstream");
+    assert!(
+        l.seen("198.18.100.51")["/"].is_null(),
+        "the unfinished request never went upstream"
+    );
 }

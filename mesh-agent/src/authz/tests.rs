@@ -252,10 +252,15 @@ spec:
 
 #[test]
 fn l7_rules_per_request_and_at_l4() {
-    let client: Identity = "spiffe://cluster.local/ns/shop/sa/client".parse().expect("id");
-    let other: Identity = "spiffe://cluster.local/ns/shop/sa/other".parse().expect("id");
+    let client: Identity = "spiffe://cluster.local/ns/shop/sa/client"
+        .parse()
+        .expect("id");
+    let other: Identity = "spiffe://cluster.local/ns/shop/sa/other"
+        .parse()
+        .expect("id");
     let admin_claims = serde_json::json!({"iss": "https://issuer.example", "sub": "alice", "group": ["admins", "x"]});
-    let user_claims = serde_json::json!({"iss": "https://issuer.example", "sub": "bob", "group": "users"});
+    let user_claims =
+        serde_json::json!({"iss": "https://issuer.example", "sub": "bob", "group": "users"});
     struct C {
         name: &'static str,
         source: Identity,
@@ -268,26 +273,118 @@ fn l7_rules_per_request_and_at_l4() {
     let admin: &'static serde_json::Value = Box::leak(Box::new(admin_claims));
     let user: &'static serde_json::Value = Box::leak(Box::new(user_claims));
     let cases = [
-        C { name: "GET on an allowed path", source: client.clone(), method: "GET", path: "/public/a", header: None, jwt: None, allowed: true },
-        C { name: "exact path", source: client.clone(), method: "HEAD", path: "/health", header: None, jwt: None, allowed: true },
-        C { name: "path not allowed", source: client.clone(), method: "GET", path: "/private", header: None, jwt: None, allowed: false },
-        C { name: "method not allowed", source: client.clone(), method: "PUT", path: "/public/a", header: None, jwt: None, allowed: false },
-        C { name: "principal not allowed", source: other.clone(), method: "GET", path: "/public/a", header: None, jwt: None, allowed: false },
-        C { name: "DENY by method beats ALLOW", source: client.clone(), method: "DELETE", path: "/public/a", header: None, jwt: None, allowed: false },
-        C { name: "DENY by header condition", source: client.clone(), method: "GET", path: "/public/a", header: Some(("x-block", "yes")), jwt: None, allowed: false },
-        C { name: "JWT principal + claim in a list", source: other.clone(), method: "POST", path: "/x", header: None, jwt: Some(admin), allowed: true },
-        C { name: "JWT claim does not match", source: other.clone(), method: "POST", path: "/x", header: None, jwt: Some(user), allowed: false },
-        C { name: "no JWT: no request principal", source: other.clone(), method: "POST", path: "/x", header: None, jwt: None, allowed: false },
+        C {
+            name: "GET on an allowed path",
+            source: client.clone(),
+            method: "GET",
+            path: "/public/a",
+            header: None,
+            jwt: None,
+            allowed: true,
+        },
+        C {
+            name: "exact path",
+            source: client.clone(),
+            method: "HEAD",
+            path: "/health",
+            header: None,
+            jwt: None,
+            allowed: true,
+        },
+        C {
+            name: "path not allowed",
+            source: client.clone(),
+            method: "GET",
+            path: "/private",
+            header: None,
+            jwt: None,
+            allowed: false,
+        },
+        C {
+            name: "method not allowed",
+            source: client.clone(),
+            method: "PUT",
+            path: "/public/a",
+            header: None,
+            jwt: None,
+            allowed: false,
+        },
+        C {
+            name: "principal not allowed",
+            source: other.clone(),
+            method: "GET",
+            path: "/public/a",
+            header: None,
+            jwt: None,
+            allowed: false,
+        },
+        C {
+            name: "DENY by method beats ALLOW",
+            source: client.clone(),
+            method: "DELETE",
+            path: "/public/a",
+            header: None,
+            jwt: None,
+            allowed: false,
+        },
+        C {
+            name: "DENY by header condition",
+            source: client.clone(),
+            method: "GET",
+            path: "/public/a",
+            header: Some(("x-block", "yes")),
+            jwt: None,
+            allowed: false,
+        },
+        C {
+            name: "JWT principal + claim in a list",
+            source: other.clone(),
+            method: "POST",
+            path: "/x",
+            header: None,
+            jwt: Some(admin),
+            allowed: true,
+        },
+        C {
+            name: "JWT claim does not match",
+            source: other.clone(),
+            method: "POST",
+            path: "/x",
+            header: None,
+            jwt: Some(user),
+            allowed: false,
+        },
+        C {
+            name: "no JWT: no request principal",
+            source: other.clone(),
+            method: "POST",
+            path: "/x",
+            header: None,
+            jwt: None,
+            allowed: false,
+        },
     ];
-    let ps: Vec<AuthorizationPolicy> = [L7_ALLOW, L7_DENY].iter().flat_map(|y| policies(y)).collect();
+    let ps: Vec<AuthorizationPolicy> = [L7_ALLOW, L7_DENY]
+        .iter()
+        .flat_map(|y| policies(y))
+        .collect();
     let labels = BTreeMap::new();
-    let target = Target { namespace: "shop", labels: &labels };
+    let target = Target {
+        namespace: "shop",
+        labels: &labels,
+    };
     for c in &cases {
         let mut headers = http::HeaderMap::new();
         if let Some((k, v)) = c.header {
             headers.insert(k, v.parse().expect("header"));
         }
-        let principal = c.jwt.map(|j| format!("{}/{}", j["iss"].as_str().unwrap_or(""), j["sub"].as_str().unwrap_or("")));
+        let principal = c.jwt.map(|j| {
+            format!(
+                "{}/{}",
+                j["iss"].as_str().unwrap_or(""),
+                j["sub"].as_str().unwrap_or("")
+            )
+        });
         let req = Request {
             method: c.method,
             path: c.path,
@@ -302,7 +399,12 @@ fn l7_rules_per_request_and_at_l4() {
             destination_port: 8080,
             l7: L7::Request(&req),
         };
-        assert_eq!(evaluate(&ps, target, &conn).allowed(), c.allowed, "{}", c.name);
+        assert_eq!(
+            evaluate(&ps, target, &conn).allowed(),
+            c.allowed,
+            "{}",
+            c.name
+        );
     }
     // At L4: a mesh source's waypoint judged the requests; ALLOW rules count on their
     // L4 parts and DENY rules with L7 fields were applied per request.
@@ -310,17 +412,52 @@ fn l7_rules_per_request_and_at_l4() {
         evaluate(
             &ps,
             target,
-            &Connection { source, source_ip: "198.19.1.10".parse().expect("ip"), destination_port: 8080, l7 },
+            &Connection {
+                source,
+                source_ip: "198.19.1.10".parse().expect("ip"),
+                destination_port: 8080,
+                l7,
+            },
         )
         .allowed()
     };
-    assert!(at_l4(Some(&client), L7::JudgedAtSource), "judged at source: allowed on L4 parts");
+    assert!(
+        at_l4(Some(&client), L7::JudgedAtSource),
+        "judged at source: allowed on L4 parts"
+    );
     // Nobody judged the requests: ALLOW rules with L7 fields never match, DENY rules
     // match on their L4 parts (fail closed).
-    assert!(!at_l4(Some(&client), L7::None), "not judged: L7 ALLOW cannot match");
+    assert!(
+        !at_l4(Some(&client), L7::None),
+        "not judged: L7 ALLOW cannot match"
+    );
     let deny_only: Vec<AuthorizationPolicy> = policies(L7_DENY);
-    let v = evaluate(&deny_only, target, &Connection { source: None, source_ip: "198.19.1.10".parse().expect("ip"), destination_port: 8080, l7: L7::None });
-    assert!(!v.allowed(), "not judged: an L7 DENY denies the whole connection");
-    let v = evaluate(&deny_only, target, &Connection { source: Some(&client), source_ip: "198.19.1.10".parse().expect("ip"), destination_port: 8080, l7: L7::JudgedAtSource });
-    assert!(v.allowed(), "judged at source: DENY rules were applied per request");
+    let v = evaluate(
+        &deny_only,
+        target,
+        &Connection {
+            source: None,
+            source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_port: 8080,
+            l7: L7::None,
+        },
+    );
+    assert!(
+        !v.allowed(),
+        "not judged: an L7 DENY denies the whole connection"
+    );
+    let v = evaluate(
+        &deny_only,
+        target,
+        &Connection {
+            source: Some(&client),
+            source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_port: 8080,
+            l7: L7::JudgedAtSource,
+        },
+    );
+    assert!(
+        v.allowed(),
+        "judged at source: DENY rules were applied per request"
+    );
 }

@@ -126,7 +126,9 @@ impl Backends {
             return None;
         }
         let i = match policy.lb {
-            LoadBalancerType::RoundRobin => service.next.fetch_add(1, Ordering::Relaxed) % pool.len(),
+            LoadBalancerType::RoundRobin => {
+                service.next.fetch_add(1, Ordering::Relaxed) % pool.len()
+            }
             LoadBalancerType::LeastRequest => {
                 let a = fastrand::usize(..pool.len());
                 let b = fastrand::usize(..pool.len());
@@ -160,7 +162,12 @@ impl Backends {
     }
 
     /// A request waiting for an upstream connection; None over maxPendingRequests.
-    pub fn pending(&self, service: &Arc<BackendStats>, addr: SocketAddr, policy: &BackendPolicy) -> Result<Held, Overflow> {
+    pub fn pending(
+        &self,
+        service: &Arc<BackendStats>,
+        addr: SocketAddr,
+        policy: &BackendPolicy,
+    ) -> Result<Held, Overflow> {
         let now = service.pending.fetch_add(1, Ordering::Relaxed) + 1;
         let held = Held(self.endpoint(addr), Some(service.clone()), Which::Pending);
         match policy.max_pending {
@@ -171,7 +178,13 @@ impl Backends {
 
     /// Takes a place in the retry budget: retries in flight may be at most
     /// `percent` of requests in flight, or `min` whatever the load.
-    pub fn retry_budget(&self, service: &Arc<BackendStats>, addr: SocketAddr, percent: u32, min: u32) -> Option<Held> {
+    pub fn retry_budget(
+        &self,
+        service: &Arc<BackendStats>,
+        addr: SocketAddr,
+        percent: u32,
+        min: u32,
+    ) -> Option<Held> {
         let inflight = service.inflight.load(Ordering::Relaxed);
         let allowed = (u64::from(inflight) * u64::from(percent) / 100).max(u64::from(min));
         let now = service.retries.fetch_add(1, Ordering::Relaxed) + 1;
@@ -219,7 +232,9 @@ impl Backends {
 
 /// Full-jitter exponential backoff for retry `n` (1-based).
 pub fn backoff(n: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(max);
+    let exp = base
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(max);
     exp.mul_f64(fastrand::f64())
 }
 
@@ -228,7 +243,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u8) -> Vec<SocketAddr> {
-        (1..=n).map(|i| SocketAddr::from(([10, 0, 0, i], 80))).collect()
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
+            .collect()
     }
 
     #[test]
@@ -241,14 +258,19 @@ mod tests {
         };
         let now = Instant::now();
         assert!(!b.record(eps[0], true, &eps, &policy, now));
-        assert!(b.record(eps[0], true, &eps, &policy, now), "second consecutive 5xx ejects");
+        assert!(
+            b.record(eps[0], true, &eps, &policy, now),
+            "second consecutive 5xx ejects"
+        );
         let svc = b.backend("ns/s");
         for _ in 0..6 {
             let p = b.pick(&svc, &eps, &policy, None, now).expect("pick");
             assert_ne!(p, eps[0], "ejected endpoint is skipped");
         }
         for _ in 0..4 {
-            let p = b.pick(&svc, &eps, &policy, Some(eps[1]), now).expect("pick");
+            let p = b
+                .pick(&svc, &eps, &policy, Some(eps[1]), now)
+                .expect("pick");
             assert_eq!(p, eps[2], "retry avoids the endpoint that failed");
         }
         let later = now + Duration::from_secs(31);
@@ -268,7 +290,10 @@ mod tests {
         };
         let now = Instant::now();
         assert!(b.record(eps[0], true, &eps, &policy, now));
-        assert!(!b.record(eps[1], true, &eps, &policy, now), "a second ejection would exceed 50%");
+        assert!(
+            !b.record(eps[1], true, &eps, &policy, now),
+            "a second ejection would exceed 50%"
+        );
         let p3 = BackendPolicy {
             outlier: Some((2, Duration::from_secs(30), 100)),
             ..BackendPolicy::default()
@@ -276,7 +301,10 @@ mod tests {
         let eps3 = addrs(3);
         let b = Backends::default();
         assert!(!b.record(eps3[2], true, &eps3, &p3, now));
-        assert!(!b.record(eps3[2], false, &eps3, &p3, now), "a success resets the count");
+        assert!(
+            !b.record(eps3[2], false, &eps3, &p3, now),
+            "a success resets the count"
+        );
         assert!(!b.record(eps3[2], true, &eps3, &p3, now));
     }
 
@@ -310,7 +338,10 @@ mod tests {
         let svc = b.backend("ns/s");
         let h1 = b.admit(&svc, eps[0], &policy).expect("first");
         let _h2 = b.admit(&svc, eps[0], &policy).expect("second");
-        assert_eq!(b.admit(&svc, eps[0], &policy).err(), Some(Overflow::Parallel));
+        assert_eq!(
+            b.admit(&svc, eps[0], &policy).err(),
+            Some(Overflow::Parallel)
+        );
         drop(h1);
         assert!(b.admit(&svc, eps[0], &policy).is_ok(), "a place freed");
         let _p = b.pending(&svc, eps[0], &policy).expect("pending");

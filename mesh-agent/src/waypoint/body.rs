@@ -12,7 +12,10 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::{server::{DownBody, RequestLog}, upstream::BoxError};
+use super::{
+    server::{DownBody, RequestLog},
+    upstream::BoxError,
+};
 use crate::{shared::Shared, telemetry::RequestLabels};
 
 pub struct Finish {
@@ -38,16 +41,25 @@ impl Finish {
             reporter: "waypoint",
             source_principal: self.source.clone(),
             destination_service: log.destination_service.clone(),
-            destination_principal: log.destination_identity.clone().unwrap_or_else(|| "unknown".into()),
+            destination_principal: log
+                .destination_identity
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
             request_protocol: log.protocol,
             response_code: self.status,
             grpc_response_status: grpc_status.clone().unwrap_or_default(),
             response_flags: log.flags,
         };
         t.requests.get_or_create(&labels).inc();
-        t.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        t.request_bytes.get_or_create(&labels).observe(log.request_bytes as f64);
-        t.response_bytes.get_or_create(&labels).observe(bytes as f64);
+        t.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        t.request_bytes
+            .get_or_create(&labels)
+            .observe(log.request_bytes as f64);
+        t.response_bytes
+            .get_or_create(&labels)
+            .observe(bytes as f64);
         let trace = log.trace.as_ref();
         let line = serde_json::json!({
             "reporter": "waypoint",
@@ -107,7 +119,10 @@ impl Body for Tracked {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -115,7 +130,10 @@ impl Body for Tracked {
                     this.bytes += d.len() as u64;
                 }
                 if let Some(t) = frame.trailers_ref() {
-                    this.grpc_status = t.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    this.grpc_status = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                 }
                 if let Some((d, sleep)) = &mut this.idle {
                     sleep.as_mut().reset(tokio::time::Instant::now() + *d);
@@ -154,7 +172,11 @@ impl Body for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         // Ended before its last frame: the client went away.
-        let flag = if self.inner.is_end_stream() { None } else { Some("DC") };
+        let flag = if self.inner.is_end_stream() {
+            None
+        } else {
+            Some("DC")
+        };
         self.done(flag);
     }
 }

@@ -31,7 +31,9 @@ pub fn modify_headers(h: &mut HeaderMap, m: &HeaderModifier) {
 /// The path after a path modifier; `matched` is the rule's match (for prefixes).
 pub fn modify_path(path: &str, m: &PathModifier, matched: Option<&PathCond>) -> String {
     match m.kind {
-        PathModifierType::ReplaceFullPath => m.replace_full_path.clone().unwrap_or_else(|| "/".into()),
+        PathModifierType::ReplaceFullPath => {
+            m.replace_full_path.clone().unwrap_or_else(|| "/".into())
+        }
         PathModifierType::ReplacePrefixMatch => {
             let new = m.replace_prefix_match.as_deref().unwrap_or("/");
             let prefix = match matched {
@@ -50,7 +52,12 @@ pub fn modify_path(path: &str, m: &PathModifier, matched: Option<&PathCond>) -> 
 }
 
 /// Rewrites the request target (path, keeping the query) and Host.
-pub fn rewrite(uri: &Uri, headers: &mut HeaderMap, r: &UrlRewrite, matched: Option<&PathCond>) -> Option<Uri> {
+pub fn rewrite(
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    r: &UrlRewrite,
+    matched: Option<&PathCond>,
+) -> Option<Uri> {
     if let Some(host) = &r.hostname {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, v);
@@ -76,7 +83,9 @@ pub fn redirect(
 ) -> (StatusCode, String) {
     let scheme = r.scheme.clone().unwrap_or_else(|| "http".into());
     let (orig_host, orig_port) = match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => (h.to_owned(), p.parse::<u16>().ok()),
+        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => {
+            (h.to_owned(), p.parse::<u16>().ok())
+        }
         _ => (host.to_owned(), None),
     };
     let hostname = r.hostname.clone().unwrap_or(orig_host);
@@ -118,10 +127,34 @@ mod tests {
         };
         let cases = [
             ("full path", "/a/b", full("/x"), prefix("/a"), "/x"),
-            ("prefix to other prefix", "/v1/users", pre("/v2"), prefix("/v1"), "/v2/users"),
-            ("prefix to root", "/api/users", pre("/"), prefix("/api"), "/users"),
-            ("prefix to root, exact", "/api", pre("/"), prefix("/api"), "/"),
-            ("prefix with trailing slash", "/api/x", pre("/new/"), prefix("/api"), "/new/x"),
+            (
+                "prefix to other prefix",
+                "/v1/users",
+                pre("/v2"),
+                prefix("/v1"),
+                "/v2/users",
+            ),
+            (
+                "prefix to root",
+                "/api/users",
+                pre("/"),
+                prefix("/api"),
+                "/users",
+            ),
+            (
+                "prefix to root, exact",
+                "/api",
+                pre("/"),
+                prefix("/api"),
+                "/",
+            ),
+            (
+                "prefix with trailing slash",
+                "/api/x",
+                pre("/new/"),
+                prefix("/api"),
+                "/new/x",
+            ),
         ];
         for (name, path, m, matched, want) in cases {
             assert_eq!(modify_path(path, &m, Some(&matched)), want, "{name}");
@@ -132,10 +165,47 @@ mod tests {
     fn redirects() {
         let uri: Uri = "/old/page?x=1".parse().expect("uri");
         let cases = [
-            ("scheme only", RequestRedirect { scheme: Some("https".into()), ..Default::default() }, "web:8080", 302, "https://web/old/page?x=1"),
-            ("host and 301", RequestRedirect { hostname: Some("new.example".into()), status_code: Some(301), ..Default::default() }, "web", 301, "http://new.example/old/page?x=1"),
-            ("keeps port", RequestRedirect { hostname: Some("h".into()), ..Default::default() }, "web:8080", 302, "http://h:8080/old/page?x=1"),
-            ("explicit port", RequestRedirect { port: Some(9000), ..Default::default() }, "web", 302, "http://web:9000/old/page?x=1"),
+            (
+                "scheme only",
+                RequestRedirect {
+                    scheme: Some("https".into()),
+                    ..Default::default()
+                },
+                "web:8080",
+                302,
+                "https://web/old/page?x=1",
+            ),
+            (
+                "host and 301",
+                RequestRedirect {
+                    hostname: Some("new.example".into()),
+                    status_code: Some(301),
+                    ..Default::default()
+                },
+                "web",
+                301,
+                "http://new.example/old/page?x=1",
+            ),
+            (
+                "keeps port",
+                RequestRedirect {
+                    hostname: Some("h".into()),
+                    ..Default::default()
+                },
+                "web:8080",
+                302,
+                "http://h:8080/old/page?x=1",
+            ),
+            (
+                "explicit port",
+                RequestRedirect {
+                    port: Some(9000),
+                    ..Default::default()
+                },
+                "web",
+                302,
+                "http://web:9000/old/page?x=1",
+            ),
         ];
         for (name, r, host, status, location) in cases {
             let (s, l) = redirect(&uri, host, &r, Some(&prefix("/old")));

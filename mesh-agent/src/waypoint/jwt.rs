@@ -17,7 +17,10 @@ struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("kid", &self.kid).field("alg", &self.alg).finish()
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -58,7 +61,10 @@ pub enum Error {
     Invalid(String),
 }
 
-fn algorithm(s: Option<&jsonwebtoken::jwk::KeyAlgorithm>, key: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+fn algorithm(
+    s: Option<&jsonwebtoken::jwk::KeyAlgorithm>,
+    key: &jsonwebtoken::jwk::Jwk,
+) -> Option<Algorithm> {
     use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm as K};
     Some(match s {
         Some(K::RS256) => Algorithm::RS256,
@@ -92,7 +98,11 @@ pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
                 (Some(j), None) => j.clone(),
                 (None, Some(f)) => std::fs::read_to_string(f)
                     .map_err(|e| err(format!("{field}.jwksFile: cannot read {f}: {e}")))?,
-                _ => return Err(err(format!("{field}: give exactly one of jwks and jwksFile"))),
+                _ => {
+                    return Err(err(format!(
+                        "{field}: give exactly one of jwks and jwksFile"
+                    )))
+                }
             };
             let set: JwkSet = serde_json::from_str(&text)
                 .map_err(|e| err(format!("{field}: the JWKS is not valid: {e}")))?;
@@ -187,7 +197,10 @@ impl JwtPolicy {
 }
 
 /// Validates the request's token against the policies that apply.
-pub fn authenticate(policies: &[&JwtPolicy], headers: &HeaderMap) -> Result<Option<Authenticated>, Error> {
+pub fn authenticate(
+    policies: &[&JwtPolicy],
+    headers: &HeaderMap,
+) -> Result<Option<Authenticated>, Error> {
     let mut errors = Vec::new();
     let mut found = false;
     for rule in policies.iter().flat_map(|p| &p.rules) {
@@ -203,7 +216,12 @@ pub fn authenticate(policies: &[&JwtPolicy], headers: &HeaderMap) -> Result<Opti
                     .iter()
                     .filter_map(|(h, c)| {
                         let v = claims.get(c)?;
-                        Some((h.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        Some((
+                            h.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        ))
                     })
                     .collect();
                 return Ok(Some(Authenticated {

@@ -23,7 +23,11 @@ impl Buckets {
     pub fn take(&self, limit: &RateLimit, source: &str, now: Instant) -> bool {
         let key = (
             limit.key.clone(),
-            if limit.per_source { source.to_owned() } else { String::new() },
+            if limit.per_source {
+                source.to_owned()
+            } else {
+                String::new()
+            },
         );
         let rate = f64::from(limit.requests) / limit.interval.as_secs_f64();
         let burst = f64::from(limit.burst);
@@ -81,7 +85,10 @@ mod tests {
         assert!(b.take(&l, "a", t0));
         assert!(b.take(&l, "a", t0));
         assert!(!b.take(&l, "a", t0), "burst spent");
-        assert!(b.take(&l, "a", t0 + Duration::from_millis(500)), "one token after 1/rate");
+        assert!(
+            b.take(&l, "a", t0 + Duration::from_millis(500)),
+            "one token after 1/rate"
+        );
         assert!(!b.take(&l, "a", t0 + Duration::from_millis(500)));
     }
 

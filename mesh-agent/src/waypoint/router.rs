@@ -40,7 +40,8 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 pub fn grpc_parts(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
 }
 
 pub fn matches(m: &Match, r: &RequestView<'_>) -> bool {
@@ -70,9 +71,8 @@ pub fn matches(m: &Match, r: &RequestView<'_>) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| cond.matches(v))
     };
-    let query_ok = |(name, cond): &(String, Cond)| {
-        query_value(r.query, name).is_some_and(|v| cond.matches(v))
-    };
+    let query_ok =
+        |(name, cond): &(String, Cond)| query_value(r.query, name).is_some_and(|v| cond.matches(v));
     m.headers.iter().all(header_ok) && m.query.iter().all(query_ok)
 }
 

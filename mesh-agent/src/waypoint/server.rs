@@ -91,7 +91,9 @@ fn idempotent(m: &Method) -> bool {
 }
 
 fn full(b: impl Into<Bytes>) -> DownBody {
-    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(b.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 /// gRPC status for a locally generated HTTP status (as Envoy maps them).
@@ -112,7 +114,10 @@ fn local(status: StatusCode, body: &str, grpc: bool, grpc_code: Option<u32>) -> 
         let code = grpc_code.unwrap_or_else(|| grpc_status(status));
         let mut r = Response::new(full(Bytes::new()));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         h.insert("grpc-status", HeaderValue::from(code));
         if let Ok(v) = HeaderValue::from_str(body.trim()) {
             h.insert("grpc-message", v);
@@ -222,7 +227,11 @@ enum ReqBody {
 impl ReqBody {
     fn take(&mut self) -> Option<UpBody> {
         match self {
-            ReqBody::Replay(b) => Some(Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed()),
+            ReqBody::Replay(b) => Some(
+                Full::new(b.clone())
+                    .map_err(|e: Infallible| match e {})
+                    .boxed(),
+            ),
             ReqBody::Stream(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
         }
     }
@@ -261,7 +270,12 @@ fn weighted(rule: &RouteRule) -> Option<&Backend> {
     None
 }
 
-async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: bool) -> Response<DownBody> {
+async fn route(
+    conn: &Conn,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+    grpc: bool,
+) -> Response<DownBody> {
     let state = conn.shared.state.load();
     let table = state.l7.clone();
     let (mut parts, body) = req.into_parts();
@@ -271,7 +285,10 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
 
     // 1. The rule.
     let (rule, matched): (Arc<RouteRule>, Option<PathCond>) = match &conn.parent {
-        Parent::Service { service, port: sport } => {
+        Parent::Service {
+            service,
+            port: sport,
+        } => {
             let key = service.key();
             log.destination_service = key.clone();
             let view = RequestView {
@@ -312,7 +329,12 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
         match f {
             Filter::Direct(d) => {
                 log.flags = "DR";
-                let mut r = local(StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK), &d.body, false, None);
+                let mut r = local(
+                    StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK),
+                    &d.body,
+                    false,
+                    None,
+                );
                 *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
                 let mut m = crate::model::HeaderModifier::default();
                 m.set.clone_from(&d.headers);
@@ -320,7 +342,8 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                 return r;
             }
             Filter::Redirect(rd) => {
-                let (status, location) = filters::redirect(&parts.uri, &log.authority, rd, matched.as_ref());
+                let (status, location) =
+                    filters::redirect(&parts.uri, &log.authority, rd, matched.as_ref());
                 let mut r = local(status, "", false, None);
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, v);
@@ -330,11 +353,18 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
             Filter::Invalid(why) => {
                 tracing::warn!(route = %log.route, "{why}; answering 500");
                 log.flags = "NC";
-                return local(StatusCode::INTERNAL_SERVER_ERROR, "route misconfigured\n", grpc, None);
+                return local(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "route misconfigured\n",
+                    grpc,
+                    None,
+                );
             }
             Filter::RequestHeaders(m) => filters::modify_headers(&mut parts.headers, m),
             Filter::Rewrite(r) => {
-                if let Some(uri) = filters::rewrite(&parts.uri, &mut parts.headers, r, matched.as_ref()) {
+                if let Some(uri) =
+                    filters::rewrite(&parts.uri, &mut parts.headers, r, matched.as_ref())
+                {
                     parts.uri = uri;
                 }
             }
@@ -350,15 +380,32 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
     // 3. Local rate limit, then injected faults.
     let source = conn.pod.identity.to_string();
     if let Some(rl) = &rule.rate_limit {
-        if !conn.shared.waypoint.buckets.take(rl, &source, Instant::now()) {
+        if !conn
+            .shared
+            .waypoint
+            .buckets
+            .take(rl, &source, Instant::now())
+        {
             log.flags = "RL";
-            let mut r = local(StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS), &rl.body, grpc, None);
+            let mut r = local(
+                StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                &rl.body,
+                grpc,
+                None,
+            );
             if !grpc {
-                *r.status_mut() = StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                *r.status_mut() =
+                    StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
             }
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(super::ratelimit::retry_after(rl)));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(super::ratelimit::retry_after(rl)),
+            );
             for (n, v) in &rl.headers {
-                if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::from_bytes(n.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
                     r.headers_mut().insert(n, v);
                 }
             }
@@ -374,7 +421,8 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
         if let Some((status, grpc_code, pct)) = fault.abort {
             if fastrand::f64() * 100.0 < pct {
                 log.flags = "FI";
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 return local(status, "fault filter abort\n", grpc, grpc_code);
             }
         }
@@ -393,13 +441,23 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
         Parent::Service { .. } => {
             let Some(b) = weighted(&rule) else {
                 log.flags = "NC";
-                return local(StatusCode::INTERNAL_SERVER_ERROR, "route has no backend\n", grpc, None);
+                return local(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "route has no backend\n",
+                    grpc,
+                    None,
+                );
             };
             match endpoints(&state, b, v4) {
                 None => {
                     tracing::warn!(route = %log.route, backend = %b.service, port = b.port, "backend Service or port not found; answering 500");
                     log.flags = "NC";
-                    return local(StatusCode::INTERNAL_SERVER_ERROR, "backend not found\n", grpc, None);
+                    return local(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "backend not found\n",
+                        grpc,
+                        None,
+                    );
                 }
                 Some(eps) => (b.clone(), eps),
             }
@@ -408,27 +466,49 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
     log.destination_service = backend.service.clone();
     if eps.is_empty() {
         log.flags = "UH";
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n", grpc, None);
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream\n",
+            grpc,
+            None,
+        );
     }
-    let policy = table.backend_policies.get(&backend.service).cloned().unwrap_or_default();
+    let policy = table
+        .backend_policies
+        .get(&backend.service)
+        .cloned()
+        .unwrap_or_default();
     let runtime = &conn.shared.waypoint;
     let stats = runtime.backends.backend(&backend.service);
-    let Some(first) = runtime.backends.pick(&stats, &eps, &policy, None, Instant::now()) else {
+    let Some(first) = runtime
+        .backends
+        .pick(&stats, &eps, &policy, None, Instant::now())
+    else {
         log.flags = "UH";
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n", grpc, None);
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream\n",
+            grpc,
+            None,
+        );
     };
 
     // 5. Authentication and authorization, for the destination workload.
     if let Some(w) = state.workloads_by_ip.get(&first.ip()) {
         log.destination_identity = Some(conn.shared.identity_of(w).to_string());
-        let jwt: Vec<&jwt::JwtPolicy> = table.jwt.iter().filter(|p| p.applies(&w.namespace, &w.labels)).collect();
+        let jwt: Vec<&jwt::JwtPolicy> = table
+            .jwt
+            .iter()
+            .filter(|p| p.applies(&w.namespace, &w.labels))
+            .collect();
         let authn = match jwt::authenticate(&jwt, &parts.headers) {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!(route = %log.route, source = %source, "{e}");
                 log.flags = "UAEX";
                 let mut r = local(StatusCode::UNAUTHORIZED, "invalid token\n", grpc, None);
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
         };
@@ -463,7 +543,10 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                 parts.headers.remove(h.as_str());
             }
             for (h, v) in &a.headers {
-                if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(h.as_bytes()), HeaderValue::from_str(v)) {
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::from_bytes(h.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
                     parts.headers.insert(n, v);
                 }
             }
@@ -487,7 +570,12 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
             Ok(c) => ReqBody::Replay(c.to_bytes()),
             Err(e) => {
                 log.flags = "DC";
-                return local(StatusCode::BAD_REQUEST, &format!("reading the request body: {e}\n"), grpc, None);
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body: {e}\n"),
+                    grpc,
+                    None,
+                );
             }
         }
     } else {
@@ -499,7 +587,11 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
 
     // 7. The upstream request head.
     let h2 = !upgrade && (parts.version == Version::HTTP_2 || grpc || wants_h2(&state, &backend));
-    let trace = log.trace.as_ref().map(TraceContext::header).unwrap_or_default();
+    let trace = log
+        .trace
+        .as_ref()
+        .map(TraceContext::header)
+        .unwrap_or_default();
     if let Ok(v) = HeaderValue::from_str(&trace) {
         parts.headers.insert("traceparent", v);
     }
@@ -519,10 +611,23 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
     // Mirrors: fire and forget, with the same head and a kept body.
     if let ReqBody::Replay(b) = &body {
         for m in mirrors {
-            let Some(meps) = endpoints(&state, &m, v4) else { continue };
+            let Some(meps) = endpoints(&state, &m, v4) else {
+                continue;
+            };
             let mstats = runtime.backends.backend(&m.service);
-            let Some(addr) = runtime.backends.pick(&mstats, &meps, &Default::default(), None, Instant::now()) else { continue };
-            let req = head.build(h2, Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed());
+            let Some(addr) =
+                runtime
+                    .backends
+                    .pick(&mstats, &meps, &Default::default(), None, Instant::now())
+            else {
+                continue;
+            };
+            let req = head.build(
+                h2,
+                Full::new(b.clone())
+                    .map_err(|e: Infallible| match e {})
+                    .boxed(),
+            );
             let (pod, shared, clients) = (conn.pod.clone(), conn.shared.clone(), clients.clone());
             tokio::spawn(async move {
                 let t = upstream::Target {
@@ -532,7 +637,9 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                     stats: shared.waypoint.backends.endpoint(addr),
                     max_connections: None,
                 };
-                match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false)).await {
+                match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false))
+                    .await
+                {
                     Ok(Ok(resp)) => {
                         let _ = resp.into_body().collect().await;
                     }
@@ -551,20 +658,35 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
         loop {
             let Some(req_body) = body.take() else {
                 log.flags = "URX";
-                return local(StatusCode::SERVICE_UNAVAILABLE, "upstream failed\n", grpc, None);
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream failed\n",
+                    grpc,
+                    None,
+                );
             };
             let admitted = match runtime.backends.admit(&stats, endpoint, &policy) {
                 Ok(h) => h,
                 Err(_) => {
                     log.flags = "UO";
-                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream overflow\n",
+                        grpc,
+                        None,
+                    );
                 }
             };
             let pending = match runtime.backends.pending(&stats, endpoint, &policy) {
                 Ok(p) => p,
                 Err(_) => {
                     log.flags = "UO";
-                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream overflow\n",
+                        grpc,
+                        None,
+                    );
                 }
             };
             log.upstream = Some(endpoint);
@@ -592,29 +714,67 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                 }
                 Ok(Err(upstream::Error::Overflow(_))) => {
                     log.flags = "UO";
-                    return local(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow\n", grpc, None);
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream overflow\n",
+                        grpc,
+                        None,
+                    );
                 }
                 Ok(Err(e)) if e.downstream() => {
                     tracing::info!(route = %log.route, "request body from the client failed: {e}");
                     log.flags = "DPE";
-                    return local(StatusCode::BAD_REQUEST, "malformed request body\n", grpc, None);
+                    return local(
+                        StatusCode::BAD_REQUEST,
+                        "malformed request body\n",
+                        grpc,
+                        None,
+                    );
                 }
                 Ok(Err(e)) => {
                     let before = e.before_request();
                     tracing::info!(route = %log.route, upstream = %endpoint, "{e}");
-                    let r = retry.is_some_and(|r| if before { r.on_connect_failure } else { r.on_reset });
+                    let r = retry.is_some_and(|r| {
+                        if before {
+                            r.on_connect_failure
+                        } else {
+                            r.on_reset
+                        }
+                    });
                     let flags = if before { "UF" } else { "UR" };
-                    (Err((StatusCode::SERVICE_UNAVAILABLE, flags, "upstream connect error or reset\n")), true, r)
+                    (
+                        Err((
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            flags,
+                            "upstream connect error or reset\n",
+                        )),
+                        true,
+                        r,
+                    )
                 }
                 Err(()) => {
                     let r = retry.is_some_and(|r| r.on_reset);
-                    (Err((StatusCode::GATEWAY_TIMEOUT, "UT", "upstream request timeout\n")), true, r)
+                    (
+                        Err((
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "UT",
+                            "upstream request timeout\n",
+                        )),
+                        true,
+                        r,
+                    )
                 }
             };
-            runtime.backends.record(endpoint, failed, &eps, &policy, Instant::now());
+            runtime
+                .backends
+                .record(endpoint, failed, &eps, &policy, Instant::now());
             drop(admitted);
             let more = retry.filter(|r| retryable && tries < r.attempts && body.replayable());
-            let budget = more.and_then(|r| runtime.backends.retry_budget(&stats, endpoint, r.budget_percent, r.min_retries));
+            let budget = more.and_then(|r| {
+                runtime
+                    .backends
+                    .retry_budget(&stats, endpoint, r.budget_percent, r.min_retries)
+            });
             if let (Some(r), Some(b)) = (more, budget) {
                 tries += 1;
                 log.retries = tries;
@@ -624,7 +784,11 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
                     drop(resp);
                 }
                 tokio::time::sleep(super::backend::backoff(tries, r.backoff, r.max_backoff)).await;
-                if let Some(next) = runtime.backends.pick(&stats, &eps, &policy, Some(endpoint), Instant::now()) {
+                if let Some(next) =
+                    runtime
+                        .backends
+                        .pick(&stats, &eps, &policy, Some(endpoint), Instant::now())
+                {
                     endpoint = next;
                 }
                 continue;
@@ -648,7 +812,12 @@ async fn route(conn: &Conn, req: Request<Incoming>, log: &mut RequestLog, grpc: 
             Ok(r) => r,
             Err(_) => {
                 log.flags = "UT";
-                local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n", grpc, None)
+                local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout\n",
+                    grpc,
+                    None,
+                )
             }
         },
         None => attempts.await,
@@ -705,11 +874,7 @@ const HOP_BY_HOP: [&str; 6] = [
 
 impl Head {
     fn build(&self, h2: bool, body: UpBody) -> Request<UpBody> {
-        let pq = self
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let pq = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
@@ -720,7 +885,9 @@ impl Head {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(&self.authority);
-            *req.uri_mut() = format!("http://{host}{pq}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+            *req.uri_mut() = format!("http://{host}{pq}")
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"));
             let h = req.headers_mut();
             for n in HOP_BY_HOP {
                 if n == "te" && h.get("te").is_some_and(|v| v == "trailers") {

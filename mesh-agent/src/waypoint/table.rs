@@ -67,7 +67,10 @@ pub enum Filter {
     ResponseHeaders(HeaderModifier),
     Rewrite(UrlRewrite),
     Redirect(RequestRedirect),
-    Mirror { backend: Backend, percent: u32 },
+    Mirror {
+        backend: Backend,
+        percent: u32,
+    },
     Direct(DirectResponseSpec),
     /// A reference that does not resolve: requests get 500, as the Gateway API says.
     Invalid(String),
@@ -242,8 +245,11 @@ impl Ctx<'_> {
         }
     }
     fn regex(&self, field: &str, pattern: &str) -> Result<Regex, BuildError> {
-        Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|e| self.err(format!("{field}: {pattern:?} is not a valid regular expression: {e}")))
+        Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            self.err(format!(
+                "{field}: {pattern:?} is not a valid regular expression: {e}"
+            ))
+        })
     }
     fn duration(&self, field: &str, s: &Option<String>) -> Result<Option<Duration>, BuildError> {
         s.as_deref()
@@ -256,7 +262,12 @@ impl Ctx<'_> {
             ValueMatchType::RegularExpression => Cond::Regex(self.regex(field, value)?),
         })
     }
-    fn values(&self, field: &str, v: &[ValueMatch], header: bool) -> Result<Vec<(String, Cond)>, BuildError> {
+    fn values(
+        &self,
+        field: &str,
+        v: &[ValueMatch],
+        header: bool,
+    ) -> Result<Vec<(String, Cond)>, BuildError> {
         v.iter()
             .enumerate()
             .map(|(i, m)| {
@@ -271,7 +282,11 @@ impl Ctx<'_> {
     }
 }
 
-fn headers(ctx: &Ctx<'_>, field: &str, v: &[ValueMatch]) -> Result<Vec<(HeaderName, Cond)>, BuildError> {
+fn headers(
+    ctx: &Ctx<'_>,
+    field: &str,
+    v: &[ValueMatch],
+) -> Result<Vec<(HeaderName, Cond)>, BuildError> {
     ctx.values(field, v, true)?
         .into_iter()
         .map(|(n, c)| {
@@ -283,24 +298,27 @@ fn headers(ctx: &Ctx<'_>, field: &str, v: &[ValueMatch]) -> Result<Vec<(HeaderNa
 }
 
 fn check_modifier(ctx: &Ctx<'_>, field: &str, m: &HeaderModifier) -> Result<(), BuildError> {
-    for n in m
-        .set
-        .iter()
-        .chain(&m.add)
-        .map(|h| &h.name)
-        .chain(&m.remove)
-    {
+    for n in m.set.iter().chain(&m.add).map(|h| &h.name).chain(&m.remove) {
         HeaderName::from_bytes(n.as_bytes())
             .map_err(|_| ctx.err(format!("{field}: {n:?} is not a valid header name")))?;
     }
     for h in m.set.iter().chain(&m.add) {
-        http::HeaderValue::from_str(&h.value)
-            .map_err(|_| ctx.err(format!("{field}: the value of {:?} is not a valid header value", h.name)))?;
+        http::HeaderValue::from_str(&h.value).map_err(|_| {
+            ctx.err(format!(
+                "{field}: the value of {:?} is not a valid header value",
+                h.name
+            ))
+        })?;
     }
     Ok(())
 }
 
-fn filters(ctx: &Ctx<'_>, ns: &str, field: &str, fs: &[RouteFilter]) -> Result<Vec<Filter>, BuildError> {
+fn filters(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    field: &str,
+    fs: &[RouteFilter],
+) -> Result<Vec<Filter>, BuildError> {
     let mut out = Vec::new();
     for (i, f) in fs.iter().enumerate() {
         let field = format!("{field}.filters[{i}]");
@@ -413,7 +431,11 @@ fn retry_of(
                 "5xx" => r.on_5xx = true,
                 "reset" => r.on_reset = true,
                 "connect-failure" => r.on_connect_failure = true,
-                other => return Err(ctx.err(format!("retry.retryOn: {other:?} is not one of 5xx, reset, connect-failure"))),
+                other => {
+                    return Err(ctx.err(format!(
+                        "retry.retryOn: {other:?} is not one of 5xx, reset, connect-failure"
+                    )))
+                }
             }
         }
         if let Some(b) = ctx.duration("retry.backoff", &p.backoff)? {
@@ -456,7 +478,12 @@ fn percentage(ctx: &Ctx<'_>, field: &str, p: f64) -> Result<f64, BuildError> {
 }
 
 /// Applies route-side policy to a rule.
-fn apply_policy(ctx: &Ctx<'_>, rule: &mut RouteRule, route_retry: Option<&model::RouteRetry>, p: &RoutePolicy) -> Result<(), BuildError> {
+fn apply_policy(
+    ctx: &Ctx<'_>,
+    rule: &mut RouteRule,
+    route_retry: Option<&model::RouteRetry>,
+    p: &RoutePolicy,
+) -> Result<(), BuildError> {
     rule.retry = retry_of(ctx, route_retry, p.retry.as_ref())?;
     if let Some(t) = &p.timeout {
         if rule.request_timeout.is_none() {
@@ -471,7 +498,9 @@ fn apply_policy(ctx: &Ctx<'_>, rule: &mut RouteRule, route_retry: Option<&model:
                 .as_ref()
                 .map(|d| {
                     Ok::<_, BuildError>((
-                        duration::parse(&d.fixed_delay).map_err(|e| ctx.err(format!("faultInjection.delay.fixedDelay: {e}")))?,
+                        duration::parse(&d.fixed_delay).map_err(|e| {
+                            ctx.err(format!("faultInjection.delay.fixedDelay: {e}"))
+                        })?,
                         percentage(ctx, "faultInjection.delay.percentage", d.percentage)?,
                     ))
                 })
@@ -482,9 +511,15 @@ fn apply_policy(ctx: &Ctx<'_>, rule: &mut RouteRule, route_retry: Option<&model:
                 .map(|a| {
                     let status = a.http_status.unwrap_or(503);
                     if !(200..=599).contains(&status) {
-                        return Err(ctx.err(format!("faultInjection.abort.httpStatus: {status} is not an HTTP status")));
+                        return Err(ctx.err(format!(
+                            "faultInjection.abort.httpStatus: {status} is not an HTTP status"
+                        )));
                     }
-                    Ok((status, a.grpc_status, percentage(ctx, "faultInjection.abort.percentage", a.percentage)?))
+                    Ok((
+                        status,
+                        a.grpc_status,
+                        percentage(ctx, "faultInjection.abort.percentage", a.percentage)?,
+                    ))
                 })
                 .transpose()?,
         });
@@ -493,7 +528,8 @@ fn apply_policy(ctx: &Ctx<'_>, rule: &mut RouteRule, route_retry: Option<&model:
         if r.requests == 0 {
             return Err(ctx.err("rateLimit.requests: must be at least 1".into()));
         }
-        let interval = duration::parse(&r.interval).map_err(|e| ctx.err(format!("rateLimit.interval: {e}")))?;
+        let interval = duration::parse(&r.interval)
+            .map_err(|e| ctx.err(format!("rateLimit.interval: {e}")))?;
         if interval.is_zero() {
             return Err(ctx.err("rateLimit.interval: must be more than 0".into()));
         }
@@ -506,7 +542,11 @@ fn apply_policy(ctx: &Ctx<'_>, rule: &mut RouteRule, route_retry: Option<&model:
             per_source: r.per_source,
             status: resp.status_code.unwrap_or(429),
             body: resp.body.unwrap_or_else(|| "rate limited\n".into()),
-            headers: resp.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            headers: resp
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
         });
     }
     Ok(())
@@ -522,12 +562,18 @@ fn policies_for(
 ) -> RoutePolicy {
     let mut out = RoutePolicy::default();
     // Route-wide first, then the rule's own section.
-    let sections = if rule.is_some() { vec![None, rule] } else { vec![None] };
+    let sections = if rule.is_some() {
+        vec![None, rule]
+    } else {
+        vec![None]
+    };
     for section in sections {
         for p in policies.iter().filter(|p| p.metadata.namespace() == ns) {
-            if p.spec.target_refs.iter().any(|t| {
-                t.kind == kind && t.name == route && t.section_name.as_deref() == section
-            }) {
+            if p.spec
+                .target_refs
+                .iter()
+                .any(|t| t.kind == kind && t.name == route && t.section_name.as_deref() == section)
+            {
                 out.merge(p);
             }
         }
@@ -567,7 +613,9 @@ impl Table {
             for r in &p.spec.target_refs {
                 match r.kind.as_str() {
                     "Service" | "HTTPRoute" | "GRPCRoute" => {}
-                    k => return Err(ctx.err(format!("spec.targetRefs: kind {k:?} is not one of Service, HTTPRoute, GRPCRoute"))),
+                    k => return Err(ctx.err(format!(
+                        "spec.targetRefs: kind {k:?} is not one of Service, HTTPRoute, GRPCRoute"
+                    ))),
                 }
                 if r.kind != "Service" {
                     continue;
@@ -585,9 +633,16 @@ impl Table {
                 }
                 if let Some(od) = &p.spec.outlier_detection {
                     let base = ctx
-                        .duration("spec.outlierDetection.baseEjectionTime", &od.base_ejection_time)?
+                        .duration(
+                            "spec.outlierDetection.baseEjectionTime",
+                            &od.base_ejection_time,
+                        )?
                         .unwrap_or(Duration::from_secs(30));
-                    bp.outlier = Some((od.consecutive5xx_errors.max(1), base, od.max_ejection_percent.unwrap_or(50).min(100)));
+                    bp.outlier = Some((
+                        od.consecutive5xx_errors.max(1),
+                        base,
+                        od.max_ejection_percent.unwrap_or(50).min(100),
+                    ));
                 }
             }
             // Validate route-side parts once, whatever they attach to.
@@ -630,21 +685,31 @@ impl Table {
                     Some(p) => Some(match p.kind {
                         PathMatchType::Exact => {
                             if !p.value.starts_with('/') {
-                                return Err(ctx.err(format!("{field}.path.value: {:?} must start with /", p.value)));
+                                return Err(ctx.err(format!(
+                                    "{field}.path.value: {:?} must start with /",
+                                    p.value
+                                )));
                             }
                             PathCond::Exact(p.value.clone())
                         }
                         PathMatchType::PathPrefix => {
                             if !p.value.starts_with('/') {
-                                return Err(ctx.err(format!("{field}.path.value: {:?} must start with /", p.value)));
+                                return Err(ctx.err(format!(
+                                    "{field}.path.value: {:?} must start with /",
+                                    p.value
+                                )));
                             }
                             PathCond::Prefix(p.value.trim_end_matches('/').to_owned())
                         }
-                        PathMatchType::RegularExpression => PathCond::Regex(ctx.regex(&format!("{field}.path.value"), &p.value)?),
+                        PathMatchType::RegularExpression => {
+                            PathCond::Regex(ctx.regex(&format!("{field}.path.value"), &p.value)?)
+                        }
                     }),
                 };
                 if let Some(method) = &m.method {
-                    http::Method::from_bytes(method.as_bytes()).map_err(|_| ctx.err(format!("{field}.method: {method:?} is not an HTTP method")))?;
+                    http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+                        ctx.err(format!("{field}.method: {method:?} is not an HTTP method"))
+                    })?;
                 }
                 matches.push(Match {
                     path,
@@ -691,11 +756,18 @@ impl Table {
                     None => (None, None),
                     Some(mm) => {
                         if mm.service.is_none() && mm.method.is_none() {
-                            return Err(ctx.err(format!("{field}.method: give a service, a method or both")));
+                            return Err(ctx
+                                .err(format!("{field}.method: give a service, a method or both")));
                         }
                         (
-                            mm.service.as_deref().map(|s| ctx.cond(&format!("{field}.method.service"), mm.kind, s)).transpose()?,
-                            mm.method.as_deref().map(|s| ctx.cond(&format!("{field}.method.method"), mm.kind, s)).transpose()?,
+                            mm.service
+                                .as_deref()
+                                .map(|s| ctx.cond(&format!("{field}.method.service"), mm.kind, s))
+                                .transpose()?,
+                            mm.method
+                                .as_deref()
+                                .map(|s| ctx.cond(&format!("{field}.method.method"), mm.kind, s))
+                                .transpose()?,
                         )
                     }
                 };
@@ -728,9 +800,24 @@ impl Table {
     }
 
     fn add_rule(&mut self, ctx: &Ctx<'_>, input: RuleInput<'_>) -> Result<(), BuildError> {
-        let RuleInput { protocol, kind, ns, name, index, rule_name, filters: fs, backends, timeouts, retry, mut matches, parents } = input;
+        let RuleInput {
+            protocol,
+            kind,
+            ns,
+            name,
+            index,
+            rule_name,
+            filters: fs,
+            backends,
+            timeouts,
+            retry,
+            mut matches,
+            parents,
+        } = input;
         if parents.is_empty() {
-            return Err(ctx.err("spec.parentRefs: at least one parent (a Service) is required".into()));
+            return Err(
+                ctx.err("spec.parentRefs: at least one parent (a Service) is required".into())
+            );
         }
         let field = format!("spec.rules[{index}]");
         let filters = filters(ctx, ns, &field, fs)?;
@@ -751,17 +838,34 @@ impl Table {
                     namespace: br.namespace.clone(),
                     port: br.port,
                 };
-                let backend = backend_of(ctx, ns, &format!("{field}.backendRefs[{b}]"), &obj, parent.port)?
-                    .ok_or_else(|| ctx.err(format!("{field}.backendRefs[{b}].port: required (the parent has no port either)")))?;
-                weighted.push(WeightedBackend { backend, weight: br.weight });
+                let backend = backend_of(
+                    ctx,
+                    ns,
+                    &format!("{field}.backendRefs[{b}]"),
+                    &obj,
+                    parent.port,
+                )?
+                .ok_or_else(|| {
+                    ctx.err(format!(
+                        "{field}.backendRefs[{b}].port: required (the parent has no port either)"
+                    ))
+                })?;
+                weighted.push(WeightedBackend {
+                    backend,
+                    weight: br.weight,
+                });
             }
             let mut rule = RouteRule::empty(format!("{kind} {ns}/{name}"));
             rule.rule = rule_name.map(str::to_owned);
             rule.filters = filters.clone();
             rule.backends = weighted;
             if let Some(t) = timeouts {
-                rule.request_timeout = ctx.duration(&format!("{field}.timeouts.request"), &t.request)?;
-                rule.backend_timeout = ctx.duration(&format!("{field}.timeouts.backendRequest"), &t.backend_request)?;
+                rule.request_timeout =
+                    ctx.duration(&format!("{field}.timeouts.request"), &t.request)?;
+                rule.backend_timeout = ctx.duration(
+                    &format!("{field}.timeouts.backendRequest"),
+                    &t.backend_request,
+                )?;
             }
             // Policy: the parent Service's, then the route's, then the rule's.
             let mut policy = match &key {
@@ -789,18 +893,18 @@ impl Table {
                     Some(PathCond::Exact(p)) => (3, p.len()),
                     Some(PathCond::Regex(r)) => (2, r.as_str().len()),
                     Some(PathCond::Prefix(p)) => (1, p.len()),
-                    None => match (&m.grpc_service, &m.grpc_method) {
+                    None => {
                         // GRPCRoute: exact over regex, then the longest service, method.
-                        (s, mm) => {
-                            let exact = !matches!(s, Some(Cond::Regex(_))) && !matches!(mm, Some(Cond::Regex(_)));
-                            let len = |c: &Option<Cond>| match c {
-                                Some(Cond::Exact(e)) => e.len(),
-                                Some(Cond::Regex(r)) => r.as_str().len(),
-                                None => 0,
-                            };
-                            (if exact { 2 } else { 1 }, len(s) * 1000 + len(mm))
-                        }
-                    },
+                        let (s, mm) = (&m.grpc_service, &m.grpc_method);
+                        let exact = !matches!(s, Some(Cond::Regex(_)))
+                            && !matches!(mm, Some(Cond::Regex(_)));
+                        let len = |c: &Option<Cond>| match c {
+                            Some(Cond::Exact(e)) => e.len(),
+                            Some(Cond::Regex(r)) => r.as_str().len(),
+                            None => 0,
+                        };
+                        (if exact { 2 } else { 1 }, len(s) * 1000 + len(mm))
+                    }
                 };
                 parent_entry.entries.push(Entry {
                     protocol,

@@ -49,7 +49,10 @@ spec:
 "#;
 
 fn state(extra: &str) -> State {
-    State::build(1, config::parse("t", &format!("{BASE}---\n{extra}")).expect("config"))
+    State::build(
+        1,
+        config::parse("t", &format!("{BASE}---\n{extra}")).expect("config"),
+    )
 }
 
 fn sa(s: &str) -> SocketAddr {
@@ -66,11 +69,36 @@ fn which_connections_go_to_the_waypoint() {
         ("no L7 config: L4", "", "198.18.100.1:80", false),
         ("appProtocol http", "", "198.18.100.1:81", true),
         ("route on the port", route, "198.18.100.1:80", true),
-        ("route bound to another port", route, "198.18.100.1:81", true),
-        ("L7 policy on the endpoints", l7_policy, "198.18.100.3:80", true),
-        ("L7 policy, pod addressed directly", l7_policy, "198.19.1.12:80", true),
-        ("L4-only policy stays L4", l4_policy, "198.18.100.3:80", false),
-        ("TrafficPolicy on the Service", traffic, "198.18.100.2:5432", true),
+        (
+            "route bound to another port",
+            route,
+            "198.18.100.1:81",
+            true,
+        ),
+        (
+            "L7 policy on the endpoints",
+            l7_policy,
+            "198.18.100.3:80",
+            true,
+        ),
+        (
+            "L7 policy, pod addressed directly",
+            l7_policy,
+            "198.19.1.12:80",
+            true,
+        ),
+        (
+            "L4-only policy stays L4",
+            l4_policy,
+            "198.18.100.3:80",
+            false,
+        ),
+        (
+            "TrafficPolicy on the Service",
+            traffic,
+            "198.18.100.2:5432",
+            true,
+        ),
         ("unknown address", route, "203.0.113.1:80", false),
     ];
     for (name, extra, addr, want) in cases {

@@ -26,7 +26,9 @@ fn hex(bytes: usize) -> String {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl TraceContext {
@@ -78,9 +80,21 @@ mod tests {
             ("valid is continued", Some(incoming), true),
             ("absent starts a trace", None, false),
             ("bad length", Some("00-4bf92f-00f067aa0ba902b7-01"), false),
-            ("zero trace id", Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), false),
-            ("upper case", Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), false),
-            ("version ff", Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), false),
+            (
+                "zero trace id",
+                Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+                false,
+            ),
+            (
+                "upper case",
+                Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+                false,
+            ),
+            (
+                "version ff",
+                Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                false,
+            ),
         ];
         for (name, header, continued) in cases {
             let t = TraceContext::from_header(header);
@@ -90,7 +104,11 @@ mod tests {
                 assert_ne!(t.span_id, "00f067aa0ba902b7", "{name}: a new span per hop");
             }
             let out = t.header();
-            assert_eq!(TraceContext::from_header(Some(&out)).trace_id, t.trace_id, "{name}: {out}");
+            assert_eq!(
+                TraceContext::from_header(Some(&out)).trace_id,
+                t.trace_id,
+                "{name}: {out}"
+            );
         }
     }
 }

@@ -76,7 +76,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -85,7 +89,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -176,7 +184,11 @@ impl Drop for ConnSlot {
     }
 }
 
-fn take_slot(stats: &Arc<EndpointStats>, max: Option<u32>, addr: SocketAddr) -> Result<ConnSlot, Error> {
+fn take_slot(
+    stats: &Arc<EndpointStats>,
+    max: Option<u32>,
+    addr: SocketAddr,
+) -> Result<ConnSlot, Error> {
     let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let slot = ConnSlot(stats.clone());
     match max {
@@ -266,7 +278,10 @@ impl Clients {
                     s
                 }
             };
-            return sender.send_request(req).await.map_err(|e| Error::Http(addr, e));
+            return sender
+                .send_request(req)
+                .await
+                .map_err(|e| Error::Http(addr, e));
         }
         let mut sender = match (!upgrade).then(|| self.idle_h1(addr)).flatten() {
             Some(s) => s,
@@ -286,7 +301,10 @@ impl Clients {
                 s
             }
         };
-        let resp = sender.send_request(req).await.map_err(|e| Error::Http(addr, e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Http(addr, e))?;
         if !upgrade {
             self.put_h1(addr, sender);
         }

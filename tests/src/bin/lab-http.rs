@@ -163,10 +163,16 @@ async fn http_handler(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    let key = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let key = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     if path == "/_stats" {
         let s = seen.lock().map(|m| m.clone()).unwrap_or_default();
-        return Ok(Response::new(full(serde_json::to_string(&s).unwrap_or_default())));
+        return Ok(Response::new(full(
+            serde_json::to_string(&s).unwrap_or_default(),
+        )));
     }
     let count = {
         let mut m = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -177,7 +183,12 @@ async fn http_handler(
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let version = format!("{:?}", req.version());
     let method = req.method().to_string();
@@ -189,7 +200,11 @@ async fn http_handler(
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.next()) {
         (Some("status"), Some(code)) => {
-            status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+            status = code
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
         }
         (Some("delay"), Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
@@ -202,7 +217,11 @@ async fn http_handler(
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
             tokio::spawn(async move {
                 for i in 0..n {
-                    if tx.send(Ok(Frame::data(Bytes::from(format!("chunk {i}\n"))))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("chunk {i}\n")))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -213,7 +232,12 @@ async fn http_handler(
         }
         _ => {}
     }
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let out = serde_json::json!({
         "server": *name,
         "method": method,
@@ -226,7 +250,11 @@ async fn http_handler(
     });
     let mut resp = Response::new(full(out.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert("x-served-by", name.parse().unwrap_or_else(|_| "?".parse().expect("static")));
+    resp.headers_mut().insert(
+        "x-served-by",
+        name.parse()
+            .unwrap_or_else(|_| "?".parse().expect("static")),
+    );
     Ok(resp)
 }
 
@@ -242,7 +270,10 @@ struct EchoService {
 
 #[tonic::async_trait]
 impl echo::echo_server::Echo for EchoService {
-    async fn unary(&self, req: tonic::Request<echo::Msg>) -> Result<tonic::Response<echo::Msg>, tonic::Status> {
+    async fn unary(
+        &self,
+        req: tonic::Request<echo::Msg>,
+    ) -> Result<tonic::Response<echo::Msg>, tonic::Status> {
         let text = req.into_inner().text;
         if text == "fail" {
             return Err(tonic::Status::failed_precondition("asked to fail"));
@@ -251,13 +282,23 @@ impl echo::echo_server::Echo for EchoService {
             text,
             server: self.name.clone(),
         });
-        r.metadata_mut().insert("x-served-by", self.name.parse().map_err(|_| tonic::Status::internal("name"))?);
+        r.metadata_mut().insert(
+            "x-served-by",
+            self.name
+                .parse()
+                .map_err(|_| tonic::Status::internal("name"))?,
+        );
         Ok(r)
     }
 
-    type BidiStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<echo::Msg, tonic::Status>> + Send>>;
+    type BidiStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<echo::Msg, tonic::Status>> + Send>,
+    >;
 
-    async fn bidi(&self, req: tonic::Request<tonic::Streaming<echo::Msg>>) -> Result<tonic::Response<Self::BidiStream>, tonic::Status> {
+    async fn bidi(
+        &self,
+        req: tonic::Request<tonic::Streaming<echo::Msg>>,
+    ) -> Result<tonic::Response<Self::BidiStream>, tonic::Status> {
         let name = self.name.clone();
         let mut inbound = req.into_inner();
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
@@ -277,15 +318,25 @@ impl echo::echo_server::Echo for EchoService {
     }
 }
 
-async fn serve(name: String, http: u16, grpc: Option<u16>, ws: Option<u16>, fail: Option<String>) -> Result<()> {
+async fn serve(
+    name: String,
+    http: u16,
+    grpc: Option<u16>,
+    ws: Option<u16>,
+    fail: Option<String>,
+) -> Result<()> {
     let name = Arc::new(name);
     let fail = Arc::new(fail);
     let seen: Seen = Arc::default();
-    let l = TcpListener::bind(("::", http)).await.with_context(|| format!("bind {http}"))?;
+    let l = TcpListener::bind(("::", http))
+        .await
+        .with_context(|| format!("bind {http}"))?;
     let (n, s) = (name.clone(), seen.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((conn, _)) = l.accept().await else { continue };
+            let Ok((conn, _)) = l.accept().await else {
+                continue;
+            };
             let (n, s, f) = (n.clone(), s.clone(), fail.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| http_handler(n.clone(), s.clone(), f.clone(), req));
@@ -301,24 +352,42 @@ async fn serve(name: String, http: u16, grpc: Option<u16>, ws: Option<u16>, fail
         });
         let addr: SocketAddr = ([0u16; 8], port).into();
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve(addr).await {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve(addr)
+                .await
+            {
                 eprintln!("grpc server: {e}");
             }
         });
     }
     if let Some(port) = ws {
-        let l = TcpListener::bind(("::", port)).await.with_context(|| format!("bind {port}"))?;
+        let l = TcpListener::bind(("::", port))
+            .await
+            .with_context(|| format!("bind {port}"))?;
         let name = name.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((conn, _)) = l.accept().await else { continue };
+                let Ok((conn, _)) = l.accept().await else {
+                    continue;
+                };
                 let name = name.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(conn).await else { return };
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(conn).await else {
+                        return;
+                    };
                     while let Some(Ok(m)) = ws.next().await {
                         if m.is_text() {
-                            let reply = format!("{}: {}", name, m.into_text().map(|t| t.to_string()).unwrap_or_default());
-                            if ws.send(tokio_tungstenite::tungstenite::Message::text(reply)).await.is_err() {
+                            let reply = format!(
+                                "{}: {}",
+                                name,
+                                m.into_text().map(|t| t.to_string()).unwrap_or_default()
+                            );
+                            if ws
+                                .send(tokio_tungstenite::tungstenite::Message::text(reply))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         } else if m.is_close() {
@@ -356,7 +425,12 @@ async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
             })
             .await
             .context("unary call")?;
-        served_by = r.metadata().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        served_by = r
+            .metadata()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let m = r.into_inner();
         if m.text == format!("hello {i}") {
             unary_ok += 1;
@@ -376,7 +450,11 @@ async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
         let mut rx = rx;
         move |cx| rx.poll_recv(cx)
     });
-    let mut inbound = client.bidi(outbound).await.context("bidi call")?.into_inner();
+    let mut inbound = client
+        .bidi(outbound)
+        .await
+        .context("bidi call")?
+        .into_inner();
     let mut bidi_ok = 0;
     let mut bidi_server = String::new();
     for i in 0..count {
@@ -421,9 +499,14 @@ async fn ws_client(to: SocketAddr, count: u32) -> Result<()> {
         .context("WebSocket handshake")?;
     let mut replies = Vec::new();
     for i in 0..count {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(format!("m{i}"))).await?;
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
+            "m{i}"
+        )))
+        .await?;
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(m))) => replies.push(m.into_text().map(|t| t.to_string()).unwrap_or_default()),
+            Ok(Some(Ok(m))) => {
+                replies.push(m.into_text().map(|t| t.to_string()).unwrap_or_default())
+            }
             other => anyhow::bail!("reply {i}: {other:?}"),
         }
     }
@@ -445,7 +528,14 @@ struct Tally {
     latencies_us: Vec<u64>,
 }
 
-async fn get(url: String, count: u32, concurrency: u32, headers: Vec<String>, method: String, h2: bool) -> Result<()> {
+async fn get(
+    url: String,
+    count: u32,
+    concurrency: u32,
+    headers: Vec<String>,
+    method: String,
+    h2: bool,
+) -> Result<()> {
     let uri: hyper::Uri = url.parse().context("url")?;
     let authority = uri.authority().context("url needs host:port")?.clone();
     let addr: SocketAddr = authority
@@ -455,7 +545,10 @@ async fn get(url: String, count: u32, concurrency: u32, headers: Vec<String>, me
         .context("url host must be an address")?;
     let headers: Vec<(String, String)> = headers
         .iter()
-        .filter_map(|h| h.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .filter_map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
         .collect();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let per = count.div_ceil(concurrency.max(1));
@@ -463,7 +556,13 @@ async fn get(url: String, count: u32, concurrency: u32, headers: Vec<String>, me
     let mut tasks = Vec::new();
     for w in 0..concurrency.max(1) {
         let n = per.min(count.saturating_sub(w * per));
-        let (uri, headers, method, tally, authority) = (uri.clone(), headers.clone(), method.clone(), tally.clone(), authority.clone());
+        let (uri, headers, method, tally, authority) = (
+            uri.clone(),
+            headers.clone(),
+            method.clone(),
+            tally.clone(),
+            authority.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut sender: Option<Sender> = None;
             for _ in 0..n {
@@ -479,11 +578,18 @@ async fn get(url: String, count: u32, concurrency: u32, headers: Vec<String>, me
                     continue;
                 };
                 let mut b = Request::builder().method(method.as_str());
-                b = if h2 { b.uri(uri.clone()) } else { b.uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).header("host", authority.as_str()) };
+                b = if h2 {
+                    b.uri(uri.clone())
+                } else {
+                    b.uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                        .header("host", authority.as_str())
+                };
                 for (k, v) in &headers {
                     b = b.header(k.as_str(), v.as_str());
                 }
-                let Ok(req) = b.body(Full::new(Bytes::new())) else { continue };
+                let Ok(req) = b.body(Full::new(Bytes::new())) else {
+                    continue;
+                };
                 let t0 = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(30), s.send(req)).await;
                 let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
@@ -512,7 +618,14 @@ async fn get(url: String, count: u32, concurrency: u32, headers: Vec<String>, me
     }
     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
     t.latencies_us.sort_unstable();
-    let pct = |p: f64| t.latencies_us.get(((t.latencies_us.len() as f64 * p) as usize).min(t.latencies_us.len().saturating_sub(1))).copied();
+    let pct = |p: f64| {
+        t.latencies_us
+            .get(
+                ((t.latencies_us.len() as f64 * p) as usize)
+                    .min(t.latencies_us.len().saturating_sub(1)),
+            )
+            .copied()
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -552,14 +665,29 @@ impl Sender {
             Sender::H2(s) => s.send_request(req).await?,
         };
         let status = resp.status().as_u16();
-        let served_by = resp.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let served_by = resp
+            .headers()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, served_by, headers, String::from_utf8_lossy(&body).into_owned()))
+        Ok((
+            status,
+            served_by,
+            headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
     }
 }
 

@@ -81,7 +81,12 @@ struct Case {
     want: Option<&'static str>,
 }
 
-const fn case(name: &'static str, method: &'static str, path: &'static str, want: Option<&'static str>) -> Case {
+const fn case(
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    want: Option<&'static str>,
+) -> Case {
     Case {
         name,
         method,
@@ -100,24 +105,119 @@ fn selection_follows_gateway_api_precedence() {
     let entries = &t.parents[&ParentKey::Service("shop/web".into())].entries;
     let cases = [
         case("exact beats prefix", "GET", "/api", Some("shop/exact")),
-        case("longest prefix wins", "GET", "/api/v2/users", Some("shop/api-v2")),
-        case("prefix matches whole segments", "GET", "/apix", Some("shop/web")),
-        case("a trailing slash in the rule is ignored", "GET", "/api/v2", Some("shop/api-v2")),
-        case("same prefix: route name order (a-web before b-web)", "GET", "/api/users", Some("shop/tie")),
-        case("method adds precedence", "DELETE", "/api/users", Some("shop/deleter")),
-        Case { headers: &[("x-canary", "yes")], ..case("header adds precedence", "GET", "/api/users", Some("shop/canary")) },
-        Case { headers: &[("x-canary", "no")], ..case("header value must match", "GET", "/api/users", Some("shop/tie")) },
+        case(
+            "longest prefix wins",
+            "GET",
+            "/api/v2/users",
+            Some("shop/api-v2"),
+        ),
+        case(
+            "prefix matches whole segments",
+            "GET",
+            "/apix",
+            Some("shop/web"),
+        ),
+        case(
+            "a trailing slash in the rule is ignored",
+            "GET",
+            "/api/v2",
+            Some("shop/api-v2"),
+        ),
+        case(
+            "same prefix: route name order (a-web before b-web)",
+            "GET",
+            "/api/users",
+            Some("shop/tie"),
+        ),
+        case(
+            "method adds precedence",
+            "DELETE",
+            "/api/users",
+            Some("shop/deleter"),
+        ),
+        Case {
+            headers: &[("x-canary", "yes")],
+            ..case(
+                "header adds precedence",
+                "GET",
+                "/api/users",
+                Some("shop/canary"),
+            )
+        },
+        Case {
+            headers: &[("x-canary", "no")],
+            ..case(
+                "header value must match",
+                "GET",
+                "/api/users",
+                Some("shop/tie"),
+            )
+        },
         case("regex path", "GET", "/items/42", Some("shop/items")),
         case("regex is anchored", "GET", "/items/42/x", Some("shop/web")),
-        Case { headers: &[("user-agent", "curl/8.0")], ..case("header regex", "GET", "/other", Some("shop/curl")) },
-        Case { query: Some("q=x&lang=fr"), ..case("query param", "GET", "/search", Some("shop/french")) },
-        Case { query: Some("lang=de"), ..case("query value must match", "GET", "/search", Some("shop/web")) },
-        Case { port: 8080, ..case("route bound to another port does not apply", "GET", "/api", Some("shop/tie")) },
-        Case { port: 8080, ..case("route for all ports applies", "GET", "/port", Some("shop/any-port")) },
-        Case { grpc: true, ..case("gRPC exact method", "POST", "/echo.Echo/Unary", Some("shop/grpc-unary")) },
-        Case { grpc: true, ..case("gRPC service regex", "POST", "/echo.Echo/Stream", Some("shop/grpc-any")) },
-        Case { grpc: true, ..case("gRPC falls back to HTTPRoutes", "POST", "/other.Svc/M", Some("shop/web")) },
-        case("not gRPC: GRPCRoutes ignored", "POST", "/echo.Echo/Unary", Some("shop/web")),
+        Case {
+            headers: &[("user-agent", "curl/8.0")],
+            ..case("header regex", "GET", "/other", Some("shop/curl"))
+        },
+        Case {
+            query: Some("q=x&lang=fr"),
+            ..case("query param", "GET", "/search", Some("shop/french"))
+        },
+        Case {
+            query: Some("lang=de"),
+            ..case("query value must match", "GET", "/search", Some("shop/web"))
+        },
+        Case {
+            port: 8080,
+            ..case(
+                "route bound to another port does not apply",
+                "GET",
+                "/api",
+                Some("shop/tie"),
+            )
+        },
+        Case {
+            port: 8080,
+            ..case(
+                "route for all ports applies",
+                "GET",
+                "/port",
+                Some("shop/any-port"),
+            )
+        },
+        Case {
+            grpc: true,
+            ..case(
+                "gRPC exact method",
+                "POST",
+                "/echo.Echo/Unary",
+                Some("shop/grpc-unary"),
+            )
+        },
+        Case {
+            grpc: true,
+            ..case(
+                "gRPC service regex",
+                "POST",
+                "/echo.Echo/Stream",
+                Some("shop/grpc-any"),
+            )
+        },
+        Case {
+            grpc: true,
+            ..case(
+                "gRPC falls back to HTTPRoutes",
+                "POST",
+                "/other.Svc/M",
+                Some("shop/web"),
+            )
+        },
+        case(
+            "not gRPC: GRPCRoutes ignored",
+            "POST",
+            "/echo.Echo/Unary",
+            Some("shop/web"),
+        ),
     ];
     for c in cases {
         let mut headers = HeaderMap::new();
