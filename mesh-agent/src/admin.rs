@@ -46,7 +46,7 @@ impl Admin {
             },
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
             "enrolled_netns": enrolled_netns,
-            "orig_dst_entries": self.shared.orig_dst.len(),
+            "orig_dst_entries": self.shared.orig_dst.as_ref().map(|o| o.len()),
             "ebpf": ebpf,
             "workloads": self.metrics.workloads_json(),
             "certificates": self.shared.certs.summary().into_iter()

@@ -78,7 +78,7 @@ pub enum CaSource {
     },
 }
 
-fn cert_manager(
+pub(crate) fn cert_manager(
     node: &str,
     args: &IdentityArgs,
 ) -> Result<(CertManager, Arc<rustls::RootCertStore>), Error> {
@@ -148,7 +148,7 @@ fn release_load_memory() {
 }
 
 /// A cheap fingerprint of the file: reload only when it changes.
-fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+pub(crate) fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
     let m = std::fs::metadata(path).ok()?;
     use std::os::unix::fs::MetadataExt;
     Some((m.modified().ok()?, m.len(), m.ino()))
@@ -182,7 +182,7 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
     let state = StateHandle::default();
     let certs = Arc::new(certs);
     let shared = Arc::new(Shared::new(
-        orig_dst,
+        Some(orig_dst),
         state.clone(),
         args.identity.trust_domain.clone(),
         certs,

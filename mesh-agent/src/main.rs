@@ -22,6 +22,9 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// The L7 waypoint as a process of its own: a shared waypoint (--hbone) and/or
+    /// an ingress API gateway (--gateway with --http/--https).
+    Waypoint(WaypointFlags),
     /// Open one HBONE stream with given certificates and report what happened
     /// (for operators and tests: run it inside a pod's network namespace).
     HboneProbe(probe::ProbeArgs),
@@ -61,6 +64,12 @@ struct RunFlags {
     /// `plaintext` (for measurements and debugging only).
     #[arg(long, env = "FERRYMESH_TUNNEL", default_value = "hbone", value_parser = ["hbone", "plaintext"])]
     tunnel: String,
+    #[command(flatten)]
+    identity: IdentityFlags,
+}
+
+#[derive(Args)]
+struct IdentityFlags {
     /// SPIFFE trust domain.
     #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
@@ -80,6 +89,67 @@ struct RunFlags {
     /// Root of the in-process CA (created on first start).
     #[arg(long, default_value = "/var/lib/ferrymesh/ca")]
     local_ca_dir: PathBuf,
+}
+
+impl IdentityFlags {
+    fn into_args(self) -> app::IdentityArgs {
+        let ca = match (self.ca_address, self.ca_root, self.ca_token_file) {
+            (Some(address), Some(root), Some(token)) => app::CaSource::Remote {
+                address,
+                root,
+                token,
+            },
+            _ => app::CaSource::Local {
+                dir: self.local_ca_dir,
+            },
+        };
+        app::IdentityArgs {
+            trust_domain: self.trust_domain,
+            cert_ttl: Duration::from_secs(self.cert_ttl_secs.max(2)),
+            ca,
+        }
+    }
+}
+
+#[derive(Args)]
+struct WaypointFlags {
+    /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
+    #[arg(long)]
+    config: PathBuf,
+    /// Node the waypoint runs on (its CA token is this node's).
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// namespace/name of the waypoint's own Workload (its identity and addresses).
+    #[arg(long)]
+    workload: String,
+    /// Serve HBONE on 15008 as the shared waypoint of Services labelled
+    /// ferrymesh.io/use-waypoint: <workload name>.
+    #[arg(long)]
+    hbone: bool,
+    /// Act as this Gateway (namespace/name): routes whose parentRef is it apply.
+    #[arg(long, requires = "edge")]
+    gateway: Option<String>,
+    /// Plain HTTP listener for clients outside the mesh (e.g. [::]:8000).
+    #[arg(long, group = "edge")]
+    http: Option<SocketAddr>,
+    /// TLS listener for clients outside the mesh (e.g. [::]:8443).
+    #[arg(long, group = "edge", requires_all = ["tls_cert", "tls_key"])]
+    https: Option<SocketAddr>,
+    /// Edge certificate chain (PEM).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Edge private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Metrics, readiness and stats.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics: SocketAddr,
+    #[arg(long, default_value_t = 250)]
+    reload_ms: u64,
+    #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
+    worker_threads: usize,
+    #[command(flatten)]
+    identity: IdentityFlags,
 }
 
 #[derive(Subcommand)]
@@ -155,16 +225,6 @@ fn run(f: RunFlags) -> Result<(), String> {
         .cgroup
         .or_else(cgroup2_root)
         .ok_or("no cgroup v2 mount found; mount cgroup2 or pass --cgroup")?;
-    let ca = match (f.ca_address, f.ca_root, f.ca_token_file) {
-        (Some(address), Some(root), Some(token)) => app::CaSource::Remote {
-            address,
-            root,
-            token,
-        },
-        _ => app::CaSource::Local {
-            dir: f.local_ca_dir,
-        },
-    };
     let pin_dir = f
         .pin_dir
         .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ferrymesh").join(&f.node));
@@ -179,11 +239,26 @@ fn run(f: RunFlags) -> Result<(), String> {
         reload_interval: Duration::from_millis(f.reload_ms.max(50)),
         worker_threads: f.worker_threads.max(1),
         hbone: f.tunnel == "hbone",
-        identity: app::IdentityArgs {
-            trust_domain: f.trust_domain,
-            cert_ttl: Duration::from_secs(f.cert_ttl_secs.max(2)),
-            ca,
-        },
+        identity: f.identity.into_args(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn waypoint(f: WaypointFlags) -> Result<(), String> {
+    mesh_agent::waypoint::standalone::run(mesh_agent::waypoint::standalone::Args {
+        config: f.config,
+        node: f.node,
+        workload: f.workload,
+        hbone: f.hbone,
+        gateway: f.gateway,
+        http: f.http,
+        https: f.https,
+        tls_cert: f.tls_cert,
+        tls_key: f.tls_key,
+        metrics: f.metrics,
+        reload_interval: Duration::from_millis(f.reload_ms.max(50)),
+        worker_threads: f.worker_threads.max(1),
+        identity: f.identity.into_args(),
     })
     .map_err(|e| e.to_string())
 }
@@ -296,6 +371,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Run(f) => run(f),
+        Command::Waypoint(f) => waypoint(f),
         Command::Ca { command } => ca(command),
         Command::HboneProbe(args) => probe::run(args),
     };

@@ -45,7 +45,8 @@ impl Pod {
 
 /// Shared by every pod's data path.
 pub struct Shared {
-    pub orig_dst: OrigDst,
+    /// Original destinations of captured connections (None in a standalone waypoint).
+    pub orig_dst: Option<OrigDst>,
     pub state: StateHandle,
     pub trust_domain: String,
     pub certs: Arc<CertManager>,
@@ -62,7 +63,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        orig_dst: OrigDst,
+        orig_dst: Option<OrigDst>,
         state: StateHandle,
         trust_domain: String,
         certs: Arc<CertManager>,

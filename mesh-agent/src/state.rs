@@ -52,6 +52,7 @@ pub struct ServicePortInfo {
 pub struct ServiceInfo {
     pub name: String,
     pub namespace: String,
+    pub labels: BTreeMap<String, String>,
     pub vips: Vec<IpAddr>,
     pub ports: Vec<ServicePortInfo>,
 }
@@ -160,6 +161,7 @@ fn service_info(s: &model::Service, workloads: &[Arc<WorkloadInfo>]) -> ServiceI
     ServiceInfo {
         name: s.metadata.name.clone(),
         namespace: ns.to_owned(),
+        labels: s.metadata.labels.clone(),
         vips: s.spec.cluster_ips.clone(),
         ports: s
             .spec

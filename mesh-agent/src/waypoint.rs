@@ -23,6 +23,7 @@ pub mod jwt;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
+pub mod standalone;
 pub mod table;
 pub mod trace;
 pub mod upstream;
@@ -37,6 +38,12 @@ pub enum Parent {
     },
     /// A workload addressed directly that has L7 policy.
     Workload { workload: Arc<WorkloadInfo> },
+    /// An ingress gateway (`mesh-agent waypoint --gateway`): routes whose parentRef
+    /// is this Gateway; `workload` is the gateway's own (edge policy applies to it).
+    Gateway {
+        key: String,
+        workload: Arc<WorkloadInfo>,
+    },
 }
 
 /// State of the waypoint that outlives config changes.
@@ -71,6 +78,31 @@ pub fn workload_has_l7(state: &State, w: &WorkloadInfo) -> bool {
             .jwt
             .iter()
             .any(|j| j.applies(&w.namespace, &w.labels))
+}
+
+/// Label on a Service (or its Namespace) naming the Workload that is its shared
+/// waypoint (`mesh-agent waypoint --hbone`), as Istio's `istio.io/use-waypoint`.
+pub const USE_WAYPOINT_LABEL: &str = "ferrymesh.io/use-waypoint";
+
+/// The shared waypoint a captured connection to `original` must go through.
+pub fn use_waypoint(state: &State, original: SocketAddr) -> Option<Arc<WorkloadInfo>> {
+    let svc = state.services_by_vip.get(&original.ip().to_canonical())?;
+    let name = svc.labels.get(USE_WAYPOINT_LABEL).or_else(|| {
+        state
+            .objects
+            .namespaces
+            .iter()
+            .find(|n| n.metadata.name == svc.namespace)
+            .and_then(|n| n.metadata.labels.get(USE_WAYPOINT_LABEL))
+    })?;
+    if name == "none" {
+        return None;
+    }
+    state
+        .workloads
+        .iter()
+        .find(|w| w.namespace == svc.namespace && &w.name == name)
+        .cloned()
 }
 
 /// The waypoint's parent for a captured connection to `original`, or None for L4.

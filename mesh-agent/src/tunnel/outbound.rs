@@ -35,12 +35,39 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
     c.outbound_captured.inc();
     let _ = conn.set_nodelay(true);
     let conn = ResetOnDrop::new(conn);
-    let Some(original) = shared.orig_dst.get(pod.netns.cookie(), peer) else {
+    let Some(original) = shared
+        .orig_dst
+        .as_ref()
+        .and_then(|o| o.get(pod.netns.cookie(), peer))
+    else {
         c.outbound_no_orig_dst.inc();
         tracing::warn!(pod = %pod.key, %peer, "no original destination recorded for a captured connection; closing it (was the sockops program detached?)");
         return;
     };
     let state = shared.state.load();
+    if let Some(wp) = crate::waypoint::use_waypoint(&state, original) {
+        drop(state);
+        // The Service's traffic goes through its shared waypoint: one HBONE stream
+        // to the waypoint whose target is the Service address itself.
+        let Some(via) = wp.addresses.iter().copied().find(|a| a.is_ipv4() == original.is_ipv4()) else {
+            c.outbound_failed.inc();
+            tracing::warn!(pod = %pod.key, waypoint = %wp.key(), "the waypoint has no address of this family");
+            return;
+        };
+        let destination = shared.identity_of(&wp);
+        let source_ip = pod.address_like(&original.ip()).unwrap_or(peer.ip());
+        hbone(
+            conn,
+            &pod,
+            &shared,
+            destination,
+            original,
+            Some(via),
+            SocketAddr::new(source_ip, peer.port()),
+        )
+        .await;
+        return;
+    }
     if let Some(parent) = crate::waypoint::decide(&state, original) {
         drop(state);
         waypoint(conn, peer, original, parent, pod, shared).await;
@@ -72,6 +99,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
                     &shared,
                     destination,
                     addr,
+                    None,
                     SocketAddr::new(source_ip, peer.port()),
                 )
                 .await;
@@ -96,6 +124,7 @@ async fn waypoint(
     c.active.inc();
     let key = pod.key.clone();
     let wc = Arc::new(crate::waypoint::server::Conn {
+        source: Some(pod.identity.clone()),
         pod,
         shared,
         parent,
@@ -155,6 +184,7 @@ async fn hbone(
     shared: &Shared,
     destination: Identity,
     addr: SocketAddr,
+    via: Option<IpAddr>,
     client: SocketAddr,
 ) {
     let c = &pod.counters;
@@ -167,7 +197,7 @@ async fn hbone(
     let key = pool::Key {
         source: pod.identity.clone(),
         destination,
-        address: addr.ip(),
+        address: via.unwrap_or(addr.ip()),
     };
     let dial = pool::Dial {
         netns: &pod.netns,

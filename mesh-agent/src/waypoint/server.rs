@@ -15,7 +15,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::TcpStream;
 
 use super::{
     body::{Finish, Tracked},
@@ -28,8 +27,9 @@ use super::{
 };
 use crate::{
     authz,
+    identity::Identity,
     shared::{Pod, Shared},
-    state::State,
+    state::{State, WorkloadInfo},
 };
 
 /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
@@ -41,16 +41,33 @@ const MAX_REPLAY_BODY: usize = 64 << 10;
 
 pub type DownBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// One captured connection served by the waypoint.
+/// One connection served by the waypoint.
 pub struct Conn {
+    /// Whose identity and network namespace upstream connections use.
     pub pod: Arc<Pod>,
     pub shared: Arc<Shared>,
     pub parent: Parent,
+    /// Who is calling: the pod itself (node waypoint), the HBONE peer (shared
+    /// waypoint) or nobody known (a client outside the mesh at the edge).
+    pub source: Option<Identity>,
     pub client: SocketAddr,
     pub original: SocketAddr,
 }
 
-pub async fn serve(io: TcpStream, conn: Arc<Conn>) -> Result<(), BoxError> {
+impl Conn {
+    /// Rate-limit and log key of the caller: its identity, else its address.
+    fn source_key(&self) -> String {
+        match &self.source {
+            Some(id) => id.to_string(),
+            None => self.client.ip().to_string(),
+        }
+    }
+}
+
+pub async fn serve<I>(io: I, conn: Arc<Conn>) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -184,7 +201,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
     let idle = log_idle(&parts);
     let finish = Finish {
         shared: conn.shared.clone(),
-        source: conn.pod.identity.to_string(),
+        source: conn.source_key(),
         status: parts.status.as_u16(),
         grpc_status: parts
             .headers
@@ -316,6 +333,28 @@ async fn route(
             log.destination_service = workload.key();
             (Arc::new(RouteRule::direct(workload.key())), None)
         }
+        Parent::Gateway { key, .. } => {
+            log.destination_service = format!("Gateway {key}");
+            let view = RequestView {
+                method: parts.method.as_str(),
+                path: &path,
+                query: query.as_deref(),
+                headers: &parts.headers,
+                grpc,
+                port,
+            };
+            match table
+                .parents
+                .get(&ParentKey::Gateway(key.clone()))
+                .and_then(|p| router::select(&p.entries, &view))
+            {
+                Some(e) => (e.rule.clone(), e.m.path.clone()),
+                None => {
+                    log.flags = "NR";
+                    return local(StatusCode::NOT_FOUND, "no route matches\n", grpc, None);
+                }
+            }
+        }
     };
     log.route = match &rule.rule {
         Some(r) => format!("{}/{r}", rule.route),
@@ -378,7 +417,7 @@ async fn route(
     }
 
     // 3. Local rate limit, then injected faults.
-    let source = conn.pod.identity.to_string();
+    let source = conn.source_key();
     if let Some(rl) = &rule.rate_limit {
         if !conn
             .shared
@@ -438,7 +477,7 @@ async fn route(
             },
             vec![conn.original],
         ),
-        Parent::Service { .. } => {
+        Parent::Service { .. } | Parent::Gateway { .. } => {
             let Some(b) = weighted(&rule) else {
                 log.flags = "NC";
                 return local(
@@ -493,63 +532,22 @@ async fn route(
         );
     };
 
-    // 5. Authentication and authorization, for the destination workload.
+    // 5. Authentication and authorization: at the edge for the gateway itself,
+    // then for the destination workload.
+    if let Parent::Gateway { workload, .. } = &conn.parent {
+        if let Err(r) = check(conn, &state, workload, conn.source.as_ref(), &mut parts, log, grpc) {
+            return r;
+        }
+    }
     if let Some(w) = state.workloads_by_ip.get(&first.ip()) {
         log.destination_identity = Some(conn.shared.identity_of(w).to_string());
-        let jwt: Vec<&jwt::JwtPolicy> = table
-            .jwt
-            .iter()
-            .filter(|p| p.applies(&w.namespace, &w.labels))
-            .collect();
-        let authn = match jwt::authenticate(&jwt, &parts.headers) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::info!(route = %log.route, source = %source, "{e}");
-                log.flags = "UAEX";
-                let mut r = local(StatusCode::UNAUTHORIZED, "invalid token\n", grpc, None);
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return r;
-            }
+        // Behind a gateway, the destination sees the gateway's identity.
+        let source = match &conn.parent {
+            Parent::Gateway { .. } => Some(&conn.pod.identity),
+            _ => conn.source.as_ref(),
         };
-        let request = authz::Request {
-            method: parts.method.as_str(),
-            path: &path,
-            host: &log.authority,
-            headers: &parts.headers,
-            principal: authn.as_ref().map(|a| a.principal.as_str()),
-            claims: authn.as_ref().map(|a| &a.claims),
-        };
-        let verdict = authz::evaluate(
-            &state.objects.authorization_policies,
-            authz::Target {
-                namespace: &w.namespace,
-                labels: &w.labels,
-            },
-            &authz::Connection {
-                source: Some(&conn.pod.identity),
-                source_ip: conn.client.ip(),
-                destination_port: first.port(),
-                l7: authz::L7::Request(&request),
-            },
-        );
-        if let authz::Decision::Deny { policy } = &verdict.decision {
-            tracing::warn!(source = %source, destination = %w.key(), method = %log.method, path = %path, policy = %policy, "request denied");
-            log.flags = "AZ";
-            return local(StatusCode::FORBIDDEN, "access denied\n", grpc, None);
-        }
-        if let Some(a) = authn {
-            if let Some(h) = &a.strip {
-                parts.headers.remove(h.as_str());
-            }
-            for (h, v) in &a.headers {
-                if let (Ok(n), Ok(v)) = (
-                    header::HeaderName::from_bytes(h.as_bytes()),
-                    HeaderValue::from_str(v),
-                ) {
-                    parts.headers.insert(n, v);
-                }
-            }
+        if let Err(r) = check(conn, &state, w, source, &mut parts, log, grpc) {
+            return r;
         }
     }
 
@@ -843,6 +841,78 @@ async fn route(
         filters::modify_headers(resp.headers_mut(), m);
     }
     resp
+}
+
+/// RequestAuthentication then AuthorizationPolicy of `target` for one request;
+/// Err is the response that refuses it.
+fn check(
+    conn: &Conn,
+    state: &State,
+    target: &WorkloadInfo,
+    source: Option<&Identity>,
+    parts: &mut http::request::Parts,
+    log: &mut RequestLog,
+    grpc: bool,
+) -> Result<(), Response<DownBody>> {
+    let table = &state.l7;
+    let jwt: Vec<&jwt::JwtPolicy> = table
+        .jwt
+        .iter()
+        .filter(|p| p.applies(&target.namespace, &target.labels))
+        .collect();
+    let authn = match jwt::authenticate(&jwt, &parts.headers) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(route = %log.route, source = %conn.source_key(), destination = %target.key(), "{e}");
+            log.flags = "UAEX";
+            let mut r = local(StatusCode::UNAUTHORIZED, "invalid token\n", grpc, None);
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Err(r);
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    let request = authz::Request {
+        method: parts.method.as_str(),
+        path: &path,
+        host: &log.authority,
+        headers: &parts.headers,
+        principal: authn.as_ref().map(|a| a.principal.as_str()),
+        claims: authn.as_ref().map(|a| &a.claims),
+    };
+    let verdict = authz::evaluate(
+        &state.objects.authorization_policies,
+        authz::Target {
+            namespace: &target.namespace,
+            labels: &target.labels,
+        },
+        &authz::Connection {
+            source,
+            source_ip: conn.client.ip(),
+            destination_port: conn.original.port(),
+            l7: authz::L7::Request(&request),
+        },
+    );
+    if let authz::Decision::Deny { policy } = &verdict.decision {
+        let src = source.map(ToString::to_string).unwrap_or_else(|| conn.source_key());
+        tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, policy = %policy, "request denied");
+        log.flags = "AZ";
+        return Err(local(StatusCode::FORBIDDEN, "access denied\n", grpc, None));
+    }
+    if let Some(a) = authn {
+        if let Some(h) = &a.strip {
+            parts.headers.remove(h.as_str());
+        }
+        for (h, v) in &a.headers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(h.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                parts.headers.insert(n, v);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// HTTP/2 upstream for ports whose appProtocol says so.

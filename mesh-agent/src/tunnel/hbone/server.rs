@@ -22,11 +22,48 @@ use crate::{
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(
+/// What happens to each CONNECT stream of a verified peer.
+pub trait OnStream: Clone + Send + Sync + 'static {
+    fn on_stream(
+        &self,
+        req: Request<h2::RecvStream>,
+        respond: SendResponse<Bytes>,
+        peer: SocketAddr,
+        source: Arc<Identity>,
+        pod: Arc<Pod>,
+        shared: Arc<Shared>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A pod's HBONE server: deliver to the application after L4 policy.
+#[derive(Clone)]
+pub struct Deliver;
+
+impl OnStream for Deliver {
+    fn on_stream(
+        &self,
+        req: Request<h2::RecvStream>,
+        respond: SendResponse<Bytes>,
+        peer: SocketAddr,
+        source: Arc<Identity>,
+        pod: Arc<Pod>,
+        shared: Arc<Shared>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        stream(req, respond, peer, source, pod, shared)
+    }
+}
+
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, pod: Arc<Pod>, shared: Arc<Shared>) {
+    serve_with(listener, acceptor, pod, shared, Deliver).await
+}
+
+/// An HBONE server whose streams go to `on`.
+pub async fn serve_with<S: OnStream>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     pod: Arc<Pod>,
     shared: Arc<Shared>,
+    on: S,
 ) {
     loop {
         match listener.accept().await {
@@ -38,6 +75,7 @@ pub async fn serve(
                     acceptor.clone(),
                     pod.clone(),
                     shared.clone(),
+                    on.clone(),
                 ));
             }
             Err(e) => {
@@ -48,12 +86,13 @@ pub async fn serve(
     }
 }
 
-async fn connection(
+async fn connection<S: OnStream>(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     pod: Arc<Pod>,
     shared: Arc<Shared>,
+    on: S,
 ) {
     let c = &pod.counters;
     let _ = tcp.set_nodelay(true);
@@ -115,14 +154,9 @@ async fn connection(
     while let Some(next) = h2.accept().await {
         match next {
             Ok((req, respond)) => {
-                tokio::spawn(stream(
-                    req,
-                    respond,
-                    peer,
-                    source.clone(),
-                    pod.clone(),
-                    shared.clone(),
-                ));
+                let on = on.clone();
+                let (source, pod, shared) = (source.clone(), pod.clone(), shared.clone());
+                tokio::spawn(async move { on.on_stream(req, respond, peer, source, pod, shared).await });
             }
             Err(e) => {
                 tracing::debug!(pod = %pod.key, %peer, "HBONE connection ended: {e}");
@@ -132,7 +166,7 @@ async fn connection(
     }
 }
 
-fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, reason: &str) {
+pub fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, reason: &str) {
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     if let Ok(v) = reason.parse() {

@@ -1,0 +1,358 @@
+//! `mesh-agent waypoint`: the waypoint module as a process of its own, a member of
+//! the mesh with its own Workload and identity.
+//! - `--hbone`: a shared waypoint. Node agents send the traffic of Services labelled
+//!   `ferrymesh.io/use-waypoint: <this workload>` here as HBONE streams whose target
+//!   is the Service address; each stream is served as HTTP and routed.
+//! - `--gateway ns/name` with `--http`/`--https`: an ingress API gateway. Clients
+//!   outside the mesh speak plain HTTP or TLS; routes whose parentRef is this Gateway
+//!   pick backends, reached over mesh mTLS with the gateway's identity. Policy that
+//!   selects the gateway's workload (JWT, authorization) and route rate limits apply
+//!   at the edge.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
+
+use super::{server, Parent};
+use crate::{
+    app::{self, IdentityArgs},
+    config,
+    identity::Identity,
+    inpod,
+    metrics::Metrics,
+    shared::{Pod, Shared},
+    state::{State, StateHandle},
+    tls,
+    tunnel::hbone::{io::H2Io, server as hbone_server},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    #[error("workload {0} is not in the config; the waypoint needs its own Workload object (labelled ferrymesh.io/dataplane-mode: none so that no node agent captures it)")]
+    NoWorkload(String),
+    #[error("{0} is not namespace/name")]
+    BadName(String),
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("edge TLS: {0}")]
+    EdgeTls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("give --hbone, or --gateway with --http and/or --https")]
+    NothingToServe,
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub config: PathBuf,
+    pub node: String,
+    /// namespace/name of the waypoint's own Workload.
+    pub workload: String,
+    pub hbone: bool,
+    pub gateway: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub metrics: SocketAddr,
+    pub reload_interval: Duration,
+    pub worker_threads: usize,
+    pub identity: IdentityArgs,
+}
+
+pub fn run(args: Args) -> Result<(), Error> {
+    inpod::init_home().map_err(Error::Runtime)?;
+    app::raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    rt.block_on(serve(args))
+}
+
+fn split(name: &str) -> Result<(String, String), Error> {
+    name.split_once('/')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| Error::BadName(name.to_owned()))
+}
+
+fn edge_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::EdgeTls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::EdgeTls(format!("{}: {e}", key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::EdgeTls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::EdgeTls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Shared-waypoint streams: the target is a Service address.
+#[derive(Clone)]
+struct Streams;
+
+impl hbone_server::OnStream for Streams {
+    async fn on_stream(
+        &self,
+        req: Request<h2::RecvStream>,
+        respond: SendResponse<Bytes>,
+        peer: SocketAddr,
+        source: Arc<Identity>,
+        pod: Arc<Pod>,
+        shared: Arc<Shared>,
+    ) {
+        stream(req, respond, peer, source, pod, shared).await
+    }
+}
+
+async fn stream(
+    req: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    source: Arc<Identity>,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
+    if req.method() != http::Method::CONNECT {
+        return hbone_server::refuse(respond, StatusCode::METHOD_NOT_ALLOWED, "HBONE accepts CONNECT only");
+    }
+    let Some(target) = req.uri().authority().and_then(|a| a.as_str().parse::<SocketAddr>().ok()) else {
+        return hbone_server::refuse(respond, StatusCode::BAD_REQUEST, "authority must be ip:port");
+    };
+    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+    let state = shared.state.load();
+    let parent = match super::decide(&state, target) {
+        Some(p) => p,
+        None => match state.services_by_vip.get(&target.ip()) {
+            Some(s) if s.ports.iter().any(|p| p.port == target.port()) => Parent::Service {
+                service: s.clone(),
+                port: target.port(),
+            },
+            _ => {
+                return hbone_server::refuse(respond, StatusCode::BAD_REQUEST, "target is not a Service this waypoint serves");
+            }
+        },
+    };
+    drop(state);
+    let send = match respond.send_response(Response::new(()), false) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let io = H2Io::new(send, req.into_body());
+    let conn = Arc::new(server::Conn {
+        pod,
+        shared,
+        parent,
+        source: Some((*source).clone()),
+        client: peer,
+        original: target,
+    });
+    if let Err(e) = server::serve(io, conn).await {
+        tracing::debug!(%peer, %target, "waypoint stream ended: {e}");
+    }
+}
+
+async fn edge(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, pod: Arc<Pod>, shared: Arc<Shared>, gateway: String) {
+    loop {
+        let (tcp, client) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("edge accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let original = tcp.local_addr().unwrap_or(client);
+        let (pod, shared, tls, gateway) = (pod.clone(), shared.clone(), tls.clone(), gateway.clone());
+        tokio::spawn(async move {
+            let state = shared.state.load();
+            let Some(workload) = state.workloads_by_ip.get(&pod.addresses[0]).cloned() else {
+                return;
+            };
+            drop(state);
+            let conn = Arc::new(server::Conn {
+                pod,
+                shared,
+                parent: Parent::Gateway { key: gateway, workload },
+                source: None,
+                client: SocketAddr::new(client.ip().to_canonical(), client.port()),
+                original,
+            });
+            let r = match tls {
+                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => server::serve(s, conn).await,
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+                None => server::serve(tcp, conn).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(%client, "edge connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn admin(listener: TcpListener, shared: Arc<Shared>, ready: Arc<AtomicBool>, generation: Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let (shared, ready, generation) = (shared.clone(), ready.clone(), generation.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (status, body) = match req.uri().path() {
+                    "/metrics" => (StatusCode::OK, shared.telemetry.encode()),
+                    "/healthz/ready" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
+                    "/healthz/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
+                    "/stats" => (
+                        StatusCode::OK,
+                        serde_json::json!({"config": {"generation": generation.load(Ordering::Relaxed)}}).to_string(),
+                    ),
+                    _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+                };
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = status;
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+}
+
+async fn serve(args: Args) -> Result<(), Error> {
+    if !args.hbone && (args.gateway.is_none() || (args.http.is_none() && args.https.is_none())) {
+        return Err(Error::NothingToServe);
+    }
+    let objects = config::load(&args.config)?;
+    let state = StateHandle::default();
+    state.store(State::build(1, objects));
+    let (ns, name) = split(&args.workload)?;
+    let w = state
+        .load()
+        .workloads
+        .iter()
+        .find(|w| w.namespace == ns && w.name == name)
+        .cloned()
+        .ok_or_else(|| Error::NoWorkload(args.workload.clone()))?;
+    let edge_acceptor = match (&args.https, &args.tls_cert, &args.tls_key) {
+        (Some(_), Some(c), Some(k)) => Some(edge_tls(c, k)?),
+        (Some(_), _, _) => return Err(Error::EdgeTls("--https needs --tls-cert and --tls-key".into())),
+        _ => None,
+    };
+    let (certs, roots) = app::cert_manager(&args.node, &args.identity).map_err(|e| Error::Identity(e.to_string()))?;
+    let certs = Arc::new(certs);
+    let identity = Identity::new(&args.identity.trust_domain, &w.namespace, &w.service_account);
+    certs.acquire(&identity);
+    let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net")).map_err(|e| Error::Identity(e.to_string()))?;
+    let metrics = Metrics::default();
+    let pod = Arc::new(Pod {
+        key: w.key(),
+        netns,
+        identity: identity.clone(),
+        addresses: w.addresses.clone(),
+        counters: metrics.workload(&w.key()),
+        waypoint: Default::default(),
+    });
+    let shared = Arc::new(Shared::new(None, state.clone(), args.identity.trust_domain.clone(), certs.clone(), roots.clone(), true));
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                t.tick().await;
+                shared.pool.expire_idle().await;
+            }
+        });
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    tokio::spawn(admin(bind(args.metrics).await?, shared.clone(), ready.clone(), generation.clone()));
+    if args.hbone {
+        let resolver = Arc::new(tls::PodCertResolver {
+            manager: certs.clone(),
+            identity: identity.clone(),
+        });
+        let cfg = tls::server_config(resolver, roots.clone()).map_err(|e| Error::Identity(e.to_string()))?;
+        let addr = SocketAddr::from(([0u16; 8], mesh_common::ports::HBONE));
+        let l = bind(addr).await?;
+        tokio::spawn(hbone_server::serve_with(l, tokio_rustls::TlsAcceptor::from(cfg), pod.clone(), shared.clone(), Streams));
+    }
+    if let Some(gw) = &args.gateway {
+        if let Some(addr) = args.http {
+            tokio::spawn(edge(bind(addr).await?, None, pod.clone(), shared.clone(), gw.clone()));
+        }
+        if let Some(addr) = args.https {
+            tokio::spawn(edge(bind(addr).await?, edge_acceptor.clone(), pod.clone(), shared.clone(), gw.clone()));
+        }
+    }
+    if certs.wait(&identity, Duration::from_secs(10)).await.is_none() {
+        tracing::warn!(%identity, "no certificate yet; is the CA reachable and does it know this workload's node?");
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(workload = %w.key(), %identity, hbone = args.hbone, gateway = ?args.gateway, "waypoint ready");
+
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+    let mut tick = tokio::time::interval(args.reload_interval);
+    let mut seen = app::fingerprint(&args.config);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {}
+        }
+        let now = app::fingerprint(&args.config);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match config::load(&args.config) {
+            Ok(objects) => {
+                let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                state.store(State::build(g, objects));
+                tracing::info!(generation = g, "config reloaded");
+            }
+            Err(e) => tracing::error!("config refused, the last good config stays in force: {e}"),
+        }
+    }
+    tracing::info!("waypoint shutting down");
+    certs.release(&identity);
+    Ok(())
+}
