@@ -127,13 +127,13 @@ struct WaypointFlags {
     #[arg(long)]
     hbone: bool,
     /// Act as this Gateway (namespace/name): routes whose parentRef is it apply.
-    #[arg(long, requires = "edge")]
+    #[arg(long)]
     gateway: Option<String>,
     /// Plain HTTP listener for clients outside the mesh (e.g. [::]:8000).
-    #[arg(long, group = "edge")]
+    #[arg(long)]
     http: Option<SocketAddr>,
     /// TLS listener for clients outside the mesh (e.g. [::]:8443).
-    #[arg(long, group = "edge", requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     https: Option<SocketAddr>,
     /// Edge certificate chain (PEM).
     #[arg(long)]

@@ -330,6 +330,20 @@ impl Lab {
                 ])?;
             }
         }
+        // The fabric (where the CA listens, IPv4 only) reaches pods through their
+        // node, as a control plane reaches pods through the pod network.
+        for m in 1..=self.nodes.len() {
+            let fabric = self.fabric.clone();
+            ip(&[
+                "-n",
+                &fabric,
+                "route",
+                "add",
+                &format!("198.19.{m}.0/24"),
+                "via",
+                &format!("198.18.0.{m}"),
+            ])?;
+        }
         let pods = self.spec.pods.clone();
         for spec in pods {
             let (i, node) = self
@@ -957,6 +971,56 @@ impl Lab {
             .with_context(|| format!("running {program} in {pod}"))
     }
 
+    /// Runs `mesh-agent waypoint` as pod `pod` (a Workload that opted out of capture
+    /// with `ferrymesh.io/dataplane-mode: none`), with `args` added; waits until its
+    /// readiness endpoint (127.0.0.1:15020 in the pod) says ready.
+    pub fn start_waypoint(&self, pod: &str, args: &[&str]) -> Result<Waypoint> {
+        let p = self.pod(pod).clone();
+        let log = self.dir.join(format!("waypoint-{pod}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = in_cgroup_and_netns(&p.cgroup, &p.netns, &agent_binary()?)
+            .args(["waypoint", "--config"])
+            .arg(&self.config)
+            .args([
+                "--node",
+                &p.spec.node,
+                "--workload",
+                &format!("{}/{}", p.spec.namespace, pod),
+            ])
+            .args(["--metrics", "127.0.0.1:15020", "--reload-ms", "100"])
+            .args(self.ca_args(&p.spec.node))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting mesh-agent waypoint")?;
+        let mut w = Waypoint {
+            child,
+            log,
+            netns: p.netns_path(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) =
+                netns::http_get(&w.netns, "127.0.0.1:15020".parse()?, "/healthz/ready")
+            {
+                return Ok(w);
+            }
+            if let Ok(Some(status)) = w.child.try_wait() {
+                bail!("waypoint {pod} exited ({status}):\n{}", w.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("waypoint {pod} not ready after 20s:\n{}", w.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts an echo server in a pod and waits until it listens.
     pub fn server(&self, pod: &str, ports: &[u16]) -> Result<App> {
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
@@ -1012,5 +1076,29 @@ impl Drop for Lab {
         }
         let _ = ip(&["netns", "del", &self.fabric]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `mesh-agent waypoint` process; killed when dropped.
+pub struct Waypoint {
+    child: Child,
+    pub log: PathBuf,
+    netns: PathBuf,
+}
+
+impl Waypoint {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// GET on its metrics/readiness/stats endpoint.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        netns::http_get(&self.netns, "127.0.0.1:15020".parse()?, path)
+    }
+}
+
+impl Drop for Waypoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

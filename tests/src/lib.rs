@@ -13,4 +13,4 @@ pub mod netns;
 pub mod sys;
 
 pub use app::App;
-pub use lab::{Lab, LabSpec, PodSpec, ServiceSpec};
+pub use lab::{Lab, LabSpec, PodSpec, ServiceSpec, Waypoint};

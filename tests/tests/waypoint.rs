@@ -52,22 +52,29 @@ struct L7Lab {
 }
 
 fn l7_lab(extra_agent_args: &[&str]) -> L7Lab {
+    l7_lab_with(extra_agent_args, vec![])
+}
+
+/// The L7 lab plus `extra` pods (and a `plain` namespace outside the mesh).
+fn l7_lab_with(extra_agent_args: &[&str], extra: Vec<PodSpec>) -> L7Lab {
+    let mut pods = vec![
+        PodSpec::new("client", "shop", "a"),
+        PodSpec::new("other", "shop", "a"),
+        PodSpec::new("web-v1", "shop", "b")
+            .label("svc", "web")
+            .label("version", "v1"),
+        PodSpec::new("web-v2", "shop", "a")
+            .label("svc", "web")
+            .label("version", "v2"),
+        PodSpec::new("mirror", "shop", "b"),
+    ];
+    pods.extend(extra);
     let spec = LabSpec {
         agent_args: extra_agent_args.iter().map(|a| a.to_string()).collect(),
         local_ca: false,
         nodes: vec!["a".into(), "b".into()],
-        namespaces: vec![("shop".into(), true)],
-        pods: vec![
-            PodSpec::new("client", "shop", "a"),
-            PodSpec::new("other", "shop", "a"),
-            PodSpec::new("web-v1", "shop", "b")
-                .label("svc", "web")
-                .label("version", "v1"),
-            PodSpec::new("web-v2", "shop", "a")
-                .label("svc", "web")
-                .label("version", "v2"),
-            PodSpec::new("mirror", "shop", "b"),
-        ],
+        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
+        pods,
         services: vec![],
     };
     let mut lab = Lab::new(spec).expect("lab");
@@ -937,5 +944,234 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     assert!(
         l.seen("198.18.100.51")["/"].is_null(),
         "the unfinished request never went upstream"
+    );
+}
+
+const STANDALONE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: shared, namespace: shop, labels: {ferrymesh.io/use-waypoint: waypoint}}
+spec:
+  clusterIPs: [198.18.100.60]
+  selector: {svc: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shared, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: shared, port: 80}]
+  rules:
+  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-via, value: shared-waypoint}]}}]
+    backendRefs: [{name: web-v1, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: edge, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - name: app
+    matches: [{path: {type: PathPrefix, value: /app}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - name: secure
+    matches: [{path: {type: PathPrefix, value: /secure}}]
+    backendRefs: [{name: web-v1, port: 80}]
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: edge-limit, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: edge, sectionName: app}]
+  rateLimit: {requests: 3, interval: 1m, perSource: true}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: edge-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: gateway}}
+  jwtRules:
+  - issuer: https://issuer.lab
+    jwks: '{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"ZmVycnltZXNoLWxhYi1qd3Qtc2VjcmV0LTAxMjM0NTY3ODk"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge-authz, namespace: shop}
+spec:
+  selector: {matchLabels: {app: gateway}}
+  rules:
+  - to: [{operation: {paths: ["/app", "/app/*"]}}]
+  - from: [{source: {requestPrincipals: ["https://issuer.lab/*"]}}]
+    to: [{operation: {paths: ["/secure/*"]}}]
+"#;
+
+#[test]
+fn standalone_shared_waypoint_and_ingress_gateway() {
+    let opted_out = |name: &str, node: &str| {
+        PodSpec::new(name, "shop", node).label("ferrymesh.io/dataplane-mode", "none")
+    };
+    let mut l = l7_lab_with(
+        &[],
+        vec![
+            opted_out("waypoint", "a"),
+            opted_out("gateway", "a"),
+            PodSpec::new("outsider", "plain", "b"),
+        ],
+    );
+    l.apply(STANDALONE);
+    // Edge certificate for edge.lab.
+    let (cert, key) = (l.lab.dir.join("edge.crt"), l.lab.dir.join("edge.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=edge.lab",
+            "-addext",
+            "subjectAltName=DNS:edge.lab",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shared = l
+        .lab
+        .start_waypoint("waypoint", &["--hbone"])
+        .expect("shared waypoint");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let gateway = l
+        .lab
+        .start_waypoint(
+            "gateway",
+            &[
+                "--gateway",
+                "shop/edge",
+                "--http",
+                "[::]:8000",
+                "--https",
+                "[::]:8443",
+                "--tls-cert",
+                &cert_s,
+                "--tls-key",
+                &key_s,
+            ],
+        )
+        .expect("gateway");
+
+    // Shared waypoint: the client's agent sends the Service's traffic to it over
+    // HBONE; the waypoint routes (its filter adds x-via) and calls web-v1 with its
+    // own identity.
+    let (code, v) = l.echo("client", &["http://198.18.100.60/through"]);
+    assert_eq!(code, 200, "{v}\n{}", shared.log_text());
+    assert_eq!(v["server"], "v1", "{v}");
+    assert_eq!(v["headers"]["x-via"], "shared-waypoint", "{v}");
+    let (_, metrics) = shared.get("/metrics").expect("waypoint metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|m| m.starts_with("ferrymesh_requests_total{")
+                && m.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/client\"")
+                && m.contains(
+                    "destination_principal=\"spiffe://cluster.local/ns/shop/sa/web-v1\""
+                )),
+        "{metrics}"
+    );
+    assert!(
+        !l.lab.agent_log("a").contains("\"path\":\"/through\""),
+        "the node agent did not terminate HTTP itself"
+    );
+
+    // Ingress gateway: a client outside the mesh, plain HTTP and TLS.
+    let gw = l.lab.pod("gateway").ip4;
+    let (code, v) = l.echo("outsider", &[&format!("http://{gw}:8000/app/1")]);
+    assert_eq!(
+        (code, v["server"].as_str()),
+        (200, Some("v2")),
+        "{v}\n{}",
+        gateway.log_text()
+    );
+    let (code, v) = l.echo(
+        "outsider",
+        &[
+            "--http1.1",
+            "--cacert",
+            &cert_s,
+            "--resolve",
+            &format!("edge.lab:8443:{gw}"),
+            "https://edge.lab:8443/app/2",
+        ],
+    );
+    assert_eq!(
+        (code, v["server"].as_str()),
+        (200, Some("v2")),
+        "TLS at the edge: {v}"
+    );
+    assert_eq!(v["version"], "HTTP/1.1", "{v}");
+    let (code, v) = l.echo(
+        "outsider",
+        &[
+            "--http2",
+            "--cacert",
+            &cert_s,
+            "--resolve",
+            &format!("edge.lab:8443:{gw}"),
+            "https://edge.lab:8443/app/3",
+        ],
+    );
+    assert_eq!(code, 200, "HTTP/2 over TLS (ALPN h2) at the edge: {v}");
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    // Rate limit at the edge: 3 per minute per client address.
+    assert_eq!(
+        l.curl("outsider", &[&format!("http://{gw}:8000/app/4")]).0,
+        429
+    );
+    // JWT at the edge: /secure needs a valid token.
+    assert_eq!(
+        l.curl("outsider", &[&format!("http://{gw}:8000/secure/x")])
+            .0,
+        403
+    );
+    let bad = token("https://issuer.lab", "web", -3600);
+    assert_eq!(
+        l.curl(
+            "outsider",
+            &[
+                "-H",
+                &format!("authorization: Bearer {bad}"),
+                &format!("http://{gw}:8000/secure/x")
+            ]
+        )
+        .0,
+        401
+    );
+    let good = token("https://issuer.lab", "web", 600);
+    let (code, v) = l.echo(
+        "outsider",
+        &[
+            "-H",
+            &format!("authorization: Bearer {good}"),
+            &format!("http://{gw}:8000/secure/x"),
+        ],
+    );
+    assert_eq!((code, v["server"].as_str()), (200, Some("v1")), "{v}");
+    // No route at the edge: 404.
+    assert_eq!(
+        l.curl("outsider", &[&format!("http://{gw}:8000/nothing")])
+            .0,
+        404
     );
 }

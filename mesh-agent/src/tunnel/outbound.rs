@@ -49,7 +49,12 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         drop(state);
         // The Service's traffic goes through its shared waypoint: one HBONE stream
         // to the waypoint whose target is the Service address itself.
-        let Some(via) = wp.addresses.iter().copied().find(|a| a.is_ipv4() == original.is_ipv4()) else {
+        let Some(via) = wp
+            .addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == original.is_ipv4())
+        else {
             c.outbound_failed.inc();
             tracing::warn!(pod = %pod.key, waypoint = %wp.key(), "the waypoint has no address of this family");
             return;

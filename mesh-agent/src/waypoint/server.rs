@@ -535,7 +535,15 @@ async fn route(
     // 5. Authentication and authorization: at the edge for the gateway itself,
     // then for the destination workload.
     if let Parent::Gateway { workload, .. } = &conn.parent {
-        if let Err(r) = check(conn, &state, workload, conn.source.as_ref(), &mut parts, log, grpc) {
+        if let Err(r) = check(
+            conn,
+            &state,
+            workload,
+            conn.source.as_ref(),
+            &mut parts,
+            log,
+            grpc,
+        ) {
             return r;
         }
     }
@@ -894,7 +902,9 @@ fn check(
         },
     );
     if let authz::Decision::Deny { policy } = &verdict.decision {
-        let src = source.map(ToString::to_string).unwrap_or_else(|| conn.source_key());
+        let src = source
+            .map(ToString::to_string)
+            .unwrap_or_else(|| conn.source_key());
         tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, policy = %policy, "request denied");
         log.flags = "AZ";
         return Err(local(StatusCode::FORBIDDEN, "access denied\n", grpc, None));

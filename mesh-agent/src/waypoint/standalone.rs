@@ -107,13 +107,16 @@ fn edge_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, 
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::EdgeTls(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::EdgeTls(format!("{}: {e}", key.display())))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::EdgeTls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::EdgeTls(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::EdgeTls(format!("{}: {e}", key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::EdgeTls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| Error::EdgeTls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -145,10 +148,22 @@ async fn stream(
     shared: Arc<Shared>,
 ) {
     if req.method() != http::Method::CONNECT {
-        return hbone_server::refuse(respond, StatusCode::METHOD_NOT_ALLOWED, "HBONE accepts CONNECT only");
+        return hbone_server::refuse(
+            respond,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HBONE accepts CONNECT only",
+        );
     }
-    let Some(target) = req.uri().authority().and_then(|a| a.as_str().parse::<SocketAddr>().ok()) else {
-        return hbone_server::refuse(respond, StatusCode::BAD_REQUEST, "authority must be ip:port");
+    let Some(target) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        return hbone_server::refuse(
+            respond,
+            StatusCode::BAD_REQUEST,
+            "authority must be ip:port",
+        );
     };
     let target = SocketAddr::new(target.ip().to_canonical(), target.port());
     let state = shared.state.load();
@@ -160,7 +175,11 @@ async fn stream(
                 port: target.port(),
             },
             _ => {
-                return hbone_server::refuse(respond, StatusCode::BAD_REQUEST, "target is not a Service this waypoint serves");
+                return hbone_server::refuse(
+                    respond,
+                    StatusCode::BAD_REQUEST,
+                    "target is not a Service this waypoint serves",
+                );
             }
         },
     };
@@ -183,7 +202,13 @@ async fn stream(
     }
 }
 
-async fn edge(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, pod: Arc<Pod>, shared: Arc<Shared>, gateway: String) {
+async fn edge(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+    gateway: String,
+) {
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(x) => x,
@@ -195,7 +220,8 @@ async fn edge(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, pod
         };
         let _ = tcp.set_nodelay(true);
         let original = tcp.local_addr().unwrap_or(client);
-        let (pod, shared, tls, gateway) = (pod.clone(), shared.clone(), tls.clone(), gateway.clone());
+        let (pod, shared, tls, gateway) =
+            (pod.clone(), shared.clone(), tls.clone(), gateway.clone());
         tokio::spawn(async move {
             let state = shared.state.load();
             let Some(workload) = state.workloads_by_ip.get(&pod.addresses[0]).cloned() else {
@@ -205,17 +231,23 @@ async fn edge(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, pod
             let conn = Arc::new(server::Conn {
                 pod,
                 shared,
-                parent: Parent::Gateway { key: gateway, workload },
+                parent: Parent::Gateway {
+                    key: gateway,
+                    workload,
+                },
                 source: None,
                 client: SocketAddr::new(client.ip().to_canonical(), client.port()),
                 original,
             });
             let r = match tls {
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => server::serve(s, conn).await,
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => Err("TLS handshake timed out".into()),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(s)) => server::serve(s, conn).await,
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
                 None => server::serve(tcp, conn).await,
             };
             if let Err(e) = r {
@@ -225,9 +257,16 @@ async fn edge(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, pod
     }
 }
 
-async fn admin(listener: TcpListener, shared: Arc<Shared>, ready: Arc<AtomicBool>, generation: Arc<std::sync::atomic::AtomicU64>) {
+async fn admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ready: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let (shared, ready, generation) = (shared.clone(), ready.clone(), generation.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -253,7 +292,9 @@ async fn admin(listener: TcpListener, shared: Arc<Shared>, ready: Arc<AtomicBool
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
 }
 
 async fn serve(args: Args) -> Result<(), Error> {
@@ -273,14 +314,24 @@ async fn serve(args: Args) -> Result<(), Error> {
         .ok_or_else(|| Error::NoWorkload(args.workload.clone()))?;
     let edge_acceptor = match (&args.https, &args.tls_cert, &args.tls_key) {
         (Some(_), Some(c), Some(k)) => Some(edge_tls(c, k)?),
-        (Some(_), _, _) => return Err(Error::EdgeTls("--https needs --tls-cert and --tls-key".into())),
+        (Some(_), _, _) => {
+            return Err(Error::EdgeTls(
+                "--https needs --tls-cert and --tls-key".into(),
+            ))
+        }
         _ => None,
     };
-    let (certs, roots) = app::cert_manager(&args.node, &args.identity).map_err(|e| Error::Identity(e.to_string()))?;
+    let (certs, roots) = app::cert_manager(&args.node, &args.identity)
+        .map_err(|e| Error::Identity(e.to_string()))?;
     let certs = Arc::new(certs);
-    let identity = Identity::new(&args.identity.trust_domain, &w.namespace, &w.service_account);
+    let identity = Identity::new(
+        &args.identity.trust_domain,
+        &w.namespace,
+        &w.service_account,
+    );
     certs.acquire(&identity);
-    let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net")).map_err(|e| Error::Identity(e.to_string()))?;
+    let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net"))
+        .map_err(|e| Error::Identity(e.to_string()))?;
     let metrics = Metrics::default();
     let pod = Arc::new(Pod {
         key: w.key(),
@@ -290,7 +341,14 @@ async fn serve(args: Args) -> Result<(), Error> {
         counters: metrics.workload(&w.key()),
         waypoint: Default::default(),
     });
-    let shared = Arc::new(Shared::new(None, state.clone(), args.identity.trust_domain.clone(), certs.clone(), roots.clone(), true));
+    let shared = Arc::new(Shared::new(
+        None,
+        state.clone(),
+        args.identity.trust_domain.clone(),
+        certs.clone(),
+        roots.clone(),
+        true,
+    ));
     {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -303,26 +361,54 @@ async fn serve(args: Args) -> Result<(), Error> {
     }
     let ready = Arc::new(AtomicBool::new(false));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    tokio::spawn(admin(bind(args.metrics).await?, shared.clone(), ready.clone(), generation.clone()));
+    tokio::spawn(admin(
+        bind(args.metrics).await?,
+        shared.clone(),
+        ready.clone(),
+        generation.clone(),
+    ));
     if args.hbone {
         let resolver = Arc::new(tls::PodCertResolver {
             manager: certs.clone(),
             identity: identity.clone(),
         });
-        let cfg = tls::server_config(resolver, roots.clone()).map_err(|e| Error::Identity(e.to_string()))?;
+        let cfg = tls::server_config(resolver, roots.clone())
+            .map_err(|e| Error::Identity(e.to_string()))?;
         let addr = SocketAddr::from(([0u16; 8], mesh_common::ports::HBONE));
         let l = bind(addr).await?;
-        tokio::spawn(hbone_server::serve_with(l, tokio_rustls::TlsAcceptor::from(cfg), pod.clone(), shared.clone(), Streams));
+        tokio::spawn(hbone_server::serve_with(
+            l,
+            tokio_rustls::TlsAcceptor::from(cfg),
+            pod.clone(),
+            shared.clone(),
+            Streams,
+        ));
     }
     if let Some(gw) = &args.gateway {
         if let Some(addr) = args.http {
-            tokio::spawn(edge(bind(addr).await?, None, pod.clone(), shared.clone(), gw.clone()));
+            tokio::spawn(edge(
+                bind(addr).await?,
+                None,
+                pod.clone(),
+                shared.clone(),
+                gw.clone(),
+            ));
         }
         if let Some(addr) = args.https {
-            tokio::spawn(edge(bind(addr).await?, edge_acceptor.clone(), pod.clone(), shared.clone(), gw.clone()));
+            tokio::spawn(edge(
+                bind(addr).await?,
+                edge_acceptor.clone(),
+                pod.clone(),
+                shared.clone(),
+                gw.clone(),
+            ));
         }
     }
-    if certs.wait(&identity, Duration::from_secs(10)).await.is_none() {
+    if certs
+        .wait(&identity, Duration::from_secs(10))
+        .await
+        .is_none()
+    {
         tracing::warn!(%identity, "no certificate yet; is the CA reachable and does it know this workload's node?");
     }
     ready.store(true, Ordering::Relaxed);

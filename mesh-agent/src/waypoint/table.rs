@@ -613,9 +613,11 @@ impl Table {
             for r in &p.spec.target_refs {
                 match r.kind.as_str() {
                     "Service" | "HTTPRoute" | "GRPCRoute" => {}
-                    k => return Err(ctx.err(format!(
+                    k => {
+                        return Err(ctx.err(format!(
                         "spec.targetRefs: kind {k:?} is not one of Service, HTTPRoute, GRPCRoute"
-                    ))),
+                    )))
+                    }
                 }
                 if r.kind != "Service" {
                     continue;

@@ -53,7 +53,12 @@ impl OnStream for Deliver {
     }
 }
 
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, pod: Arc<Pod>, shared: Arc<Shared>) {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    pod: Arc<Pod>,
+    shared: Arc<Shared>,
+) {
     serve_with(listener, acceptor, pod, shared, Deliver).await
 }
 
@@ -156,7 +161,9 @@ async fn connection<S: OnStream>(
             Ok((req, respond)) => {
                 let on = on.clone();
                 let (source, pod, shared) = (source.clone(), pod.clone(), shared.clone());
-                tokio::spawn(async move { on.on_stream(req, respond, peer, source, pod, shared).await });
+                tokio::spawn(
+                    async move { on.on_stream(req, respond, peer, source, pod, shared).await },
+                );
             }
             Err(e) => {
                 tracing::debug!(pod = %pod.key, %peer, "HBONE connection ended: {e}");
