@@ -1021,6 +1021,18 @@ impl Lab {
         }
     }
 
+    /// Starts a program inside a pod's cgroup and netns without waiting for it.
+    pub fn spawn_in_pod(&self, pod: &str, program: &str, args: &[&str]) -> Result<Child> {
+        let p = self.pod(pod);
+        in_cgroup_and_netns(&p.cgroup, &p.netns, Path::new(program))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {program} in {pod}"))
+    }
+
     /// Starts an echo server in a pod and waits until it listens.
     pub fn server(&self, pod: &str, ports: &[u16]) -> Result<App> {
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

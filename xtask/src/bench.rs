@@ -206,6 +206,11 @@ fn rss(lab: &Lab) -> Vec<u64> {
 pub fn run(out: &Path) -> Result<()> {
     bootstrap::ensure()?;
     build::all(true)?;
+    // FERRYMESH_BENCH_ONLY=l7 runs only the HTTP part.
+    if std::env::var("FERRYMESH_BENCH_ONLY").as_deref() == Ok("l7") {
+        let l7 = crate::bench_l7::run(quick())?;
+        return write(out, &json!({"l7": l7}));
+    }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
     let mut lab = Lab::new(spec())?;
     lab.start_agents()?;
@@ -331,6 +336,10 @@ pub fn run(out: &Path) -> Result<()> {
         if growth_max <= 8192.0 { "met" } else { "MISSED" },
     );
     println!("HBONE pool on node a after the 10k connections: {pool}");
+    let l7 = crate::bench_l7::run(quick())?;
+    if let Some(t) = l7["targets"].as_array() {
+        verdicts.extend(t.iter().cloned());
+    }
     verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": idle_max <= 8192}));
     verdicts.push(json!({"metric": "RSS growth per open connection bytes", "value": growth_max, "target": "<= 8192", "met": growth_max <= 8192.0}));
     let missed = verdicts.iter().filter(|v| v["met"] == false).count();
@@ -344,11 +353,16 @@ pub fn run(out: &Path) -> Result<()> {
         "per_round": {"no_mesh": base_r, "plaintext": plain_r, "mtls": mtls_r},
         "agent_rss_kib": {"idle": idle, "with_open_connections": loaded, "open_connections": conns, "growth_bytes_per_connection": growth},
         "hbone_pool_node_a": pool,
+        "l7": l7,
     });
+    write(out, &report)
+}
+
+fn write(out: &Path, report: &Value) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(out, serde_json::to_string_pretty(report)?)?;
     println!("wrote {}", out.display());
     Ok(())
 }

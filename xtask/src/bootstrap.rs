@@ -14,6 +14,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("util-linux", "nsenter"),
     ("procps", "sysctl"),
+    ("tcpdump", "tcpdump"),
+    // Waypoint tests and bench: real HTTP/1.1, HTTP/2 and TLS clients.
+    ("curl", "curl"),
+    ("nghttp2-client", "h2load"),
+    ("openssl", "openssl"),
 ];
 
 pub fn step(msg: &str) {
