@@ -19,6 +19,120 @@ fn show_counters(lab: &Lab, node: &str, workload: &str) -> Result<()> {
     Ok(())
 }
 
+const POLICY: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: shop}\n\
+     spec:\n  selector: {matchLabels: {app: server}}\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]\n---\n";
+
+const L7: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.80]
+  selector: {svc: web}
+  ports: [{name: http, port: 80, targetPort: 8080, appProtocol: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v1, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.81]
+  selector: {version: v1}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v2, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.82]
+  selector: {version: v2}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-canary, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - name: canary
+    backendRefs: [{name: web-v1, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-read-only, namespace: shop}
+spec:
+  selector: {matchLabels: {svc: web}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]
+    to: [{operation: {methods: [GET, HEAD]}}]
+"#;
+
+/// The L7 waypoint: a canary split by weight and a per-request policy denial.
+fn l7(lab: &mut Lab, l4_policy: &str) -> Result<()> {
+    step("L7: Service shop/web (appProtocol http) gets an HTTPRoute, 90% to web-v1 and 10% to web-v2 (canary), and an AuthorizationPolicy that allows shop/client only GET/HEAD");
+    let _servers = [
+        lab.http_server("web-v1", "v1", &[])?,
+        lab.http_server("web-v2", "v2", &[])?,
+    ];
+    lab.apply_config(&format!("{l4_policy}{L7}"))?;
+    println!("    web-v1 on node-b and web-v2 on node-a run lab-http (HTTP/1.1 + HTTP/2, knows nothing of the mesh)");
+    let r = lab
+        .http_app(
+            "client",
+            &[
+                "get",
+                "--url",
+                "http://198.18.100.80/",
+                "--count",
+                "1000",
+                "--concurrency",
+                "4",
+            ],
+        )?
+        .json_result(Duration::from_secs(120))?;
+    let v1 = r["servers"]["v1"].as_u64().unwrap_or(0);
+    let v2 = r["servers"]["v2"].as_u64().unwrap_or(0);
+    ensure!(v1 + v2 == 1000, "not all requests were served: {r}");
+    println!("    1,000 GETs from shop/client to http://198.18.100.80/: web-v1 answered {v1}, web-v2 {v2} (p50 {} us, p99 {} us)", r["p50_us"], r["p99_us"]);
+    let denied = lab
+        .http_app(
+            "client",
+            &[
+                "get",
+                "--url",
+                "http://198.18.100.80/orders/7",
+                "--method",
+                "DELETE",
+            ],
+        )?
+        .json_result(Duration::from_secs(30))?;
+    ensure!(
+        denied["statuses"]["403"] == 1,
+        "DELETE should be denied: {denied}"
+    );
+    println!(
+        "    DELETE http://198.18.100.80/orders/7 from shop/client: 403, body {:?}",
+        denied["last_body"]
+    );
+    let log = lab.agent_log("node-a");
+    if let Some(line) = log.lines().rev().find(|l| l.contains("request denied")) {
+        println!(
+            "      {}",
+            line.split_once("WARN ").map(|(_, r)| r).unwrap_or(line)
+        );
+    }
+    if let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"reporter\":\"waypoint\"") && l.contains("DELETE"))
+    {
+        println!(
+            "    access log: {}",
+            line.split_once("access: ").map(|(_, r)| r).unwrap_or(line)
+        );
+    }
+    Ok(())
+}
+
 pub fn run() -> Result<()> {
     bootstrap::ensure()?;
     build::all(false)?;
@@ -153,10 +267,7 @@ pub fn run() -> Result<()> {
     );
 
     step("an AuthorizationPolicy lets only shop/client reach shop/server; legacy/outsider joins the mesh");
-    lab.set_extra_config(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: shop}\n\
-         spec:\n  selector: {matchLabels: {app: server}}\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]\n---\n",
-    )?;
+    lab.set_extra_config(POLICY)?;
     lab.set_meshed("legacy", true)?;
     lab.wait_stats("node-a", "legacy/outsider enrolled", |s| {
         s["enrolled"]
@@ -195,6 +306,8 @@ pub fn run() -> Result<()> {
     );
     println!("    shop/client is still served");
     show_counters(&lab, "node-b", "shop/server")?;
+
+    l7(&mut lab, POLICY)?;
 
     let rss: Vec<String> = ["node-a", "node-b"]
         .iter()

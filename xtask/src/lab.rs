@@ -30,6 +30,12 @@ pub fn demo_spec() -> LabSpec {
             PodSpec::new("client", "shop", "node-a"),
             PodSpec::new("server", "shop", "node-b"),
             PodSpec::new("outsider", "legacy", "node-a"),
+            PodSpec::new("web-v1", "shop", "node-b")
+                .label("svc", "web")
+                .label("version", "v1"),
+            PodSpec::new("web-v2", "shop", "node-a")
+                .label("svc", "web")
+                .label("version", "v2"),
         ],
         services: vec![ServiceSpec {
             name: "server".into(),

@@ -905,7 +905,12 @@ fn check(
         let src = source
             .map(ToString::to_string)
             .unwrap_or_else(|| conn.source_key());
-        tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, policy = %policy, "request denied");
+        let why = if policy.is_empty() {
+            "no ALLOW policy matches".to_owned()
+        } else {
+            format!("denied by policy {policy}")
+        };
+        tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, "request denied: {why}");
         log.flags = "AZ";
         return Err(local(StatusCode::FORBIDDEN, "access denied\n", grpc, None));
     }
