@@ -20,6 +20,7 @@ pub mod body;
 pub mod duration;
 pub mod filters;
 pub mod jwt;
+pub mod policy;
 pub mod ratelimit;
 pub mod router;
 pub mod server;

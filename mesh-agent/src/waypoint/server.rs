@@ -18,7 +18,7 @@ use hyper_util::{
 
 use super::{
     body::{Finish, Tracked},
-    filters, jwt,
+    filters,
     router::{self, RequestView},
     table::{Backend, Filter, ParentKey, PathCond, RouteRule},
     trace::TraceContext,
@@ -26,10 +26,9 @@ use super::{
     Parent,
 };
 use crate::{
-    authz,
     identity::Identity,
     shared::{Pod, Shared},
-    state::{State, WorkloadInfo},
+    state::State,
 };
 
 /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
@@ -56,7 +55,7 @@ pub struct Conn {
 
 impl Conn {
     /// Rate-limit and log key of the caller: its identity, else its address.
-    fn source_key(&self) -> String {
+    pub(super) fn source_key(&self) -> String {
         match &self.source {
             Some(id) => id.to_string(),
             None => self.client.ip().to_string(),
@@ -126,7 +125,12 @@ fn grpc_status(status: StatusCode) -> u32 {
 }
 
 /// A response the waypoint makes itself; gRPC callers get trailers-only form.
-fn local(status: StatusCode, body: &str, grpc: bool, grpc_code: Option<u32>) -> Response<DownBody> {
+pub(super) fn local(
+    status: StatusCode,
+    body: &str,
+    grpc: bool,
+    grpc_code: Option<u32>,
+) -> Response<DownBody> {
     if grpc {
         let code = grpc_code.unwrap_or_else(|| grpc_status(status));
         let mut r = Response::new(full(Bytes::new()));
@@ -535,7 +539,7 @@ async fn route(
     // 5. Authentication and authorization: at the edge for the gateway itself,
     // then for the destination workload.
     if let Parent::Gateway { workload, .. } = &conn.parent {
-        if let Err(r) = check(
+        if let Err(r) = super::policy::check(
             conn,
             &state,
             workload,
@@ -544,7 +548,7 @@ async fn route(
             log,
             grpc,
         ) {
-            return r;
+            return *r;
         }
     }
     if let Some(w) = state.workloads_by_ip.get(&first.ip()) {
@@ -554,8 +558,8 @@ async fn route(
             Parent::Gateway { .. } => Some(&conn.pod.identity),
             _ => conn.source.as_ref(),
         };
-        if let Err(r) = check(conn, &state, w, source, &mut parts, log, grpc) {
-            return r;
+        if let Err(r) = super::policy::check(conn, &state, w, source, &mut parts, log, grpc) {
+            return *r;
         }
     }
 
@@ -849,85 +853,6 @@ async fn route(
         filters::modify_headers(resp.headers_mut(), m);
     }
     resp
-}
-
-/// RequestAuthentication then AuthorizationPolicy of `target` for one request;
-/// Err is the response that refuses it.
-fn check(
-    conn: &Conn,
-    state: &State,
-    target: &WorkloadInfo,
-    source: Option<&Identity>,
-    parts: &mut http::request::Parts,
-    log: &mut RequestLog,
-    grpc: bool,
-) -> Result<(), Response<DownBody>> {
-    let table = &state.l7;
-    let jwt: Vec<&jwt::JwtPolicy> = table
-        .jwt
-        .iter()
-        .filter(|p| p.applies(&target.namespace, &target.labels))
-        .collect();
-    let authn = match jwt::authenticate(&jwt, &parts.headers) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(route = %log.route, source = %conn.source_key(), destination = %target.key(), "{e}");
-            log.flags = "UAEX";
-            let mut r = local(StatusCode::UNAUTHORIZED, "invalid token\n", grpc, None);
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(r);
-        }
-    };
-    let path = parts.uri.path().to_owned();
-    let request = authz::Request {
-        method: parts.method.as_str(),
-        path: &path,
-        host: &log.authority,
-        headers: &parts.headers,
-        principal: authn.as_ref().map(|a| a.principal.as_str()),
-        claims: authn.as_ref().map(|a| &a.claims),
-    };
-    let verdict = authz::evaluate(
-        &state.objects.authorization_policies,
-        authz::Target {
-            namespace: &target.namespace,
-            labels: &target.labels,
-        },
-        &authz::Connection {
-            source,
-            source_ip: conn.client.ip(),
-            destination_port: conn.original.port(),
-            l7: authz::L7::Request(&request),
-        },
-    );
-    if let authz::Decision::Deny { policy } = &verdict.decision {
-        let src = source
-            .map(ToString::to_string)
-            .unwrap_or_else(|| conn.source_key());
-        let why = if policy.is_empty() {
-            "no ALLOW policy matches".to_owned()
-        } else {
-            format!("denied by policy {policy}")
-        };
-        tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, "request denied: {why}");
-        log.flags = "AZ";
-        return Err(local(StatusCode::FORBIDDEN, "access denied\n", grpc, None));
-    }
-    if let Some(a) = authn {
-        if let Some(h) = &a.strip {
-            parts.headers.remove(h.as_str());
-        }
-        for (h, v) in &a.headers {
-            if let (Ok(n), Ok(v)) = (
-                header::HeaderName::from_bytes(h.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                parts.headers.insert(n, v);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// HTTP/2 upstream for ports whose appProtocol says so.
