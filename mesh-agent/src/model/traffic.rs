@@ -105,7 +105,8 @@ pub struct CircuitBreaker {
     /// Upstream connections per backend endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Requests waiting for a connection per backend.
+    /// Requests per backend sent and waiting for their response head (a connection
+    /// included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
     /// Requests in flight per backend.
