@@ -15,6 +15,7 @@ use crate::{
     state::{ServiceInfo, State, WorkloadInfo},
 };
 
+mod attempt;
 pub mod backend;
 pub mod body;
 pub mod duration;

@@ -239,3 +239,181 @@ pub fn authenticate(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &[u8] = b"ferrymesh-unit-test-secret-0123456789";
+    // base64url of SECRET
+    const K: &str = "ZmVycnltZXNoLXVuaXQtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ";
+
+    fn policies(extra: &str) -> Vec<JwtPolicy> {
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: j, namespace: shop}}\nspec:\n  jwtRules:\n  - issuer: https://issuer.test\n    audiences: [web]\n    jwks: '{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"k1\",\"alg\":\"HS256\",\"k\":\"{K}\"}}]}}'\n    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]\n{extra}"
+        );
+        compile(&crate::config::parse("t", &yaml).expect("yaml")).expect("compile")
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn token(claims: serde_json::Value, kid: &str, secret: &[u8]) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.into());
+        encode(&h, &claims, &EncodingKey::from_secret(secret)).expect("encode")
+    }
+
+    #[test]
+    fn tokens() {
+        let p = policies("");
+        let refs: Vec<&JwtPolicy> = p.iter().collect();
+        let good = serde_json::json!({"iss": "https://issuer.test", "sub": "alice", "aud": "web", "exp": now() + 600});
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut c = good.clone();
+            f(&mut c);
+            c
+        };
+        // (name, Authorization header, Ok(Some(principal)) / Ok(None) / Err)
+        type Want = Result<Option<&'static str>, ()>;
+        let cases: Vec<(&str, Option<String>, Want)> = vec![
+            ("no token", None, Ok(None)),
+            (
+                "good",
+                Some(token(good.clone(), "k1", SECRET)),
+                Ok(Some("https://issuer.test/alice")),
+            ),
+            (
+                "expired",
+                Some(token(
+                    with(&|c| c["exp"] = (now() - 3600).into()),
+                    "k1",
+                    SECRET,
+                )),
+                Err(()),
+            ),
+            (
+                "expired within the clock skew",
+                Some(token(
+                    with(&|c| c["exp"] = (now() - 30).into()),
+                    "k1",
+                    SECRET,
+                )),
+                Ok(Some("https://issuer.test/alice")),
+            ),
+            (
+                "not yet valid",
+                Some(token(
+                    with(&|c| c["nbf"] = (now() + 3600).into()),
+                    "k1",
+                    SECRET,
+                )),
+                Err(()),
+            ),
+            (
+                "wrong issuer",
+                Some(token(
+                    with(&|c| c["iss"] = "https://evil.test".into()),
+                    "k1",
+                    SECRET,
+                )),
+                Err(()),
+            ),
+            (
+                "wrong audience",
+                Some(token(with(&|c| c["aud"] = "api".into()), "k1", SECRET)),
+                Err(()),
+            ),
+            (
+                "no exp",
+                Some(token(
+                    with(&|c| {
+                        c.as_object_mut().map(|o| o.remove("exp"));
+                    }),
+                    "k1",
+                    SECRET,
+                )),
+                Err(()),
+            ),
+            (
+                "unknown kid",
+                Some(token(good.clone(), "k2", SECRET)),
+                Err(()),
+            ),
+            (
+                "wrong key",
+                Some(token(
+                    good.clone(),
+                    "k1",
+                    b"another-secret-of-enough-length-xx",
+                )),
+                Err(()),
+            ),
+            ("garbage", Some("a.b.c".into()), Err(())),
+        ];
+        for (name, tok, want) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(t) = tok {
+                h.insert(
+                    "authorization",
+                    format!("Bearer {t}").parse().expect("header"),
+                );
+            }
+            let got = authenticate(&refs, &h);
+            match (got, want) {
+                (Ok(Some(a)), Ok(Some(p))) => {
+                    assert_eq!(a.principal, p, "{name}");
+                    assert_eq!(
+                        a.headers,
+                        vec![("x-sub".to_owned(), "alice".to_owned())],
+                        "{name}"
+                    );
+                    assert_eq!(
+                        a.strip.as_deref(),
+                        Some("authorization"),
+                        "{name}: not forwarded by default"
+                    );
+                }
+                (Ok(None), Ok(None)) | (Err(_), Err(())) => {}
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn custom_header_and_selector() {
+        let p = policies(
+            "    fromHeaders: [{name: x-jwt, prefix: \"\"}]\n    forwardOriginalToken: true\n",
+        );
+        let refs: Vec<&JwtPolicy> = p.iter().collect();
+        let t = token(
+            serde_json::json!({"iss": "https://issuer.test", "sub": "bob", "aud": "web", "exp": now() + 600}),
+            "k1",
+            SECRET,
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-jwt", t.parse().expect("header"));
+        let a = authenticate(&refs, &h)
+            .expect("valid")
+            .expect("token found");
+        assert_eq!(a.principal, "https://issuer.test/bob");
+        assert_eq!(a.strip, None, "forwardOriginalToken keeps it");
+        // A bearer token in Authorization is not looked at by this rule.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+        assert!(authenticate(&refs, &h)
+            .expect("no token for this rule")
+            .is_none());
+        let labels = BTreeMap::new();
+        assert!(p[0].applies("shop", &labels));
+        assert!(!p[0].applies("other", &labels));
+    }
+}

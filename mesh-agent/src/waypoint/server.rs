@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, service::service_fn, Request, Response};
 use hyper_util::{
@@ -17,12 +17,13 @@ use hyper_util::{
 };
 
 use super::{
+    attempt::{self, Attempts, Head, ReqBody},
     body::{Finish, Tracked},
     filters,
     router::{self, RequestView},
     table::{Backend, Filter, ParentKey, PathCond, RouteRule},
     trace::TraceContext,
-    upstream::{self, BoxError, UpBody},
+    upstream::BoxError,
     Parent,
 };
 use crate::{
@@ -238,27 +239,6 @@ fn authority(req: &Request<Incoming>) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
-}
-
-enum ReqBody {
-    Replay(Bytes),
-    Stream(Option<Incoming>),
-}
-
-impl ReqBody {
-    fn take(&mut self) -> Option<UpBody> {
-        match self {
-            ReqBody::Replay(b) => Some(
-                Full::new(b.clone())
-                    .map_err(|e: Infallible| match e {})
-                    .boxed(),
-            ),
-            ReqBody::Stream(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
-        }
-    }
-    fn replayable(&self) -> bool {
-        matches!(self, ReqBody::Replay(_))
-    }
 }
 
 /// Endpoints of a backend Service port, in the original address's family first.
@@ -621,202 +601,28 @@ async fn route(
     // Mirrors: fire and forget, with the same head and a kept body.
     if let ReqBody::Replay(b) = &body {
         for m in mirrors {
-            let Some(meps) = endpoints(&state, &m, v4) else {
-                continue;
-            };
-            let mstats = runtime.backends.backend(&m.service);
-            let Some(addr) =
-                runtime
-                    .backends
-                    .pick(&mstats, &meps, &Default::default(), None, Instant::now())
-            else {
-                continue;
-            };
-            let req = head.build(
-                h2,
-                Full::new(b.clone())
-                    .map_err(|e: Infallible| match e {})
-                    .boxed(),
-            );
-            let (pod, shared, clients) = (conn.pod.clone(), conn.shared.clone(), clients.clone());
-            tokio::spawn(async move {
-                let t = upstream::Target {
-                    pod: &pod,
-                    shared: &shared,
-                    addr,
-                    stats: shared.waypoint.backends.endpoint(addr),
-                    max_connections: None,
-                };
-                match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false))
-                    .await
-                {
-                    Ok(Ok(resp)) => {
-                        let _ = resp.into_body().collect().await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(mirror = %addr, "mirror request failed: {e}"),
-                    Err(_) => tracing::debug!(mirror = %addr, "mirror request timed out"),
-                }
-            });
+            if let Some(meps) = endpoints(&state, &m, v4) {
+                attempt::mirror(conn, &m, &meps, head.build(h2, attempt::replay(b)), h2);
+            }
         }
     }
 
     // 8. Attempts, within the request timeout.
-    let attempts = async {
-        let mut endpoint = first;
-        let mut tries = 0u32;
-        let mut _budget = None;
-        loop {
-            let Some(req_body) = body.take() else {
-                log.flags = "URX";
-                return local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream failed\n",
-                    grpc,
-                    None,
-                );
-            };
-            let admitted = match runtime.backends.admit(&stats, endpoint, &policy) {
-                Ok(h) => h,
-                Err(_) => {
-                    log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
-                }
-            };
-            let pending = match runtime.backends.pending(&stats, endpoint, &policy) {
-                Ok(p) => p,
-                Err(_) => {
-                    log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
-                }
-            };
-            log.upstream = Some(endpoint);
-            let t = upstream::Target {
-                pod: &conn.pod,
-                shared: &conn.shared,
-                addr: endpoint,
-                stats: runtime.backends.endpoint(endpoint),
-                max_connections: policy.max_connections,
-            };
-            let sent = Instant::now();
-            let send = clients.send(t, head.build(h2 && !upgrade, req_body), h2, upgrade);
-            let result = match rule.backend_timeout {
-                Some(d) => tokio::time::timeout(d, send).await.map_err(|_| ()),
-                None => Ok(send.await),
-            };
-            drop(pending);
-            log.upstream_ms = Some(sent.elapsed().as_millis() as u64);
-            // What happened, and whether a retry may help.
-            let (outcome, failed, retryable) = match result {
-                Ok(Ok(resp)) => {
-                    let s = resp.status().as_u16();
-                    let r = retry.is_some_and(|r| r.codes.contains(&s) || (r.on_5xx && s >= 500));
-                    (Ok(resp), s >= 500, r)
-                }
-                Ok(Err(upstream::Error::Overflow(_))) => {
-                    log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
-                }
-                Ok(Err(e)) if e.downstream() => {
-                    tracing::info!(route = %log.route, "request body from the client failed: {e}");
-                    log.flags = "DPE";
-                    return local(
-                        StatusCode::BAD_REQUEST,
-                        "malformed request body\n",
-                        grpc,
-                        None,
-                    );
-                }
-                Ok(Err(e)) => {
-                    let before = e.before_request();
-                    tracing::info!(route = %log.route, upstream = %endpoint, "{e}");
-                    let r = retry.is_some_and(|r| {
-                        if before {
-                            r.on_connect_failure
-                        } else {
-                            r.on_reset
-                        }
-                    });
-                    let flags = if before { "UF" } else { "UR" };
-                    (
-                        Err((
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            flags,
-                            "upstream connect error or reset\n",
-                        )),
-                        true,
-                        r,
-                    )
-                }
-                Err(()) => {
-                    let r = retry.is_some_and(|r| r.on_reset);
-                    (
-                        Err((
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "UT",
-                            "upstream request timeout\n",
-                        )),
-                        true,
-                        r,
-                    )
-                }
-            };
-            runtime
-                .backends
-                .record(endpoint, failed, &eps, &policy, Instant::now());
-            drop(admitted);
-            let more = retry.filter(|r| retryable && tries < r.attempts && body.replayable());
-            let budget = more.and_then(|r| {
-                runtime
-                    .backends
-                    .retry_budget(&stats, endpoint, r.budget_percent, r.min_retries)
-            });
-            if let (Some(r), Some(b)) = (more, budget) {
-                tries += 1;
-                log.retries = tries;
-                _budget = Some(b);
-                if let Ok(resp) = outcome {
-                    // Read a little of the failed response so the connection is reusable.
-                    drop(resp);
-                }
-                tokio::time::sleep(super::backend::backoff(tries, r.backoff, r.max_backoff)).await;
-                if let Some(next) =
-                    runtime
-                        .backends
-                        .pick(&stats, &eps, &policy, Some(endpoint), Instant::now())
-                {
-                    endpoint = next;
-                }
-                continue;
-            }
-            if more.is_some() {
-                log.flags = "URX";
-            }
-            return match outcome {
-                Ok(resp) => resp.map(|b| b.map_err(BoxError::from).boxed()),
-                Err((status, flags, body)) => {
-                    if log.flags == "-" {
-                        log.flags = flags;
-                    }
-                    local(status, body, grpc, None)
-                }
-            };
-        }
-    };
+    let attempts = Attempts {
+        conn,
+        rule: &rule,
+        retry,
+        head: &head,
+        h2,
+        upgrade,
+        clients: &clients,
+        stats: &stats,
+        policy: &policy,
+        eps: &eps,
+        first,
+        grpc,
+    }
+    .run(&mut body, log);
     let mut resp = match rule.request_timeout {
         Some(d) => match tokio::time::timeout(d, attempts).await {
             Ok(r) => r,
@@ -863,60 +669,6 @@ fn wants_h2(state: &State, b: &Backend) -> bool {
         .and_then(|s| s.ports.iter().find(|p| p.port == b.port))
         .and_then(|p| p.app_protocol.as_deref())
         .is_some_and(|a| matches!(a, "http2" | "grpc" | "kubernetes.io/h2c" | "h2c"))
-}
-
-/// The upstream request head, rebuilt per attempt.
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    authority: String,
-}
-
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-];
-
-impl Head {
-    fn build(&self, h2: bool, body: UpBody) -> Request<UpBody> {
-        let pq = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.headers_mut() = self.headers.clone();
-        if h2 {
-            *req.version_mut() = Version::HTTP_2;
-            let host = self
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(&self.authority);
-            *req.uri_mut() = format!("http://{host}{pq}")
-                .parse()
-                .unwrap_or_else(|_| Uri::from_static("/"));
-            let h = req.headers_mut();
-            for n in HOP_BY_HOP {
-                if n == "te" && h.get("te").is_some_and(|v| v == "trailers") {
-                    continue;
-                }
-                h.remove(n);
-            }
-            h.remove(header::HOST);
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            if !req.headers().contains_key(header::HOST) {
-                if let Ok(v) = HeaderValue::from_str(&self.authority) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-            }
-        }
-        req
-    }
 }
 
 impl RouteRule {
