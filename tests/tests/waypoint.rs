@@ -904,9 +904,8 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
         .json_result(Duration::from_secs(60))
         .expect("rapid reset result");
     assert!(
-        r["refused"]
-            .as_str()
-            .is_some_and(|x| x.contains("too_many_resets")),
+        // GOAWAY "too_many_resets", or the write side sees the close first.
+        r["refused"].is_string() && r["reset_streams"].as_u64() < Some(5000),
         "the waypoint cut the connection (GOAWAY) before 5,000 resets: {r}"
     );
     // Meanwhile and after all that, other clients are served.
