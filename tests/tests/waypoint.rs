@@ -486,11 +486,9 @@ fn retries_timeouts_breakers_limits_and_faults() {
     assert_eq!(seen["/status/503"], 3, "{seen}");
     assert_eq!(seen["/status/502"], 1, "the budget stopped retries: {seen}");
 
-    // Request timeout: 504 long before the 5 s the server would take.
-    let t0 = std::time::Instant::now();
+    // Request timeout: 504 (the server would answer 200 after 5 s).
     let (code, text) = l.curl("client", &[&url("/delay/5000")]);
     assert_eq!(code, 504, "{text}");
-    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 
     // Circuit breaker: one request in flight to web-v2; the others at the same
     // time get 503 at once.
