@@ -423,6 +423,13 @@ spec:
   - name: faulty
     matches: [{path: {type: PathPrefix, value: /faulty}}]
     backendRefs: [{name: web-v1, port: 80}]
+  - name: delayed
+    matches: [{path: {type: PathPrefix, value: /delayed}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: web-v1, port: 80}]
+  - name: idle-cut
+    matches: [{path: {type: PathPrefix, value: /stream}}]
+    backendRefs: [{name: web-v1, port: 80}]
   - name: rest
     backendRefs: [{name: web, port: 80}]
 ---
@@ -450,6 +457,20 @@ metadata: {name: chaos, namespace: shop}
 spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: faulty}]
   faultInjection: {abort: {httpStatus: 418, percentage: 100}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: slow-down, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: delayed}]
+  faultInjection: {delay: {fixedDelay: 5s, percentage: 100}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: stream-idle, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: idle-cut}]
+  timeout: {idle: 100ms}
 ---
 apiVersion: ferrymesh.io/v1alpha1
 kind: TrafficPolicy
@@ -533,6 +554,16 @@ fn retries_timeouts_breakers_limits_and_faults() {
     // Fault injection: abort with 418, the backend never sees the request.
     assert_eq!(l.curl("client", &[&url("/faulty")]).0, 418);
     assert!(l.seen("198.18.100.51")["/faulty"].is_null());
+
+    // Fault injection: a 5 s delay, so the route's 300 ms request timeout fires
+    // before the request is even sent.
+    assert_eq!(l.curl("client", &[&url("/delayed")]).0, 504);
+    assert!(l.seen("198.18.100.51")["/delayed"].is_null());
+    // Idle timeout: the server sends a chunk every 200 ms; the route allows 100 ms
+    // of silence, so the response stream is cut after the first chunk.
+    let (_, text) = l.curl("client", &[&url("/stream/5")]);
+    assert!(text.contains("chunk 0"), "{text}");
+    assert!(!text.contains("chunk 4"), "stream cut when idle: {text}");
 
     // Outlier detection: web-v1 fails /unstable; after 2 consecutive 5xx it is
     // ejected and web-v2 serves everything.

@@ -345,6 +345,11 @@ async fn route(
         None => rule.route.clone(),
     };
 
+    // The route's request timeout covers everything from here on.
+    let deadline = rule
+        .request_timeout
+        .map(|d| tokio::time::Instant::now() + d);
+
     // 2. Filters that answer, or change the request.
     let mut response_mods = Vec::new();
     let mut mirrors = Vec::new();
@@ -438,7 +443,20 @@ async fn route(
     if let Some(fault) = &rule.fault {
         if let Some((delay, pct)) = fault.delay {
             if fastrand::f64() * 100.0 < pct {
-                tokio::time::sleep(delay).await;
+                // The request timeout counts from the request, delay included.
+                match deadline {
+                    Some(end) if tokio::time::Instant::now() + delay >= end => {
+                        tokio::time::sleep_until(end).await;
+                        log.flags = "UT";
+                        return local(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream request timeout\n",
+                            grpc,
+                            None,
+                        );
+                    }
+                    _ => tokio::time::sleep(delay).await,
+                }
             }
         }
         if let Some((status, grpc_code, pct)) = fault.abort {
@@ -623,8 +641,8 @@ async fn route(
         grpc,
     }
     .run(&mut body, log);
-    let mut resp = match rule.request_timeout {
-        Some(d) => match tokio::time::timeout(d, attempts).await {
+    let mut resp = match deadline {
+        Some(end) => match tokio::time::timeout_at(end, attempts).await {
             Ok(r) => r,
             Err(_) => {
                 log.flags = "UT";
