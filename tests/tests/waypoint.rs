@@ -59,10 +59,12 @@ fn l7_lab(extra_agent_args: &[&str]) -> L7Lab {
 fn l7_lab_with(extra_agent_args: &[&str], extra: Vec<PodSpec>) -> L7Lab {
     let mut pods = vec![
         PodSpec::new("client", "shop", "a"),
-        PodSpec::new("other", "shop", "a"),
+        // `other` serves nothing: with web-v1 it backs Service `half`.
+        PodSpec::new("other", "shop", "a").label("half", "yes"),
         PodSpec::new("web-v1", "shop", "b")
             .label("svc", "web")
-            .label("version", "v1"),
+            .label("version", "v1")
+            .label("half", "yes"),
         PodSpec::new("web-v2", "shop", "a")
             .label("svc", "web")
             .label("version", "v2"),
@@ -479,6 +481,21 @@ spec:
   targetRefs: [{kind: Service, name: web-v2}]
   circuitBreaker: {maxParallelRequests: 1}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: half, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.54]
+  selector: {half: "yes"}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: half-retry, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, name: half}]
+  retry: {attempts: 1, retryOn: [connect-failure], backoff: 5ms}
+---
 apiVersion: ferrymesh.io/v1alpha1
 kind: TrafficPolicy
 metadata: {name: web-outliers, namespace: shop}
@@ -506,6 +523,15 @@ fn retries_timeouts_breakers_limits_and_faults() {
     assert_eq!(seen["/flaky/a"], 2, "{seen}");
     assert_eq!(seen["/status/503"], 3, "{seen}");
     assert_eq!(seen["/status/502"], 1, "the budget stopped retries: {seen}");
+
+    // Retry on connect failure: `half` is web-v1 and `other`, where nothing
+    // listens; every request ends on web-v1, whatever the round robin picks first.
+    let r = l.get(
+        "client",
+        &["--url", "http://198.18.100.54/", "--count", "20"],
+    );
+    assert_eq!(r["statuses"]["200"], 20, "{r}");
+    assert_eq!(r["servers"]["v1"], 20, "{r}");
 
     // Request timeout: 504 (the server would answer 200 after 5 s).
     let (code, text) = l.curl("client", &[&url("/delay/5000")]);
