@@ -7,7 +7,7 @@ use std::env;
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["proto/ca.proto"], ["proto"])?;
+    let fds = protox::compile(["proto/ca.proto", "proto/config.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
 
     // The toolchain that runs this build (rustup sets it), else the default one.

@@ -39,11 +39,24 @@ pub enum Error {
     Identity(String),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("config from the control plane needs --ca-address, --ca-root and --ca-token-file (it is served with the CA)")]
+    ControlPlaneNeedsCa,
+    #[error("{0}")]
+    Control(#[from] crate::control::client::Error),
+}
+
+/// Where the agent's config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A local file, reloaded when it changes.
+    File(PathBuf),
+    /// The control plane's config stream (same address, root and token as the CA).
+    ControlPlane,
 }
 
 #[derive(Debug, Clone)]
 pub struct RunArgs {
-    pub config: PathBuf,
+    pub config: ConfigSource,
     pub node: String,
     pub cgroup: PathBuf,
     pub admin: SocketAddr,
@@ -154,9 +167,63 @@ pub(crate) fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u6
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// Polls a config file and sends each change (or why it was refused).
+async fn file_source(
+    path: PathBuf,
+    interval: Duration,
+    tx: tokio::sync::mpsc::Sender<crate::control::client::Update>,
+) {
+    use crate::control::client::Update;
+    let mut tick = tokio::time::interval(interval);
+    let mut seen = fingerprint(&path);
+    let mut n = 0;
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        n += 1;
+        let update = match config::load(&path) {
+            Ok(o) => Update::Apply(n, Box::new(o)),
+            Err(e) => Update::Refused(n, e.to_string()),
+        };
+        if tx.send(update).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn serve(args: RunArgs) -> Result<(), Error> {
-    // A first config is required: there is no last good one to fall back on.
-    let objects = config::load(&args.config)?;
+    use crate::control::client::{self as cp, Update};
+    let (cfg_tx, mut cfg_rx) = tokio::sync::mpsc::channel::<Update>(4);
+    // A first config is required from a file: there is no last good one to fall
+    // back on. From the control plane the agent waits for it (not ready meanwhile).
+    let initial = match &args.config {
+        ConfigSource::File(path) => {
+            let objects = config::load(path)?;
+            tokio::spawn(file_source(path.clone(), args.reload_interval, cfg_tx));
+            Some(objects)
+        }
+        ConfigSource::ControlPlane => {
+            let CaSource::Remote {
+                address,
+                root,
+                token,
+            } = &args.identity.ca
+            else {
+                return Err(Error::ControlPlaneNeedsCa);
+            };
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Identity(format!("cannot read {}: {e}", p.display())))
+            };
+            let source = cp::Source::new(address, &read(root)?, &args.node, &read(token)?)?;
+            tokio::spawn(cp::run(source, cfg_tx));
+            None
+        }
+    };
     // Everything that can fail goes before the attachments, which stay pinned.
     let (certs, roots) = cert_manager(&args.node, &args.identity)?;
     let mut listeners = Vec::new();
@@ -225,6 +292,32 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         shared.clone(),
         metrics.clone(),
     );
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+    let objects = match initial {
+        Some(o) => o,
+        None => {
+            tracing::info!("waiting for the first config from the control plane");
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                    u = cfg_rx.recv() => match u {
+                        Some(Update::Apply(version, o)) => {
+                            tracing::info!(version, "first config from the control plane");
+                            break *o;
+                        }
+                        Some(Update::Refused(version, e)) => {
+                            metrics.config.errors.inc();
+                            metrics.set_config_error(Some(e.clone()));
+                            tracing::error!(version, "config from the control plane refused: {e}");
+                        }
+                        None => return Ok(()),
+                    },
+                }
+            }
+        }
+    };
     let mut generation = 1;
     state.store(State::build(generation, objects));
     metrics.config.generation.inc();
@@ -249,41 +342,38 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
 
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
-    let mut tick = tokio::time::interval(args.reload_interval);
-    let mut seen = fingerprint(&args.config);
-    let mut last_retry = tokio::time::Instant::now();
+    // Retry pods whose enrolment failed (e.g. netns not there yet).
+    let mut retry = tokio::time::interval(Duration::from_secs(2));
     loop {
-        tokio::select! {
+        let update = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = tick.tick() => {}
-        }
-        let now = fingerprint(&args.config);
-        if now == seen {
-            // Retry pods whose enrolment failed (e.g. netns not there yet).
-            if last_retry.elapsed() > Duration::from_secs(2) {
-                last_retry = tokio::time::Instant::now();
+            _ = retry.tick() => {
                 apply(&mut enroller, &state);
+                continue;
             }
-            continue;
-        }
-        seen = now;
+            u = cfg_rx.recv() => match u {
+                Some(u) => u,
+                None => break,
+            },
+        };
         metrics.config.reloads.inc();
-        match config::load(&args.config) {
-            Ok(objects) => {
+        match update {
+            Update::Apply(version, objects) => {
                 generation += 1;
-                state.store(State::build(generation, objects));
+                state.store(State::build(generation, *objects));
                 metrics.config.generation.inc();
                 metrics.set_config_error(None);
-                tracing::info!(generation, "config reloaded");
+                tracing::info!(generation, source_version = version, "config reloaded");
                 apply(&mut enroller, &state);
             }
-            Err(e) => {
+            Update::Refused(version, e) => {
                 metrics.config.errors.inc();
-                tracing::error!("config refused, the last good config stays in force: {e}");
-                metrics.set_config_error(Some(e.to_string()));
+                tracing::error!(
+                    source_version = version,
+                    "config refused, the last good config stays in force: {e}"
+                );
+                metrics.set_config_error(Some(e));
             }
         }
     }

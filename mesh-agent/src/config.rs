@@ -101,6 +101,40 @@ fn decode<T: DeserializeOwned>(
 }
 
 pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
+    let objects = parse_unchecked(path, text)?;
+    validate(path, &objects)?;
+    Ok(objects)
+}
+
+/// Every `*.yaml`/`*.yml` file of a directory (sorted by name) as one config:
+/// parsed file by file (errors name the file), validated together.
+pub fn load_dir(dir: &Path) -> Result<Objects, Error> {
+    let read_err = |source| Error::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut all = Objects::default();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|source| Error::Read {
+            path: f.display().to_string(),
+            source,
+        })?;
+        all.extend(parse_unchecked(&f.display().to_string(), &text)?);
+    }
+    validate(&dir.display().to_string(), &all)?;
+    Ok(all)
+}
+
+fn parse_unchecked(path: &str, text: &str) -> Result<Objects, Error> {
     let mut objects = Objects::default();
     for (start, doc) in documents(text) {
         let meta: TypeMeta = decode(path, start, "document", &doc)?;
@@ -180,7 +214,6 @@ pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
             }
         }
     }
-    validate(path, &objects)?;
     Ok(objects)
 }
 

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;
+pub mod control;
 #[allow(unsafe_code)]
 pub mod ebpf;
 pub mod enrol;

@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Run the node agent: attach the capture programs, enrol local pods, proxy.
     Run(RunFlags),
+    /// The control plane: the CA plus config distribution to node agents, from a
+    /// directory of YAML files (reloaded when they change).
+    Control(ControlFlags),
     /// The certificate authority: create a root, issue certificates, serve CSRs.
     Ca {
         #[command(subcommand)]
@@ -31,10 +34,15 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
 struct RunFlags {
     /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Take the config from the control plane's stream instead (at --ca-address,
+    /// authenticated with --ca-token-file, trusted with --ca-root).
+    #[arg(long, requires_all = ["ca_address", "ca_root", "ca_token_file"])]
+    control_plane: bool,
     /// Name of this node (workloads with spec.node equal to it are local).
     #[arg(long, env = "NODE_NAME")]
     node: String,
@@ -152,6 +160,26 @@ struct WaypointFlags {
     identity: IdentityFlags,
 }
 
+#[derive(Args)]
+struct ControlFlags {
+    /// The CA's directory (root created on first start).
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    listen: SocketAddr,
+    /// Directory of YAML files of Kubernetes-shaped objects (*.yaml, *.yml).
+    #[arg(long)]
+    config_dir: PathBuf,
+    /// Directory with one file per node, named after it, holding its token.
+    #[arg(long)]
+    token_dir: PathBuf,
+    /// How often to look for changes in --config-dir, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    reload_ms: u64,
+}
+
 #[derive(Subcommand)]
 enum CaCommand {
     /// Create the root (root-cert.pem, root-key.pem) in DIR unless it exists.
@@ -229,7 +257,10 @@ fn run(f: RunFlags) -> Result<(), String> {
         .pin_dir
         .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ferrymesh").join(&f.node));
     app::run(app::RunArgs {
-        config: f.config,
+        config: match f.config {
+            Some(path) => app::ConfigSource::File(path),
+            None => app::ConfigSource::ControlPlane,
+        },
         node: f.node,
         cgroup,
         admin: f.admin,
@@ -372,6 +403,15 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(f) => run(f),
         Command::Waypoint(f) => waypoint(f),
+        Command::Control(f) => mesh_agent::control::run(mesh_agent::control::Args {
+            ca_dir: f.dir,
+            trust_domain: f.trust_domain,
+            listen: f.listen,
+            config_dir: f.config_dir,
+            token_dir: f.token_dir,
+            reload_interval: Duration::from_millis(f.reload_ms.max(50)),
+        })
+        .map_err(|e| e.to_string()),
         Command::Ca { command } => ca(command),
         Command::HboneProbe(args) => probe::run(args),
     };

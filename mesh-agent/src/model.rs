@@ -288,6 +288,24 @@ pub enum MtlsMode {
     Strict,
 }
 
+impl Objects {
+    /// Adds another file's objects.
+    pub fn extend(&mut self, o: Objects) {
+        self.nodes.extend(o.nodes);
+        self.namespaces.extend(o.namespaces);
+        self.workloads.extend(o.workloads);
+        self.services.extend(o.services);
+        self.authorization_policies.extend(o.authorization_policies);
+        self.peer_authentications.extend(o.peer_authentications);
+        self.http_routes.extend(o.http_routes);
+        self.grpc_routes.extend(o.grpc_routes);
+        self.traffic_policies.extend(o.traffic_policies);
+        self.direct_responses.extend(o.direct_responses);
+        self.request_authentications
+            .extend(o.request_authentications);
+    }
+}
+
 /// Everything one config file holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Objects {

@@ -115,6 +115,9 @@ pub struct Lab {
     config: PathBuf,
     ca: Option<Child>,
     extra_config: String,
+    /// Agents take their config from `mesh-agent control` (which serves the lab's
+    /// directory) instead of reading the file.
+    control_plane: bool,
 }
 
 fn run_id() -> String {
@@ -208,6 +211,7 @@ impl Lab {
             agents_cgroup,
             ca: None,
             extra_config: String::new(),
+            control_plane: false,
         };
         // From here on, Drop cleans up whatever was made.
         lab.build()?;
@@ -659,12 +663,29 @@ impl Lab {
         if !out.status.success() {
             bail!("ca init: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let log = std::fs::File::create(self.dir.join("ca.log"))?;
-        let child = in_cgroup_and_netns(&self.agents_cgroup, &self.fabric, bin)
-            .args(["ca", "serve", "--dir"])
-            .arg(&ca_dir)
-            .args(["--listen", &format!("{CA_IP}:{CA_PORT}"), "--config"])
-            .arg(&self.config)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("ca.log"))?;
+        let mut cmd = in_cgroup_and_netns(&self.agents_cgroup, &self.fabric, bin);
+        if self.control_plane {
+            cmd.args(["control", "--dir"])
+                .arg(&ca_dir)
+                .args([
+                    "--listen",
+                    &format!("{CA_IP}:{CA_PORT}"),
+                    "--reload-ms",
+                    "100",
+                    "--config-dir",
+                ])
+                .arg(&self.dir);
+        } else {
+            cmd.args(["ca", "serve", "--dir"])
+                .arg(&ca_dir)
+                .args(["--listen", &format!("{CA_IP}:{CA_PORT}"), "--config"])
+                .arg(&self.config);
+        }
+        let child = cmd
             .arg("--token-dir")
             .arg(&tokens)
             .stdin(Stdio::null())
@@ -695,6 +716,26 @@ impl Lab {
         Ok(())
     }
 
+    /// From now on agents take their config from `mesh-agent control`, which serves
+    /// the lab's directory (the config file is in it) with the CA. Call before
+    /// `start_agents`.
+    pub fn use_control_plane(&mut self) {
+        self.control_plane = true;
+    }
+
+    /// Kills the CA / control plane process (SIGKILL).
+    pub fn kill_control_plane(&mut self) -> Result<()> {
+        let mut c = self.ca.take().context("no control plane running")?;
+        c.kill()?;
+        c.wait()?;
+        Ok(())
+    }
+
+    /// Starts the CA / control plane again (same root, same tokens).
+    pub fn start_control_plane(&mut self) -> Result<()> {
+        self.start_ca(&agent_binary()?)
+    }
+
     pub fn ca_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("ca.log")).unwrap_or_default()
     }
@@ -719,9 +760,14 @@ impl Lab {
         let agent_cg = node.cgroup.join("agent");
         std::fs::create_dir_all(&agent_cg)?;
         let log = std::fs::File::create(&node.log)?;
-        let child = in_cgroup_and_netns(&agent_cg, &node.netns, bin)
-            .args(["run", "--config"])
-            .arg(&self.config)
+        let mut cmd = in_cgroup_and_netns(&agent_cg, &node.netns, bin);
+        cmd.arg("run");
+        if self.control_plane {
+            cmd.arg("--control-plane");
+        } else {
+            cmd.arg("--config").arg(&self.config);
+        }
+        let child = cmd
             .args([
                 "--node",
                 &node.name,

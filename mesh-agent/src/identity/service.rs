@@ -37,19 +37,33 @@ pub const CA_SERVER_NAME: &str = "ferrymesh-ca";
 
 /// Which workloads run where: the same config file the agents read, reloaded when
 /// it changes; a bad file keeps the last good one.
-struct Inventory {
-    path: PathBuf,
-    cached: Mutex<(Option<SystemTime>, Arc<Objects>)>,
+/// Which workloads run where: from a config file (standalone CA) or from the control
+/// plane's current objects.
+pub enum Inventory {
+    File {
+        path: PathBuf,
+        cached: Mutex<(Option<SystemTime>, Arc<Objects>)>,
+    },
+    Live(tokio::sync::watch::Receiver<(u64, Arc<Objects>)>),
 }
 
 impl Inventory {
+    pub fn file(path: &Path) -> Inventory {
+        Inventory::File {
+            path: path.to_owned(),
+            cached: Mutex::new((None, Arc::new(Objects::default()))),
+        }
+    }
+
     fn objects(&self) -> Arc<Objects> {
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let (path, cached) = match self {
+            Inventory::Live(rx) => return rx.borrow().1.clone(),
+            Inventory::File { path, cached } => (path, cached),
+        };
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut c = cached.lock().unwrap_or_else(|p| p.into_inner());
         if mtime != c.0 {
-            match config::load(&self.path) {
+            match config::load(path) {
                 Ok(o) => *c = (mtime, Arc::new(o)),
                 Err(e) => tracing::warn!("CA inventory: {e}; keeping the last good one"),
             }
@@ -76,23 +90,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-impl CaService {
-    pub fn new(ca: Arc<Ca>, config: &Path, token_dir: &Path) -> CaService {
-        CaService {
-            ca,
-            inventory: Inventory {
-                path: config.to_owned(),
-                cached: Mutex::new((None, Arc::new(Objects::default()))),
-            },
-            token_dir: token_dir.to_owned(),
-        }
-    }
-
-    fn authenticate(
-        &self,
-        node: &str,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(), Status> {
+/// Checks a node's bootstrap token (metadata `authorization: Bearer <token>`) against
+/// `<token_dir>/<node>`.
+pub fn authenticate_node(
+    token_dir: &Path,
+    node: &str,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<(), Status> {
+    {
         if node.is_empty() || node.contains('/') || node.starts_with('.') {
             return Err(Status::invalid_argument(
                 "node name is empty or not a plain name",
@@ -105,7 +110,7 @@ impl CaService {
             .ok_or_else(|| {
                 Status::unauthenticated("missing bootstrap token (authorization: Bearer <token>)")
             })?;
-        let expected = std::fs::read_to_string(self.token_dir.join(node)).map_err(|_| {
+        let expected = std::fs::read_to_string(token_dir.join(node)).map_err(|_| {
             Status::unauthenticated(format!("no bootstrap token is registered for node {node}"))
         })?;
         if !constant_time_eq(expected.trim().as_bytes(), presented.trim().as_bytes()) {
@@ -114,6 +119,24 @@ impl CaService {
             )));
         }
         Ok(())
+    }
+}
+
+impl CaService {
+    pub fn new(ca: Arc<Ca>, inventory: Inventory, token_dir: &Path) -> CaService {
+        CaService {
+            ca,
+            inventory,
+            token_dir: token_dir.to_owned(),
+        }
+    }
+
+    fn authenticate(
+        &self,
+        node: &str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
+        authenticate_node(&self.token_dir, node, metadata)
     }
 }
 
@@ -153,17 +176,33 @@ pub async fn serve(
     config: &Path,
     token_dir: &Path,
 ) -> Result<(), Error> {
+    serve_with(ca, listen, Inventory::file(config), token_dir, None).await
+}
+
+/// The CA, and when given the config distribution service, on one TLS port.
+pub async fn serve_with(
+    ca: Arc<Ca>,
+    listen: SocketAddr,
+    inventory: Inventory,
+    token_dir: &Path,
+    distribution: Option<crate::control::server::Distribution>,
+) -> Result<(), Error> {
     let (cert, key) = ca
         .issue_server(CA_SERVER_NAME)
         .map_err(|e| Error::Tls(e.to_string()))?;
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(cert, key));
-    let svc = CaService::new(ca, config, token_dir);
-    tracing::info!(%listen, "CA serving");
+    let svc = CaService::new(ca, inventory, token_dir);
+    tracing::info!(%listen, config_distribution = distribution.is_some(), "CA serving");
     tonic::transport::Server::builder()
         .tls_config(tls)
         .map_err(|e| Error::Tls(e.to_string()))?
         .add_service(CertificatesServer::new(svc))
+        .add_optional_service(
+            distribution.map(
+                crate::control::proto::config_distribution_server::ConfigDistributionServer::new,
+            ),
+        )
         .serve(listen)
         .await
         .map_err(|source| Error::Serve {

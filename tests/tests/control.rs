@@ -1,0 +1,136 @@
+//! Config distribution in the lab: `mesh-agent control` serves the lab's config
+//! directory (and the CA) to two node agents over gRPC.
+mod common;
+
+use std::time::Duration;
+
+use common::assert_intact;
+use ferrymesh_tests::{Lab, LabSpec, PodSpec, ServiceSpec};
+
+fn lab() -> Lab {
+    let spec = LabSpec {
+        agent_args: vec![],
+        local_ca: false,
+        nodes: vec!["a".into(), "b".into()],
+        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
+        pods: vec![
+            PodSpec::new("client", "shop", "a"),
+            PodSpec::new("outsider", "plain", "a"),
+            PodSpec::new("server", "shop", "b"),
+        ],
+        services: vec![ServiceSpec {
+            name: "server".into(),
+            namespace: "shop".into(),
+            app: "server".into(),
+            port: 80,
+            target_port: 8080,
+        }],
+    };
+    let mut lab = Lab::new(spec).expect("lab");
+    lab.use_control_plane();
+    lab.start_agents()
+        .expect("agents ready with the control plane's first config");
+    lab
+}
+
+fn enrolled(lab: &Lab, node: &str, workload: &str) -> bool {
+    lab.stats(node)
+        .map(|s| {
+            s["enrolled"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|w| w == workload))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_enrolled(lab: &Lab, node: &str, workload: &str, want: bool) {
+    lab.wait_stats_for(
+        node,
+        &format!("{workload} enrolled = {want}"),
+        Duration::from_secs(30),
+        |s| {
+            s["enrolled"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|w| w == workload) == want)
+        },
+    )
+    .expect("enrolment follows the control plane");
+}
+
+#[test]
+fn agents_take_their_config_from_the_control_plane() {
+    let mut lab = lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = format!("{}:80", lab.service("server").vip4);
+    let connect = |lab: &Lab| {
+        let r = lab
+            .run_client("client", &["connect", "--to", &to, "--bytes", "65536"])
+            .expect("client through the mesh");
+        assert_intact(&r, 65536);
+    };
+    // First config came over the stream: pods enrolled, the VIP resolves, the CA
+    // (same process) knows the workloads, mTLS works across nodes.
+    assert!(enrolled(&lab, "a", "shop/client") && enrolled(&lab, "b", "shop/server"));
+    connect(&lab);
+    assert!(
+        lab.counter("a", "shop/client", "outbound_hbone")
+            .expect("counter")
+            >= 1
+    );
+
+    // Node scope: b holds a's workloads without their netns.
+    let (_, dump) = lab.admin("b", "/config_dump").expect("config dump");
+    let client_netns = lab.pod("client").netns_path().display().to_string();
+    assert!(dump.contains("client"), "{dump}");
+    assert!(
+        !dump.contains(&client_netns),
+        "a's netns paths stay with a: {dump}"
+    );
+
+    // A change reaches every agent: the plain namespace joins the mesh.
+    lab.set_meshed("plain", true).expect("config");
+    wait_enrolled(&lab, "a", "plain/outsider", true);
+
+    // A bad file in the directory is refused by the control plane; agents keep the
+    // last good version.
+    std::fs::write(
+        lab.dir.join("broken.yaml"),
+        "kind: Service\nmetadata: {name: x}\nspec: [not a map\n",
+    )
+    .expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lab.ca_log().contains("config refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "control plane did not refuse: {}",
+            lab.ca_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lab.ca_log().contains("broken.yaml"),
+        "the error names the file: {}",
+        lab.ca_log()
+    );
+    connect(&lab);
+    std::fs::remove_file(lab.dir.join("broken.yaml")).expect("remove");
+
+    // The control plane goes away: agents keep their config and keep serving; a
+    // change made meanwhile arrives once it is back (the agents reconnect).
+    lab.kill_control_plane().expect("kill control plane");
+    connect(&lab);
+    lab.set_meshed("plain", false).expect("config");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        enrolled(&lab, "a", "plain/outsider"),
+        "no control plane, no change"
+    );
+    lab.start_control_plane().expect("control plane back");
+    wait_enrolled(&lab, "a", "plain/outsider", false);
+    connect(&lab);
+    let log = lab.agent_log("a");
+    assert!(
+        log.contains("config stream"),
+        "the agent said it lost the stream: {log}"
+    );
+}
