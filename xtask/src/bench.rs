@@ -207,9 +207,16 @@ pub fn run(out: &Path) -> Result<()> {
     bootstrap::ensure()?;
     build::all(true)?;
     // FERRYMESH_BENCH_ONLY=l7 runs only the HTTP part.
-    if std::env::var("FERRYMESH_BENCH_ONLY").as_deref() == Ok("l7") {
-        let l7 = crate::bench_l7::run(quick())?;
-        return write(out, &json!({"l7": l7}));
+    match std::env::var("FERRYMESH_BENCH_ONLY").as_deref() {
+        Ok("l7") => {
+            let l7 = crate::bench_l7::run(quick())?;
+            return write(out, &json!({"l7": l7}));
+        }
+        Ok("control") => {
+            let control = crate::bench_control::run()?;
+            return write(out, &json!({"control": control}));
+        }
+        _ => {}
     }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
     let mut lab = Lab::new(spec())?;
@@ -340,6 +347,7 @@ pub fn run(out: &Path) -> Result<()> {
     if let Some(t) = l7["targets"].as_array() {
         verdicts.extend(t.iter().cloned());
     }
+    let control = crate::bench_control::run()?;
     verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": idle_max <= 8192}));
     verdicts.push(json!({"metric": "RSS growth per open connection bytes", "value": growth_max, "target": "<= 8192", "met": growth_max <= 8192.0}));
     let missed = verdicts.iter().filter(|v| v["met"] == false).count();
@@ -354,6 +362,7 @@ pub fn run(out: &Path) -> Result<()> {
         "agent_rss_kib": {"idle": idle, "with_open_connections": loaded, "open_connections": conns, "growth_bytes_per_connection": growth},
         "hbone_pool_node_a": pool,
         "l7": l7,
+        "control": control,
     });
     write(out, &report)
 }

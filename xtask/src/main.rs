@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_control;
 mod bench_l7;
 mod bootstrap;
 mod build;
