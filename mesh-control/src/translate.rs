@@ -1,0 +1,282 @@
+//! Kubernetes API objects to the model the agents use. No I/O: table-tested.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace as KNamespace, Pod, Service as KService};
+use kube::api::DynamicObject;
+use mesh_agent::model::{self, ObjectMeta, Objects};
+use serde::de::DeserializeOwned;
+
+fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name.clone().unwrap_or_default(),
+        namespace: m.namespace.clone(),
+        labels: m.labels.clone().unwrap_or_default(),
+        annotations: BTreeMap::new(),
+    }
+}
+
+pub fn namespace(n: &KNamespace) -> model::Namespace {
+    model::Namespace {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        metadata: ObjectMeta {
+            namespace: None,
+            ..meta(&n.metadata)
+        },
+        spec: None,
+    }
+}
+
+/// A pod that has a node and addresses, runs in its own network namespace and is
+/// not finished. The agent finds its netns itself (cluster mode).
+pub fn workload(p: &Pod) -> Option<model::Workload> {
+    let spec = p.spec.as_ref()?;
+    let status = p.status.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let node = spec.node_name.clone()?;
+    let mut addresses: Vec<std::net::IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if addresses.is_empty() {
+        addresses.extend(status.pod_ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()));
+    }
+    // At most one of each family, as the model wants.
+    let v4 = addresses.iter().copied().find(std::net::IpAddr::is_ipv4);
+    let v6 = addresses.iter().copied().find(std::net::IpAddr::is_ipv6);
+    let addresses: Vec<_> = v4.into_iter().chain(v6).collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    Some(model::Workload {
+        api_version: "ferrymesh.io/v1alpha1".into(),
+        kind: "Workload".into(),
+        metadata: meta(&p.metadata),
+        spec: model::WorkloadSpec {
+            node,
+            service_account: spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            addresses,
+            netns: None,
+        },
+    })
+}
+
+/// A Service with cluster IPs (headless ones have none to capture). Ports other
+/// than TCP are left out; a named targetPort falls back to the port.
+pub fn service(s: &KService) -> Option<model::Service> {
+    let spec = s.spec.as_ref()?;
+    let ips: Vec<std::net::IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let mut cluster_ips = Vec::new();
+    for ip in ips {
+        if !cluster_ips.contains(&ip) {
+            cluster_ips.push(ip);
+        }
+    }
+    if cluster_ips.is_empty() {
+        return None;
+    }
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let target = match &p.target_port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) => {
+                    u16::try_from(*t).ok()
+                }
+                _ => None,
+            };
+            Some(model::ServicePort {
+                name: p.name.clone(),
+                port,
+                target_port: target,
+                protocol: "TCP".into(),
+                app_protocol: p.app_protocol.clone(),
+            })
+        })
+        .collect();
+    Some(model::Service {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        metadata: meta(&s.metadata),
+        spec: model::ServiceSpec {
+            cluster_ips,
+            selector: spec.selector.clone().unwrap_or_default(),
+            ports,
+        },
+    })
+}
+
+/// A custom resource (route, policy) into its model type: apiVersion, kind, the
+/// metadata the model keeps, and spec; status and server-set fields are dropped.
+pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
+    let types = o.types.as_ref();
+    let v = serde_json::json!({
+        "apiVersion": types.map(|t| t.api_version.clone()).unwrap_or_default(),
+        "kind": types.map(|t| t.kind.clone()).unwrap_or_default(),
+        "metadata": {
+            "name": o.metadata.name.clone().unwrap_or_default(),
+            "namespace": o.metadata.namespace.clone(),
+            "labels": o.metadata.labels.clone().unwrap_or_default(),
+        },
+        "spec": o.data.get("spec").cloned().unwrap_or(serde_json::json!({})),
+    });
+    serde_json::from_value(v).map_err(|e| {
+        format!(
+            "{} {}/{}: {e}",
+            types.map(|t| t.kind.as_str()).unwrap_or("object"),
+            o.metadata.namespace.as_deref().unwrap_or(""),
+            o.metadata.name.as_deref().unwrap_or("")
+        )
+    })
+}
+
+/// Everything the watchers hold, as one set of objects (sorted for stable output).
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    pub namespaces: Vec<KNamespace>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<KService>,
+    /// By kind: HTTPRoute, GRPCRoute, AuthorizationPolicy, PeerAuthentication,
+    /// RequestAuthentication, TrafficPolicy, DirectResponse.
+    pub custom: BTreeMap<String, Vec<DynamicObject>>,
+}
+
+/// The model from the watchers' objects; objects that do not translate are left
+/// out and reported (the rest still apply).
+pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
+    let mut o = Objects::default();
+    let mut problems = Vec::new();
+    o.namespaces = i.namespaces.iter().map(namespace).collect();
+    o.workloads = i.pods.iter().filter_map(workload).collect();
+    o.services = i.services.iter().filter_map(service).collect();
+    let empty = Vec::new();
+    let get = |k: &str| i.custom.get(k).unwrap_or(&empty);
+    macro_rules! each {
+        ($kind:literal, $field:ident) => {
+            for d in get($kind) {
+                match custom(d) {
+                    Ok(x) => o.$field.push(x),
+                    Err(e) => problems.push(e),
+                }
+            }
+        };
+    }
+    each!("HTTPRoute", http_routes);
+    each!("GRPCRoute", grpc_routes);
+    each!("AuthorizationPolicy", authorization_policies);
+    each!("PeerAuthentication", peer_authentications);
+    each!("RequestAuthentication", request_authentications);
+    each!("TrafficPolicy", traffic_policies);
+    each!("DirectResponse", direct_responses);
+    o.namespaces.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    o.workloads.sort_by(|a, b| (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name)));
+    o.services.sort_by(|a, b| (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name)));
+    (o, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).expect("pod json")
+    }
+
+    #[test]
+    fn pods() {
+        let base = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-7d9f", "namespace": "shop", "uid": "1", "resourceVersion": "12", "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-a", "serviceAccountName": "web", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}]}
+        });
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base.clone();
+            f(&mut v);
+            pod(v)
+        };
+        let cases: Vec<(&str, Pod, Option<(&str, &str, usize)>)> = vec![
+            ("running, dual stack", pod(base.clone()), Some(("node-a", "web", 2))),
+            ("no service account: default", with(&|v| { v["spec"].as_object_mut().map(|s| s.remove("serviceAccountName")); }), Some(("node-a", "default", 2))),
+            ("pending, not scheduled", with(&|v| { v["spec"].as_object_mut().map(|s| s.remove("nodeName")); }), None),
+            ("no IP yet", with(&|v| { v["status"] = serde_json::json!({"phase": "Pending"}); }), None),
+            ("host network", with(&|v| v["spec"]["hostNetwork"] = true.into()), None),
+            ("succeeded", with(&|v| v["status"]["phase"] = "Succeeded".into()), None),
+            ("only podIP", with(&|v| { v["status"].as_object_mut().map(|s| s.remove("podIPs")); }), Some(("node-a", "web", 1))),
+        ];
+        for (name, p, want) in cases {
+            let got = workload(&p).map(|w| (w.spec.node.clone(), w.spec.service_account.clone(), w.spec.addresses.len()));
+            let want = want.map(|(n, sa, k)| (n.to_owned(), sa.to_owned(), k));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn services() {
+        let s: KService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"], "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "appProtocol": "http"},
+                               {"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "named", "port": 9090, "targetPort": "metrics"}]}
+        }))
+        .expect("service json");
+        let m = service(&s).expect("service");
+        assert_eq!(m.spec.cluster_ips.len(), 2);
+        let ports: Vec<(u16, Option<u16>)> = m.spec.ports.iter().map(|p| (p.port, p.target_port)).collect();
+        assert_eq!(ports, [(80, Some(8080)), (9090, None)], "UDP left out; a named targetPort falls back to the port");
+        assert_eq!(m.spec.ports[0].app_protocol.as_deref(), Some("http"));
+        let headless: KService = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+        }))
+        .expect("json");
+        assert!(service(&headless).is_none(), "headless: nothing to capture");
+    }
+
+    #[test]
+    fn custom_resources() {
+        let route: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u", "generation": 3, "managedFields": []},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                     "rules": [{"backendRefs": [{"name": "web-v1", "port": 80, "weight": 90}]}]},
+            "status": {"parents": []}
+        }))
+        .expect("json");
+        let r: model::HttpRoute = custom(&route).expect("route");
+        assert_eq!(r.spec.rules[0].backend_refs[0].weight, 90);
+        let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "typo", "namespace": "shop"},
+            "spec": {"parentRefs": [], "rulez": []}
+        }))
+        .expect("json");
+        let e = custom::<model::HttpRoute>(&bad).expect_err("unknown field");
+        assert!(e.contains("HTTPRoute shop/typo") && e.contains("rulez"), "{e}");
+        let mut inputs = Inputs::default();
+        inputs.custom.insert("HTTPRoute".into(), vec![route, bad]);
+        let (o, problems) = objects(&inputs);
+        assert_eq!(o.http_routes.len(), 1, "the good one applies");
+        assert_eq!(problems.len(), 1, "the bad one is reported");
+    }
+}
