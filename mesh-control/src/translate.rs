@@ -46,7 +46,12 @@ pub fn workload(p: &Pod) -> Option<model::Workload> {
         .filter_map(|ip| ip.ip.parse().ok())
         .collect();
     if addresses.is_empty() {
-        addresses.extend(status.pod_ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()));
+        addresses.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok()),
+        );
     }
     // At most one of each family, as the model wants.
     let v4 = addresses.iter().copied().find(std::net::IpAddr::is_ipv4);
@@ -187,9 +192,14 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     each!("RequestAuthentication", request_authentications);
     each!("TrafficPolicy", traffic_policies);
     each!("DirectResponse", direct_responses);
-    o.namespaces.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    o.workloads.sort_by(|a, b| (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name)));
-    o.services.sort_by(|a, b| (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name)));
+    o.namespaces
+        .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    o.workloads.sort_by(|a, b| {
+        (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name))
+    });
+    o.services.sort_by(|a, b| {
+        (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name))
+    });
     (o, problems)
 }
 
@@ -214,17 +224,63 @@ mod tests {
             f(&mut v);
             pod(v)
         };
-        let cases: Vec<(&str, Pod, Option<(&str, &str, usize)>)> = vec![
-            ("running, dual stack", pod(base.clone()), Some(("node-a", "web", 2))),
-            ("no service account: default", with(&|v| { v["spec"].as_object_mut().map(|s| s.remove("serviceAccountName")); }), Some(("node-a", "default", 2))),
-            ("pending, not scheduled", with(&|v| { v["spec"].as_object_mut().map(|s| s.remove("nodeName")); }), None),
-            ("no IP yet", with(&|v| { v["status"] = serde_json::json!({"phase": "Pending"}); }), None),
-            ("host network", with(&|v| v["spec"]["hostNetwork"] = true.into()), None),
-            ("succeeded", with(&|v| v["status"]["phase"] = "Succeeded".into()), None),
-            ("only podIP", with(&|v| { v["status"].as_object_mut().map(|s| s.remove("podIPs")); }), Some(("node-a", "web", 1))),
+        // (name, pod, Some((node, service account, addresses)) or None)
+        type Want<'a> = Option<(&'a str, &'a str, usize)>;
+        let cases: Vec<(&str, Pod, Want)> = vec![
+            (
+                "running, dual stack",
+                pod(base.clone()),
+                Some(("node-a", "web", 2)),
+            ),
+            (
+                "no service account: default",
+                with(&|v| {
+                    v["spec"]
+                        .as_object_mut()
+                        .map(|s| s.remove("serviceAccountName"));
+                }),
+                Some(("node-a", "default", 2)),
+            ),
+            (
+                "pending, not scheduled",
+                with(&|v| {
+                    v["spec"].as_object_mut().map(|s| s.remove("nodeName"));
+                }),
+                None,
+            ),
+            (
+                "no IP yet",
+                with(&|v| {
+                    v["status"] = serde_json::json!({"phase": "Pending"});
+                }),
+                None,
+            ),
+            (
+                "host network",
+                with(&|v| v["spec"]["hostNetwork"] = true.into()),
+                None,
+            ),
+            (
+                "succeeded",
+                with(&|v| v["status"]["phase"] = "Succeeded".into()),
+                None,
+            ),
+            (
+                "only podIP",
+                with(&|v| {
+                    v["status"].as_object_mut().map(|s| s.remove("podIPs"));
+                }),
+                Some(("node-a", "web", 1)),
+            ),
         ];
         for (name, p, want) in cases {
-            let got = workload(&p).map(|w| (w.spec.node.clone(), w.spec.service_account.clone(), w.spec.addresses.len()));
+            let got = workload(&p).map(|w| {
+                (
+                    w.spec.node.clone(),
+                    w.spec.service_account.clone(),
+                    w.spec.addresses.len(),
+                )
+            });
             let want = want.map(|(n, sa, k)| (n.to_owned(), sa.to_owned(), k));
             assert_eq!(got, want, "{name}");
         }
@@ -243,8 +299,17 @@ mod tests {
         .expect("service json");
         let m = service(&s).expect("service");
         assert_eq!(m.spec.cluster_ips.len(), 2);
-        let ports: Vec<(u16, Option<u16>)> = m.spec.ports.iter().map(|p| (p.port, p.target_port)).collect();
-        assert_eq!(ports, [(80, Some(8080)), (9090, None)], "UDP left out; a named targetPort falls back to the port");
+        let ports: Vec<(u16, Option<u16>)> = m
+            .spec
+            .ports
+            .iter()
+            .map(|p| (p.port, p.target_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [(80, Some(8080)), (9090, None)],
+            "UDP left out; a named targetPort falls back to the port"
+        );
         assert_eq!(m.spec.ports[0].app_protocol.as_deref(), Some("http"));
         let headless: KService = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
@@ -272,7 +337,10 @@ mod tests {
         }))
         .expect("json");
         let e = custom::<model::HttpRoute>(&bad).expect_err("unknown field");
-        assert!(e.contains("HTTPRoute shop/typo") && e.contains("rulez"), "{e}");
+        assert!(
+            e.contains("HTTPRoute shop/typo") && e.contains("rulez"),
+            "{e}"
+        );
         let mut inputs = Inputs::default();
         inputs.custom.insert("HTTPRoute".into(), vec![route, bad]);
         let (o, problems) = objects(&inputs);
