@@ -69,6 +69,8 @@ pub struct RunArgs {
     /// false: meshed destinations on other nodes get plaintext (measurements only).
     pub hbone: bool,
     pub identity: IdentityArgs,
+    /// Where pods' network namespaces are found when the config has none.
+    pub netns_places: crate::inpod::discover::Places,
 }
 
 /// Where certificates come from.
@@ -291,7 +293,8 @@ async fn serve(args: RunArgs) -> Result<(), Error> {
         kernel.clone(),
         shared.clone(),
         metrics.clone(),
-    );
+    )
+    .with_places(args.netns_places.clone());
     let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
     let objects = match initial {

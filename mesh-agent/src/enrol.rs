@@ -47,7 +47,13 @@ pub struct Spec {
 }
 
 /// Local pods that should be captured, and local pods that cannot be (with why).
-pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String>) {
+/// A pod without `spec.netns` (cluster mode) uses the namespace found for its
+/// addresses in `found`.
+pub fn desired(
+    state: &State,
+    node: &str,
+    found: &std::collections::HashMap<IpAddr, PathBuf>,
+) -> (BTreeMap<String, Spec>, Vec<String>) {
     let mut want = BTreeMap::new();
     let mut problems = Vec::new();
     for w in state
@@ -55,7 +61,11 @@ pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String
         .iter()
         .filter(|w| w.node == node && w.captured)
     {
-        match &w.netns {
+        let netns = w
+            .netns
+            .clone()
+            .or_else(|| w.addresses.iter().find_map(|a| found.get(a).cloned()));
+        match &netns {
             Some(netns) => {
                 want.insert(
                     w.key(),
@@ -69,7 +79,7 @@ pub fn desired(state: &State, node: &str) -> (BTreeMap<String, Spec>, Vec<String
                 );
             }
             None => problems.push(format!(
-                "workload {} runs on this node but has no spec.netns; it is not captured",
+                "workload {} runs on this node but its network namespace was not found (no spec.netns, and no pinned namespace or process has its addresses); it is not captured yet",
                 w.key()
             )),
         }
@@ -90,6 +100,9 @@ pub struct Enroller {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     active: BTreeMap<String, Enrolled>,
+    /// Where to find pods' namespaces when the config does not say (cluster mode).
+    places: crate::inpod::discover::Places,
+    found: std::collections::HashMap<IpAddr, PathBuf>,
 }
 
 impl Enroller {
@@ -105,7 +118,15 @@ impl Enroller {
             shared,
             metrics,
             active: BTreeMap::new(),
+            places: Default::default(),
+            found: Default::default(),
         }
+    }
+
+    /// Where pods' network namespaces are looked for when the config has none.
+    pub fn with_places(mut self, places: crate::inpod::discover::Places) -> Self {
+        self.places = places;
+        self
     }
 
     pub fn identities(&self) -> Vec<Identity> {
@@ -119,7 +140,17 @@ impl Enroller {
     /// Brings the kernel in line with the state. Failures are logged and retried on
     /// the next call; they never undo other pods.
     pub fn reconcile(&mut self, state: &State) -> Vec<String> {
-        let (want, mut problems) = desired(state, &self.node);
+        // Look for namespaces only when a local pod needs one not found yet.
+        let missing = state.workloads.iter().any(|w| {
+            w.node == self.node
+                && w.captured
+                && w.netns.is_none()
+                && !w.addresses.iter().any(|a| self.found.contains_key(a))
+        });
+        if missing {
+            self.found = crate::inpod::discover::scan(&self.places);
+        }
+        let (want, mut problems) = desired(state, &self.node, &self.found);
         let stale: Vec<String> = self
             .active
             .iter()

@@ -16,6 +16,8 @@ use std::{
 use nix::sched::{setns, CloneFlags};
 use socket2::{Domain, Socket, Type};
 
+pub mod discover;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot open network namespace {path}: {source}; is the pod still running and the path right (spec.netns)?")]

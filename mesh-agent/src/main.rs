@@ -59,6 +59,13 @@ struct RunFlags {
     /// fail closed if the agent dies (default: /sys/fs/bpf/ferrymesh/<node>).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
+    /// Where pods' network namespaces are pinned, for pods whose config has no
+    /// spec.netns (cluster mode); repeat for several.
+    #[arg(long, default_values = ["/var/run/netns", "/run/netns"])]
+    netns_dir: Vec<PathBuf>,
+    /// Do not look for pods' network namespaces under /proc.
+    #[arg(long)]
+    no_proc_netns: bool,
     /// Destination ports never captured outbound (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     exclude_port: Vec<u16>,
@@ -271,6 +278,10 @@ fn run(f: RunFlags) -> Result<(), String> {
         worker_threads: f.worker_threads.max(1),
         hbone: f.tunnel == "hbone",
         identity: f.identity.into_args(),
+        netns_places: mesh_agent::inpod::discover::Places {
+            dirs: f.netns_dir,
+            proc: !f.no_proc_netns,
+        },
     })
     .map_err(|e| e.to_string())
 }

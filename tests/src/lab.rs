@@ -118,6 +118,9 @@ pub struct Lab {
     /// Agents take their config from `mesh-agent control` (which serves the lab's
     /// directory) instead of reading the file.
     control_plane: bool,
+    /// The config leaves out pods' netns; each agent finds them itself among its
+    /// node's pinned namespaces (`<dir>/netns/<node>/`), as on a real node.
+    cluster_mode: bool,
 }
 
 fn run_id() -> String {
@@ -212,6 +215,7 @@ impl Lab {
             ca: None,
             extra_config: String::new(),
             control_plane: false,
+            cluster_mode: false,
         };
         // From here on, Drop cleans up whatever was made.
         lab.build()?;
@@ -504,7 +508,7 @@ impl Lab {
                 .collect();
             let _ = write!(
                 y,
-                "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n  netns: {}\n---\n",
+                "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n{}---\n",
                 p.spec.name,
                 p.spec.namespace,
                 labels.join("\n"),
@@ -512,7 +516,11 @@ impl Lab {
                 p.spec.name,
                 p.ip4,
                 p.ip6,
-                p.netns_path().display()
+                if self.cluster_mode {
+                    String::new()
+                } else {
+                    format!("  netns: {}\n", p.netns_path().display())
+                }
             );
         }
         y.push_str(&self.extra_config);
@@ -723,6 +731,23 @@ impl Lab {
         self.control_plane = true;
     }
 
+    /// Agents find pods' network namespaces themselves (the config has no netns):
+    /// each node's pod namespaces are pinned (symlinked) under `<dir>/netns/<node>/`,
+    /// as a container runtime pins them under /var/run/netns. Call before
+    /// `start_agents`.
+    pub fn use_cluster_mode(&mut self) -> Result<()> {
+        self.cluster_mode = true;
+        for p in &self.pods {
+            let dir = self.dir.join("netns").join(&p.spec.node);
+            std::fs::create_dir_all(&dir)?;
+            let link = dir.join(format!("cni-{}", p.spec.name));
+            if !link.exists() {
+                std::os::unix::fs::symlink(p.netns_path(), &link)?;
+            }
+        }
+        self.write_config()
+    }
+
     /// Kills the CA / control plane process (SIGKILL).
     pub fn kill_control_plane(&mut self) -> Result<()> {
         let mut c = self.ca.take().context("no control plane running")?;
@@ -766,6 +791,11 @@ impl Lab {
             cmd.arg("--control-plane");
         } else {
             cmd.arg("--config").arg(&self.config);
+        }
+        if self.cluster_mode {
+            cmd.arg("--netns-dir")
+                .arg(self.dir.join("netns").join(&node.name))
+                .arg("--no-proc-netns");
         }
         let child = cmd
             .args([

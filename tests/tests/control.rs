@@ -134,3 +134,52 @@ fn agents_take_their_config_from_the_control_plane() {
         "the agent said it lost the stream: {log}"
     );
 }
+
+#[test]
+fn cluster_mode_agents_find_pod_namespaces_themselves() {
+    // As with Kubernetes: the config has no netns; each agent finds its pods among
+    // its node's pinned namespaces by their addresses.
+    let spec = LabSpec {
+        agent_args: vec![],
+        local_ca: false,
+        nodes: vec!["a".into(), "b".into()],
+        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
+        pods: vec![
+            PodSpec::new("client", "shop", "a"),
+            PodSpec::new("outsider", "plain", "a"),
+            PodSpec::new("server", "shop", "b"),
+        ],
+        services: vec![ServiceSpec {
+            name: "server".into(),
+            namespace: "shop".into(),
+            app: "server".into(),
+            port: 80,
+            target_port: 8080,
+        }],
+    };
+    let mut lab = Lab::new(spec).expect("lab");
+    lab.use_control_plane();
+    lab.use_cluster_mode().expect("cluster mode");
+    assert!(!std::fs::read_to_string(lab.config_path())
+        .expect("config")
+        .contains("netns:"));
+    lab.start_agents().expect("agents");
+    wait_enrolled(&lab, "a", "shop/client", true);
+    wait_enrolled(&lab, "b", "shop/server", true);
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = format!("{}:80", lab.service("server").vip4);
+    let r = lab
+        .run_client("client", &["connect", "--to", &to, "--bytes", "65536"])
+        .expect("client");
+    assert_intact(&r, 65536);
+    assert!(
+        lab.counter("a", "shop/client", "outbound_hbone")
+            .expect("counter")
+            >= 1
+    );
+    // Labelling a namespace enrols its pods live; removing the label unenrols them.
+    lab.set_meshed("plain", true).expect("config");
+    wait_enrolled(&lab, "a", "plain/outsider", true);
+    lab.set_meshed("plain", false).expect("config");
+    wait_enrolled(&lab, "a", "plain/outsider", false);
+}

@@ -63,9 +63,62 @@ fn which_local_pods_are_enrolled() {
         },
     ];
     for c in cases {
-        let (want, problems) = desired(&state(c.ns_label, c.pod_label), "n1");
+        let (want, problems) = desired(&state(c.ns_label, c.pod_label), "n1", &Default::default());
         let got: Vec<&str> = want.keys().map(String::as_str).collect();
         assert_eq!(got, c.want, "{}", c.name);
         assert!(problems.is_empty(), "{}: {problems:?}", c.name);
     }
+}
+
+#[test]
+fn cluster_mode_pods_use_the_namespace_found_for_their_address() {
+    let text = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {ferrymesh.io/dataplane-mode: ambient}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {name: found, namespace: shop}
+spec: {node: n1, addresses: [10.244.1.5]}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {name: lost, namespace: shop}
+spec: {node: n1, addresses: [10.244.1.6]}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {name: given, namespace: shop}
+spec: {node: n1, addresses: [10.244.1.7], netns: /run/netns/given}
+"#;
+    let state = State::build(1, config::parse("t", text).expect("config"));
+    let found = [
+        (
+            "10.244.1.5".parse().expect("ip"),
+            PathBuf::from("/var/run/netns/cni-1"),
+        ),
+        (
+            "10.244.1.7".parse().expect("ip"),
+            PathBuf::from("/var/run/netns/cni-other"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let (want, problems) = desired(&state, "n1", &found);
+    assert_eq!(
+        want["shop/found"].netns,
+        PathBuf::from("/var/run/netns/cni-1")
+    );
+    assert_eq!(
+        want["shop/given"].netns,
+        PathBuf::from("/run/netns/given"),
+        "the config wins"
+    );
+    assert!(!want.contains_key("shop/lost"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("shop/lost") && problems[0].contains("not found"),
+        "{problems:?}"
+    );
 }
