@@ -7,6 +7,7 @@
 //!
 //! `scope` decides (pure, table-tested) what a node gets and the delta between two
 //! sets; `server` and `client` do the streaming.
+pub mod admin;
 pub mod client;
 pub mod scope;
 pub mod server;
@@ -27,9 +28,37 @@ pub enum Error {
     Serve(#[from] crate::identity::service::Error),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot serve the admin API on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the admin API (status, node config, pod check) in the background.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    current: server::Current,
+    nodes: Arc<std::sync::Mutex<std::collections::BTreeMap<String, server::NodeStatus>>>,
+    trust_domain: &str,
+) -> Result<(), Error> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Admin { addr, source })?;
+    tokio::spawn(admin::serve(
+        l,
+        Arc::new(admin::Admin {
+            current,
+            nodes,
+            trust_domain: trust_domain.to_owned(),
+        }),
+    ));
+    Ok(())
 }
 
 pub struct Args {
+    /// The admin API (`meshctl`); keep it on localhost or a protected network.
+    pub admin: SocketAddr,
     pub ca_dir: PathBuf,
     pub trust_domain: String,
     pub listen: SocketAddr,
@@ -54,6 +83,13 @@ pub fn run(args: Args) -> Result<(), Error> {
         let (current, _watcher) = server::watch_dir(args.config_dir.clone(), args.reload_interval)?;
         tracing::info!(dir = %args.config_dir.display(), "control plane: config loaded");
         let distribution = server::Distribution::new(current.clone(), &args.token_dir);
+        serve_admin(
+            args.admin,
+            current.clone(),
+            distribution.nodes.clone(),
+            &args.trust_domain,
+        )
+        .await?;
         crate::identity::service::serve_with(
             ca,
             args.listen,

@@ -169,6 +169,9 @@ struct WaypointFlags {
 
 #[derive(Args)]
 struct ControlFlags {
+    /// Admin API for meshctl (status, node config, pod check).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin: SocketAddr,
     /// The CA's directory (root created on first start).
     #[arg(long)]
     dir: PathBuf,
@@ -415,6 +418,7 @@ fn main() -> ExitCode {
         Command::Run(f) => run(f),
         Command::Waypoint(f) => waypoint(f),
         Command::Control(f) => mesh_agent::control::run(mesh_agent::control::Args {
+            admin: f.admin,
             ca_dir: f.dir,
             trust_domain: f.trust_domain,
             listen: f.listen,

@@ -31,6 +31,9 @@ struct Cli {
     /// Read config from this directory of YAML files instead of Kubernetes.
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Admin API for meshctl (status, node config, pod check).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin: SocketAddr,
     /// Wait this long after a change before publishing a version (batches bursts).
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
@@ -57,6 +60,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     };
     let distribution = Distribution::new(current.clone(), &cli.token_dir);
+    mesh_agent::control::serve_admin(
+        cli.admin,
+        current.clone(),
+        distribution.nodes.clone(),
+        &cli.trust_domain,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     serve_with(
         ca,
         cli.listen,

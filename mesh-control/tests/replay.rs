@@ -162,11 +162,58 @@ fn line(v: &Value) -> Result<Frame<Bytes>, Infallible> {
     Ok(Frame::data(Bytes::from(format!("{v}\n"))))
 }
 
+/// PATCH /api/v1/namespaces/<name> with a merge patch of labels (what
+/// `meshctl ns enable` sends).
+async fn patch_namespace(
+    api: &Api,
+    name: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let current = {
+        let c = api.cluster.lock().expect("lock");
+        c.objects
+            .get("/api/v1/namespaces")
+            .and_then(|s| s.get(&format!("/{name}")).cloned())
+    };
+    let Some(mut ns) = current else {
+        let mut r = Response::new(Full::new(Bytes::from("{}")).boxed());
+        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+        return r;
+    };
+    if let Some(labels) = patch["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            match v {
+                Value::Null => {
+                    ns["metadata"]["labels"]
+                        .as_object_mut()
+                        .map(|l| l.remove(k));
+                }
+                v => ns["metadata"]["labels"][k] = v.clone(),
+            }
+        }
+    }
+    api.apply(ns.clone());
+    Response::new(Full::new(Bytes::from(ns.to_string())).boxed())
+}
+
 async fn handle(
     api: Arc<Api>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    if req.method() == hyper::Method::PATCH {
+        if let Some(name) = path.strip_prefix("/api/v1/namespaces/") {
+            let name = name.to_owned();
+            return Ok(patch_namespace(&api, &name, req).await);
+        }
+    }
     let q = query(req.uri());
     let Some((_, api_version, kind)) = KINDS.iter().find(|k| k.0 == path) else {
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
@@ -458,6 +505,42 @@ async fn watchers_follow_the_cluster() {
         pods(o).contains(&"web-4".to_owned())
     })
     .await;
+
+    // meshctl ns enable|disable labels the namespace through the API server.
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "ferrymesh-replay-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: replay, user: u}}}}]\ncurrent-context: c\n"),
+    )
+    .expect("kubeconfig");
+    let meshctl = |args: &'static [&'static str]| {
+        let kc = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+                .args(args)
+                .env("KUBECONFIG", &kc)
+                .output()
+                .expect("meshctl");
+            assert!(
+                out.status.success(),
+                "meshctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let said = meshctl(&["ns", "enable", "plain"]).await.expect("join");
+    assert!(said.contains("namespace plain is in the mesh"), "{said}");
+    until(&mut rx, "plain enabled by meshctl", |o| ambient(o, "plain")).await;
+    meshctl(&["ns", "disable", "plain"]).await.expect("join");
+    until(&mut rx, "plain disabled by meshctl", |o| {
+        !ambient(o, "plain")
+    })
+    .await;
+    let _ = std::fs::remove_file(&kubeconfig);
 
     // Unchanged objects make no new version.
     let (before, _) = *rx.borrow();
