@@ -133,6 +133,49 @@ fn agents_take_their_config_from_the_control_plane() {
         log.contains("config stream"),
         "the agent said it lost the stream: {log}"
     );
+
+    // meshctl reads the control plane's admin API (in the fabric namespace here).
+    let meshctl = |args: &[&str]| {
+        let bin = ferrymesh_tests::lab::agent_binary()
+            .expect("bin")
+            .with_file_name("meshctl");
+        let mut all = vec![bin.to_str().expect("path").to_owned()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        ferrymesh_tests::sys::in_ns(lab.fabric_netns(), &all).expect("meshctl")
+    };
+    let status: serde_json::Value =
+        serde_json::from_str(&meshctl(&["status", "-o", "json"])).expect("json");
+    for n in ["a", "b"] {
+        assert_eq!(status["nodes"][n]["connected"], true, "{status}");
+        assert_eq!(
+            status["nodes"][n]["acked_version"], status["version"],
+            "every agent acked the current version: {status}"
+        );
+    }
+    let table = meshctl(&["status"]);
+    assert!(
+        table.contains("NODE")
+            && table
+                .lines()
+                .any(|l| l.starts_with("a ") && l.contains("yes")),
+        "{table}"
+    );
+    let check = meshctl(&["check", "shop/client"]);
+    assert!(
+        check.contains("captured")
+            && check.contains("yes")
+            && check.contains("spiffe://cluster.local/ns/shop/sa/client"),
+        "{check}"
+    );
+    let outsider: serde_json::Value =
+        serde_json::from_str(&meshctl(&["check", "plain/outsider", "-o", "json"])).expect("json");
+    assert_eq!(outsider["captured"], false, "{outsider}");
+    let dump = meshctl(&["config-dump", "b"]);
+    assert!(
+        dump.contains("kind: Workload") && !dump.contains(&client_netns),
+        "{dump}"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub fn workspace_root() -> PathBuf {
 
 pub fn all(release: bool) -> Result<Binaries> {
     step(&format!(
-        "building the eBPF programs, mesh-agent and lab-app ({})",
+        "building the eBPF programs, mesh-agent, mesh-control, meshctl and the lab apps ({})",
         if release { "release" } else { "debug" }
     ));
     let mut cmd = Command::new("cargo");
@@ -30,6 +30,8 @@ pub fn all(release: bool) -> Result<Binaries> {
         "mesh-agent",
         "-p",
         "ferrymesh-tests",
+        "-p",
+        "mesh-control",
         "--bins",
     ]);
     if release {
