@@ -114,6 +114,18 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
     }
 }
 
+/// Binds with SO_REUSEPORT so that, during a surge upgrade of the DaemonSet, the new
+/// agent can listen before the old one has gone (both answer until it has).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
 }
