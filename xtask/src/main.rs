@@ -9,6 +9,7 @@ mod bench_l7;
 mod bootstrap;
 mod build;
 mod demo;
+mod deploy;
 mod lab;
 mod test;
 
@@ -44,6 +45,12 @@ enum Command {
         #[arg(long, default_value = "target/bench/bench.json")]
         out: std::path::PathBuf,
     },
+    /// Render the Helm chart offline and validate every manifest in deploy/.
+    DeployCheck {
+        /// Regenerate the CRDs from the Rust model first.
+        #[arg(long)]
+        write: bool,
+    },
     /// The network-namespace lab.
     Lab {
         #[command(subcommand)]
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         Command::Test { no_lint, args } => test::run(!no_lint, &args),
         Command::Demo => demo::run(),
         Command::Bench { out } => bench::run(&out),
+        Command::DeployCheck { write } => deploy::run(write),
         Command::Lab { action } => lab::run(action),
     };
     match result {

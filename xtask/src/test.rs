@@ -37,6 +37,7 @@ pub fn run(lint: bool, args: &[String]) -> Result<()> {
                 "warnings",
             ]))?;
     }
+    crate::deploy::run(false)?;
     run_tests(args)?;
     let leftovers = ferrymesh_tests::sys::clean_all()?;
     if leftovers.iter().any(|l| l.starts_with("netns")) {
