@@ -144,14 +144,28 @@ fn agents_take_their_config_from_the_control_plane() {
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         ferrymesh_tests::sys::in_ns(lab.fabric_netns(), &all).expect("meshctl")
     };
-    let status: serde_json::Value =
-        serde_json::from_str(&meshctl(&["status", "-o", "json"])).expect("json");
-    for n in ["a", "b"] {
-        assert_eq!(status["nodes"][n]["connected"], true, "{status}");
-        assert_eq!(
-            status["nodes"][n]["acked_version"], status["version"],
-            "every agent acked the current version: {status}"
+    // Both agents reconnect (each on its own backoff) and ack what they were sent;
+    // a version that changes nothing for a node is not sent to it.
+    let settled = |st: &serde_json::Value| {
+        ["a", "b"].iter().all(|n| {
+            let x = &st["nodes"][n];
+            x["connected"] == true
+                && x["sent_version"].as_u64() >= Some(1)
+                && x["acked_version"] == x["sent_version"]
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&meshctl(&["status", "-o", "json"])).expect("json");
+        if settled(&status) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every agent connected and acked what it was sent: {status}"
         );
+        std::thread::sleep(Duration::from_millis(200));
     }
     let table = meshctl(&["status"]);
     assert!(

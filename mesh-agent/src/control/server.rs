@@ -66,7 +66,9 @@ impl ConfigDistribution for Distribution {
         // A client that never says who it is does not hold a stream open.
         let hello = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no first message naming the node within 10 s"))??
+            .map_err(|_| {
+                Status::deadline_exceeded("no first message naming the node within 10 s")
+            })??
             .ok_or_else(|| Status::invalid_argument("the first message must name the node"))?;
         let node = hello.node;
         authenticate_node(&self.token_dir, &node, &metadata)?;
