@@ -163,14 +163,14 @@ fn release_load_memory() {
 }
 
 /// A cheap fingerprint of the file: reload only when it changes.
-pub(crate) fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
     let m = std::fs::metadata(path).ok()?;
     use std::os::unix::fs::MetadataExt;
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 /// Polls a config file and sends each change (or why it was refused).
-async fn file_source(
+pub(crate) async fn file_source(
     path: PathBuf,
     interval: Duration,
     tx: tokio::sync::mpsc::Sender<crate::control::client::Update>,

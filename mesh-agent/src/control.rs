@@ -75,29 +75,36 @@ pub fn run(args: Args) -> Result<(), Error> {
         .build()
         .map_err(Error::Runtime)?;
     rt.block_on(async move {
-        let ca = Arc::new(crate::identity::ca::Ca::load_or_create(
-            &args.ca_dir,
-            &args.trust_domain,
-        )?);
         // A first good config is required; later bad ones are refused.
         let (current, _watcher) = server::watch_dir(args.config_dir.clone(), args.reload_interval)?;
         tracing::info!(dir = %args.config_dir.display(), "control plane: config loaded");
-        let distribution = server::Distribution::new(current.clone(), &args.token_dir);
-        serve_admin(
-            args.admin,
-            current.clone(),
-            distribution.nodes.clone(),
-            &args.trust_domain,
-        )
-        .await?;
-        crate::identity::service::serve_with(
-            ca,
-            args.listen,
-            crate::identity::service::Inventory::Live(current),
-            &args.token_dir,
-            Some(distribution),
-        )
-        .await?;
-        Ok(())
+        serve(&args, current).await
     })
+}
+
+/// The control plane on a config source: the CA (its inventory is the live
+/// config), config distribution on the same TLS port, and the admin API. Used by
+/// `mesh-agent control` (directory) and `mesh-control` (Kubernetes or directory).
+pub async fn serve(args: &Args, current: server::Current) -> Result<(), Error> {
+    let ca = Arc::new(crate::identity::ca::Ca::load_or_create(
+        &args.ca_dir,
+        &args.trust_domain,
+    )?);
+    let distribution = server::Distribution::new(current.clone(), &args.token_dir);
+    serve_admin(
+        args.admin,
+        current.clone(),
+        distribution.nodes.clone(),
+        &args.trust_domain,
+    )
+    .await?;
+    crate::identity::service::serve_with(
+        ca,
+        args.listen,
+        crate::identity::service::Inventory::Live(current),
+        &args.token_dir,
+        Some(distribution),
+    )
+    .await?;
+    Ok(())
 }

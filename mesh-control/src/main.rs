@@ -3,16 +3,12 @@
 //! serves the CA and config distribution to node agents on one TLS port.
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use mesh_agent::{
-    control::server::{watch_dir, Distribution},
-    identity::{
-        ca::Ca,
-        service::{serve_with, Inventory},
-        DEFAULT_TRUST_DOMAIN,
-    },
+    control::{self, server::watch_dir},
+    identity::DEFAULT_TRUST_DOMAIN,
 };
 
 #[derive(Parser)]
@@ -40,8 +36,6 @@ struct Cli {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let ca =
-        Arc::new(Ca::load_or_create(&cli.ca_dir, &cli.trust_domain).map_err(|e| e.to_string())?);
     let debounce = Duration::from_millis(cli.debounce_ms.max(10));
     let current = match &cli.config_dir {
         Some(dir) => {
@@ -59,24 +53,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .0
         }
     };
-    let distribution = Distribution::new(current.clone(), &cli.token_dir);
-    mesh_agent::control::serve_admin(
-        cli.admin,
-        current.clone(),
-        distribution.nodes.clone(),
-        &cli.trust_domain,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    serve_with(
-        ca,
-        cli.listen,
-        Inventory::Live(current),
-        &cli.token_dir,
-        Some(distribution),
-    )
-    .await
-    .map_err(|e| e.to_string())
+    let args = control::Args {
+        admin: cli.admin,
+        ca_dir: cli.ca_dir,
+        trust_domain: cli.trust_domain,
+        listen: cli.listen,
+        config_dir: cli.config_dir.unwrap_or_default(),
+        token_dir: cli.token_dir,
+        reload_interval: debounce,
+    };
+    control::serve(&args, current)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -982,10 +982,10 @@ impl Lab {
         Ok(s["workloads"][workload][name].as_u64().unwrap_or(0))
     }
 
-    /// Starts lab-app inside a pod (its netns and cgroup).
-    pub fn app(&self, pod: &str, args: &[&str]) -> Result<App> {
+    /// Starts a lab binary (it joins the pod's netns and cgroup itself).
+    fn spawn_app(&self, bin: &Path, label: &str, pod: &str, args: &[&str]) -> Result<App> {
         let p = self.pod(pod);
-        let child = Command::new(app_binary()?)
+        let child = Command::new(bin)
             .arg("--netns")
             .arg(p.netns_path())
             .arg("--cgroup")
@@ -995,28 +995,21 @@ impl Lab {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting lab-app")?;
-        Ok(App::new(format!("{pod}: {}", args.join(" ")), child))
+            .with_context(|| format!("starting {label}"))?;
+        Ok(App::new(
+            format!("{pod}: {label} {}", args.join(" ")),
+            child,
+        ))
+    }
+
+    /// Starts lab-app inside a pod (its netns and cgroup).
+    pub fn app(&self, pod: &str, args: &[&str]) -> Result<App> {
+        self.spawn_app(&app_binary()?, "lab-app", pod, args)
     }
 
     /// Starts lab-http inside a pod (its netns and cgroup).
     pub fn http_app(&self, pod: &str, args: &[&str]) -> Result<App> {
-        let p = self.pod(pod);
-        let child = Command::new(http_binary()?)
-            .arg("--netns")
-            .arg(p.netns_path())
-            .arg("--cgroup")
-            .arg(&p.cgroup)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting lab-http")?;
-        Ok(App::new(
-            format!("{pod}: lab-http {}", args.join(" ")),
-            child,
-        ))
+        self.spawn_app(&http_binary()?, "lab-http", pod, args)
     }
 
     /// Starts lab-http's servers in a pod (HTTP on 8080, gRPC on 9090, WebSocket on

@@ -7,8 +7,9 @@ use std::time::Duration;
 use common::assert_intact;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec, ServiceSpec};
 
-fn lab() -> Lab {
-    let spec = LabSpec {
+/// a: client (shop), outsider (plain); b: server (shop) behind Service server.
+fn spec() -> LabSpec {
+    LabSpec {
         agent_args: vec![],
         local_ca: false,
         nodes: vec!["a".into(), "b".into()],
@@ -25,7 +26,11 @@ fn lab() -> Lab {
             port: 80,
             target_port: 8080,
         }],
-    };
+    }
+}
+
+fn lab() -> Lab {
+    let spec = spec();
     let mut lab = Lab::new(spec).expect("lab");
     lab.use_control_plane();
     lab.start_agents()
@@ -196,24 +201,7 @@ fn agents_take_their_config_from_the_control_plane() {
 fn cluster_mode_agents_find_pod_namespaces_themselves() {
     // As with Kubernetes: the config has no netns; each agent finds its pods among
     // its node's pinned namespaces by their addresses.
-    let spec = LabSpec {
-        agent_args: vec![],
-        local_ca: false,
-        nodes: vec!["a".into(), "b".into()],
-        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
-        pods: vec![
-            PodSpec::new("client", "shop", "a"),
-            PodSpec::new("outsider", "plain", "a"),
-            PodSpec::new("server", "shop", "b"),
-        ],
-        services: vec![ServiceSpec {
-            name: "server".into(),
-            namespace: "shop".into(),
-            app: "server".into(),
-            port: 80,
-            target_port: 8080,
-        }],
-    };
+    let spec = spec();
     let mut lab = Lab::new(spec).expect("lab");
     lab.use_control_plane();
     lab.use_cluster_mode().expect("cluster mode");

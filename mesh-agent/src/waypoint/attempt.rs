@@ -145,6 +145,16 @@ pub(super) fn mirror(
     });
 }
 
+/// The circuit breaker refused the request.
+fn overflow(grpc: bool) -> Response<DownBody> {
+    local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream overflow\n",
+        grpc,
+        None,
+    )
+}
+
 /// One request's attempts against one backend.
 pub(super) struct Attempts<'a> {
     pub conn: &'a Conn,
@@ -195,24 +205,14 @@ impl Attempts<'_> {
                 Ok(h) => h,
                 Err(_) => {
                     log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
+                    return overflow(grpc);
                 }
             };
             let pending = match runtime.backends.pending(stats, endpoint, policy) {
                 Ok(p) => p,
                 Err(_) => {
                     log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
+                    return overflow(grpc);
                 }
             };
             log.upstream = Some(endpoint);
@@ -240,12 +240,7 @@ impl Attempts<'_> {
                 }
                 Ok(Err(upstream::Error::Overflow(_))) => {
                     log.flags = "UO";
-                    return local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow\n",
-                        grpc,
-                        None,
-                    );
+                    return overflow(grpc);
                 }
                 Ok(Err(e)) if e.downstream() => {
                     tracing::info!(route = %log.route, "request body from the client failed: {e}");

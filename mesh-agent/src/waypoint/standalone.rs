@@ -34,6 +34,7 @@ use super::{server, Parent};
 use crate::{
     app::{self, IdentityArgs},
     config,
+    control::client::Update,
     identity::Identity,
     inpod,
     metrics::Metrics,
@@ -416,26 +417,30 @@ async fn serve(args: Args) -> Result<(), Error> {
 
     let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
-    let mut tick = tokio::time::interval(args.reload_interval);
-    let mut seen = app::fingerprint(&args.config);
+    let (tx, mut updates) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(app::file_source(
+        args.config.clone(),
+        args.reload_interval,
+        tx,
+    ));
     loop {
-        tokio::select! {
+        let update = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = tick.tick() => {}
-        }
-        let now = app::fingerprint(&args.config);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match config::load(&args.config) {
-            Ok(objects) => {
+            u = updates.recv() => match u {
+                Some(u) => u,
+                None => break,
+            },
+        };
+        match update {
+            Update::Apply(_, objects) => {
                 let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
-                state.store(State::build(g, objects));
+                state.store(State::build(g, *objects));
                 tracing::info!(generation = g, "config reloaded");
             }
-            Err(e) => tracing::error!("config refused, the last good config stays in force: {e}"),
+            Update::Refused(_, e) => {
+                tracing::error!("config refused, the last good config stays in force: {e}")
+            }
         }
     }
     tracing::info!("waypoint shutting down");
