@@ -1,15 +1,12 @@
-//! Builds the eBPF object (mesh-ebpf) for bpfel-unknown-none and embeds it, and
-//! generates the CA's gRPC code from proto/ (protox: no protoc needed).
+//! Builds the eBPF object (mesh-ebpf) for bpfel-unknown-none and embeds it.
 //!
 //! One stable toolchain is enough: RUSTC_BOOTSTRAP=1 lets aya-build pass
 //! `-Z build-std=core`. `cargo xtask build` installs rust-src and bpf-linker first.
+//! Only this crate builds eBPF: mesh-model, mesh-control, meshctl and xtask build
+//! without the kernel toolchain (`cargo xtask test` checks that it stays so).
 use std::env;
 
 fn main() -> anyhow::Result<()> {
-    println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["proto/ca.proto", "proto/config.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
-
     // The toolchain that runs this build (rustup sets it), else the default one.
     let toolchain = env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
     // SAFETY: build scripts are single-threaded at this point.

@@ -3,24 +3,29 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{atomic::AtomicBool, Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use mesh_model::{
+    ca::Ca,
+    config,
+    state::{State, StateHandle},
+};
+
 use crate::{
-    admin, config,
+    admin,
     ebpf::{self, Kernel},
     enrol::Enroller,
     identity::{
-        ca::Ca,
         client::CaClient,
         manager::{CertManager, Signer},
     },
     inpod,
     metrics::Metrics,
     shared::Shared,
-    state::{State, StateHandle},
+    source::{self, control_plane as cp, Update},
     tls,
 };
 
@@ -42,7 +47,7 @@ pub enum Error {
     #[error("config from the control plane needs --ca-address, --ca-root and --ca-token-file (it is served with the CA)")]
     ControlPlaneNeedsCa,
     #[error("{0}")]
-    Control(#[from] crate::control::client::Error),
+    Control(#[from] cp::Error),
 }
 
 /// Where the agent's config comes from.
@@ -162,50 +167,14 @@ fn release_load_memory() {
     }
 }
 
-/// A cheap fingerprint of the file: reload only when it changes.
-fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    use std::os::unix::fs::MetadataExt;
-    Some((m.modified().ok()?, m.len(), m.ino()))
-}
-
-/// Polls a config file and sends each change (or why it was refused).
-pub(crate) async fn file_source(
-    path: PathBuf,
-    interval: Duration,
-    tx: tokio::sync::mpsc::Sender<crate::control::client::Update>,
-) {
-    use crate::control::client::Update;
-    let mut tick = tokio::time::interval(interval);
-    let mut seen = fingerprint(&path);
-    let mut n = 0;
-    loop {
-        tick.tick().await;
-        let now = fingerprint(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        n += 1;
-        let update = match config::load(&path) {
-            Ok(o) => Update::Apply(n, Box::new(o)),
-            Err(e) => Update::Refused(n, e.to_string()),
-        };
-        if tx.send(update).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn serve(args: RunArgs) -> Result<(), Error> {
-    use crate::control::client::{self as cp, Update};
     let (cfg_tx, mut cfg_rx) = tokio::sync::mpsc::channel::<Update>(4);
     // A first config is required from a file: there is no last good one to fall
     // back on. From the control plane the agent waits for it (not ready meanwhile).
     let initial = match &args.config {
         ConfigSource::File(path) => {
             let objects = config::load(path)?;
-            tokio::spawn(file_source(path.clone(), args.reload_interval, cfg_tx));
+            tokio::spawn(source::file(path.clone(), args.reload_interval, cfg_tx));
             Some(objects)
         }
         ConfigSource::ControlPlane => {

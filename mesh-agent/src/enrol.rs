@@ -12,14 +12,13 @@ use tokio::task::JoinHandle;
 use crate::shared::{Pod, Shared};
 use crate::{
     ebpf::KernelHandle,
-    identity::Identity,
     inpod::{self, Netns},
     metrics::Metrics,
-    state::State,
     tls,
     tunnel::hbone,
     tunnel::{inbound, outbound},
 };
+use mesh_model::{identity::Identity, state::State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

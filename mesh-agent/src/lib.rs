@@ -1,8 +1,8 @@
 //! ferrymesh node agent.
 //!
-//! Config state is kept apart from the data path: `config` parses, `state` builds an
-//! immutable snapshot that the data path only reads, `ebpf` is the only code that
-//! writes kernel maps, `inpod` makes sockets inside pod network namespaces, and
+//! Config state is kept apart from the data path: `source` brings config (a file or
+//! the control plane), `mesh_model` parses it and builds the immutable snapshot that
+//! the data path only reads, `ebpf` is the only code that writes kernel maps, `inpod` makes sockets inside pod network namespaces, and
 //! `tunnel` decides (pure functions) and then proxies.
 //!
 //! Unsafe code is confined to the modules that talk to the kernel.
@@ -11,9 +11,6 @@
 pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
-pub mod authz;
-pub mod config;
-pub mod control;
 #[allow(unsafe_code)]
 pub mod ebpf;
 pub mod enrol;
@@ -21,10 +18,9 @@ pub mod identity;
 #[allow(unsafe_code)]
 pub mod inpod;
 pub mod metrics;
-pub mod model;
 pub mod probe;
 pub mod shared;
-pub mod state;
+pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

@@ -1,10 +1,12 @@
-//! `mesh-agent`: the ferrymesh node agent, its CA, and an HBONE probe.
+//! `mesh-agent`: the ferrymesh node agent, the standalone waypoint, and tools that
+//! act as a node would (an HBONE probe, a certificate request).
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use mesh_agent::{app, identity, probe};
+use mesh_model::identity::{Identity, DEFAULT_TRUST_DOMAIN};
 
 #[derive(Parser)]
 #[command(name = "mesh-agent", version, about = "ferrymesh node agent")]
@@ -17,14 +19,9 @@ struct Cli {
 enum Command {
     /// Run the node agent: attach the capture programs, enrol local pods, proxy.
     Run(RunFlags),
-    /// The control plane: the CA plus config distribution to node agents, from a
-    /// directory of YAML files (reloaded when they change).
-    Control(ControlFlags),
-    /// The certificate authority: create a root, issue certificates, serve CSRs.
-    Ca {
-        #[command(subcommand)]
-        command: CaCommand,
-    },
+    /// Ask the CA for a certificate as this node's agent would; prints the outcome
+    /// (for operators and tests: is the node's token good, is the identity on it?).
+    RequestCert(RequestCertFlags),
     /// The L7 waypoint as a process of its own: a shared waypoint (--hbone) and/or
     /// an ingress API gateway (--gateway with --http/--https).
     Waypoint(WaypointFlags),
@@ -86,7 +83,7 @@ struct RunFlags {
 #[derive(Args)]
 struct IdentityFlags {
     /// SPIFFE trust domain.
-    #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
+    #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
     /// Lifetime asked for workload certificates; renewed at half-life.
     #[arg(long, default_value_t = 86400)]
@@ -168,85 +165,20 @@ struct WaypointFlags {
 }
 
 #[derive(Args)]
-struct ControlFlags {
-    /// Admin API for meshctl (status, node config, pod check).
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    admin: SocketAddr,
-    /// The CA's directory (root created on first start).
+struct RequestCertFlags {
+    /// https://host:port
     #[arg(long)]
-    dir: PathBuf,
-    #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
-    trust_domain: String,
-    #[arg(long, default_value = "0.0.0.0:15012")]
-    listen: SocketAddr,
-    /// Directory of YAML files of Kubernetes-shaped objects (*.yaml, *.yml).
+    address: String,
+    /// The CA's root certificate (PEM).
     #[arg(long)]
-    config_dir: PathBuf,
-    /// Directory with one file per node, named after it, holding its token.
+    root: PathBuf,
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
     #[arg(long)]
-    token_dir: PathBuf,
-    /// How often to look for changes in --config-dir, in milliseconds.
-    #[arg(long, default_value_t = 250)]
-    reload_ms: u64,
-}
-
-#[derive(Subcommand)]
-enum CaCommand {
-    /// Create the root (root-cert.pem, root-key.pem) in DIR unless it exists.
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-    },
-    /// Issue a key and certificate for an identity directly from the root.
-    Issue {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-        /// spiffe://<trust-domain>/ns/<ns>/sa/<sa>
-        #[arg(long)]
-        identity: String,
-        #[arg(long)]
-        cert_out: PathBuf,
-        #[arg(long)]
-        key_out: PathBuf,
-        #[arg(long, default_value_t = 3600)]
-        ttl_secs: u64,
-        /// Issue a certificate that expired an hour ago (for tests).
-        #[arg(long)]
-        expired: bool,
-    },
-    /// Ask the CA service for a certificate as a node would; prints the outcome.
-    Request {
-        /// https://host:port
-        #[arg(long)]
-        address: String,
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        node: String,
-        #[arg(long)]
-        token_file: PathBuf,
-        #[arg(long)]
-        identity: String,
-    },
-    /// Serve CSRs over gRPC+TLS for node agents.
-    Serve {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value = identity::DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-        #[arg(long, default_value = "0.0.0.0:15012")]
-        listen: SocketAddr,
-        /// The cluster config (which workloads run on which node).
-        #[arg(long)]
-        config: PathBuf,
-        /// Directory with one file per node, named after it, holding its token.
-        #[arg(long)]
-        token_dir: PathBuf,
-    },
+    token_file: PathBuf,
+    /// spiffe://<trust-domain>/ns/<ns>/sa/<sa>
+    #[arg(long)]
+    identity: String,
 }
 
 fn cgroup2_root() -> Option<PathBuf> {
@@ -308,101 +240,26 @@ fn waypoint(f: WaypointFlags) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-fn ca(cmd: CaCommand) -> Result<(), String> {
-    use identity::ca::Ca;
-    match cmd {
-        CaCommand::Init { dir, trust_domain } => {
-            Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?;
-            println!("root in {}", dir.display());
-            Ok(())
-        }
-        CaCommand::Issue {
-            dir,
-            trust_domain,
-            identity,
-            cert_out,
-            key_out,
-            ttl_secs,
-            expired,
-        } => {
-            let ca = Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?;
-            let id: identity::Identity = identity
-                .parse()
-                .map_err(|e: identity::ParseError| e.to_string())?;
-            let now = std::time::SystemTime::now();
-            let (nb, na) = if expired {
-                (
-                    now - Duration::from_secs(7200),
-                    now - Duration::from_secs(3600),
-                )
-            } else {
-                (
-                    now - Duration::from_secs(60),
-                    now + Duration::from_secs(ttl_secs),
-                )
-            };
-            let (cert, key) = ca.issue(&id, nb, na).map_err(|e| e.to_string())?;
-            std::fs::write(&cert_out, cert).map_err(|e| e.to_string())?;
-            std::fs::write(&key_out, key).map_err(|e| e.to_string())?;
-            Ok(())
-        }
-        CaCommand::Request {
-            address,
-            root,
-            node,
-            token_file,
-            identity,
-        } => {
-            let read = |p: &PathBuf| {
-                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
-            };
-            let id: identity::Identity = identity
-                .parse()
-                .map_err(|e: identity::ParseError| e.to_string())?;
-            let (root_pem, token) = (read(&root)?, read(&token_file)?);
-            let (csr, _key) = identity::ca::new_csr(&id).map_err(|e| e.to_string())?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let result = rt.block_on(async {
-                let client = identity::client::CaClient::new(&address, &root_pem, &node, &token)?;
-                client.sign(csr, Duration::from_secs(3600)).await
-            });
-            match result {
-                Ok((chain, _)) => println!(
-                    "{}",
-                    serde_json::json!({"signed": true, "chain": chain.len()})
-                ),
-                Err(e) => println!(
-                    "{}",
-                    serde_json::json!({"signed": false, "error": e.to_string()})
-                ),
-            }
-            Ok(())
-        }
-        CaCommand::Serve {
-            dir,
-            trust_domain,
-            listen,
-            config,
-            token_dir,
-        } => {
-            let ca = std::sync::Arc::new(
-                Ca::load_or_create(&dir, &trust_domain).map_err(|e| e.to_string())?,
-            );
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                tokio::select! {
-                    r = identity::service::serve(ca, listen, &config, &token_dir) => r.map_err(|e| e.to_string()),
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
-            })
-        }
-    }
+fn request_cert(f: RequestCertFlags) -> Result<(), String> {
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let id: Identity = f.identity.parse().map_err(|e| format!("{e}"))?;
+    let (root_pem, token) = (read(&f.root)?, read(&f.token_file)?);
+    let (csr, _key) = mesh_model::ca::new_csr(&id).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = rt.block_on(async {
+        let client = identity::client::CaClient::new(&f.address, &root_pem, &f.node, &token)?;
+        client.sign(csr, Duration::from_secs(3600)).await
+    });
+    let report = match result {
+        Ok((chain, _)) => serde_json::json!({"signed": true, "chain": chain.len()}),
+        Err(e) => serde_json::json!({"signed": false, "error": e.to_string()}),
+    };
+    println!("{report}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -417,17 +274,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(f) => run(f),
         Command::Waypoint(f) => waypoint(f),
-        Command::Control(f) => mesh_agent::control::run(mesh_agent::control::Args {
-            admin: f.admin,
-            ca_dir: f.dir,
-            trust_domain: f.trust_domain,
-            listen: f.listen,
-            config_dir: f.config_dir,
-            token_dir: f.token_dir,
-            reload_interval: Duration::from_millis(f.reload_ms.max(50)),
-        })
-        .map_err(|e| e.to_string()),
-        Command::Ca { command } => ca(command),
+        Command::RequestCert(f) => request_cert(f),
         Command::HboneProbe(args) => probe::run(args),
     };
     match result {

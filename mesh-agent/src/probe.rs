@@ -7,10 +7,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    identity::{manager::WorkloadCert, Identity},
+    identity::manager::WorkloadCert,
     tls,
     tunnel::hbone::{io::H2Io, REASON_HEADER},
 };
+use mesh_model::identity::Identity;
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
@@ -78,11 +79,11 @@ async fn probe(a: &ProbeArgs) -> Result<(u16, String, bool), String> {
     let id: Identity = a
         .identity
         .parse()
-        .map_err(|e: crate::identity::ParseError| e.to_string())?;
+        .map_err(|e: mesh_model::identity::ParseError| e.to_string())?;
     let expect: Identity = a
         .expect
         .parse()
-        .map_err(|e: crate::identity::ParseError| e.to_string())?;
+        .map_err(|e: mesh_model::identity::ParseError| e.to_string())?;
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let cert = WorkloadCert::from_pem(&id, &[read(&a.cert)?], &read(&a.key)?)

@@ -8,14 +8,14 @@ use std::{
 };
 
 use crate::{
+    ebpf::OrigDst, identity::manager::CertManager, inpod::Netns, metrics::WorkloadCounters,
+    tunnel::hbone::pool::Pool,
+};
+use mesh_model::{
     authz,
-    ebpf::OrigDst,
-    identity::{manager::CertManager, Identity},
-    inpod::Netns,
-    metrics::WorkloadCounters,
+    identity::Identity,
     model::MtlsMode,
     state::{StateHandle, WorkloadInfo},
-    tunnel::hbone::pool::Pool,
 };
 
 /// What the data path of one enrolled pod needs.

@@ -14,7 +14,8 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::identity::{manager::CertManager, Identity};
+use crate::identity::manager::CertManager;
+use mesh_model::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

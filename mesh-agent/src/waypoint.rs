@@ -5,28 +5,23 @@
 //! each request is routed, filtered, checked and sent upstream with the source
 //! workload's identity.
 //!
-//! `table` (compiled config), `router`, `filters` and `trace` decide without I/O;
+//! `mesh_model::l7` holds the compiled config; `router`, `filters` and `trace`
+//! decide without I/O;
 //! `backend` keeps state that outlives config changes; `upstream` dials; `server`
 //! and `body` do the HTTP.
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::{
-    authz,
-    state::{ServiceInfo, State, WorkloadInfo},
-};
+use mesh_model::state::{ServiceInfo, State, WorkloadInfo};
 
 mod attempt;
 pub mod backend;
 pub mod body;
-pub mod duration;
 pub mod filters;
-pub mod jwt;
 pub mod policy;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod standalone;
-pub mod table;
 pub mod trace;
 pub mod upstream;
 
@@ -63,24 +58,6 @@ const HTTP_APP_PROTOCOLS: [&str; 6] = [
     "h2c",
     "kubernetes.io/http",
 ];
-
-/// Whether a workload has policy that only a waypoint can enforce.
-pub fn workload_has_l7(state: &State, w: &WorkloadInfo) -> bool {
-    let target = authz::Target {
-        namespace: &w.namespace,
-        labels: &w.labels,
-    };
-    state
-        .objects
-        .authorization_policies
-        .iter()
-        .any(|p| authz::applies(p, target) && p.spec.rules.iter().any(authz::rule_has_l7))
-        || state
-            .l7
-            .jwt
-            .iter()
-            .any(|j| j.applies(&w.namespace, &w.labels))
-}
 
 /// Label on a Service (or its Namespace) naming the Workload that is its shared
 /// waypoint (`mesh-agent waypoint --hbone`), as Istio's `istio.io/use-waypoint`.
@@ -119,14 +96,17 @@ pub fn decide(state: &State, original: SocketAddr) -> Option<Parent> {
             .is_some_and(|a| HTTP_APP_PROTOCOLS.contains(&a));
         let l7 = by_protocol
             || state.l7.service_has_l7(&svc.key(), port.port)
-            || port.endpoints.iter().any(|w| workload_has_l7(state, w));
+            || port
+                .endpoints
+                .iter()
+                .any(|w| mesh_model::l7::workload_has_l7(state, w));
         return l7.then(|| Parent::Service {
             service: svc.clone(),
             port: port.port,
         });
     }
     let w = state.workloads_by_ip.get(&ip)?;
-    (w.captured && workload_has_l7(state, w)).then(|| Parent::Workload {
+    (w.captured && mesh_model::l7::workload_has_l7(state, w)).then(|| Parent::Workload {
         workload: w.clone(),
     })
 }

@@ -1,6 +1,12 @@
-//! The ferrymesh control plane's Kubernetes source: watchers (kube-rs) for
-//! Namespaces, Pods, Services, EndpointSlices, Gateway API routes and ferrymesh's
-//! policy CRDs, turned into the model the node agents use (`translate`, pure and
-//! table-tested) and published as versions for config distribution.
+//! The ferrymesh control plane: the CA, config distribution to node agents, the
+//! admin API for meshctl, and the config sources (a directory of YAML files, or
+//! Kubernetes watchers turned into the model by `translate`, pure and table-tested).
+//! Builds without eBPF, aya or bpf-linker.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod ca_service;
+pub mod distribution;
+pub mod serve;
 pub mod source;
 pub mod translate;

@@ -17,46 +17,10 @@ use kube::{
     },
     Api, Client, Resource,
 };
-use mesh_agent::model::Objects;
+use mesh_model::model::{Objects, CUSTOM_KINDS};
 use tokio::sync::{watch, Notify};
 
 use crate::translate::{self, Inputs};
-
-/// The custom resources read, by kind: (group, version, plural).
-pub const CUSTOM: [(&str, &str, &str, &str); 7] = [
-    ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
-    ("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
-    (
-        "security.istio.io",
-        "v1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-    ),
-    (
-        "security.istio.io",
-        "v1",
-        "PeerAuthentication",
-        "peerauthentications",
-    ),
-    (
-        "security.istio.io",
-        "v1",
-        "RequestAuthentication",
-        "requestauthentications",
-    ),
-    (
-        "ferrymesh.io",
-        "v1alpha1",
-        "TrafficPolicy",
-        "trafficpolicies",
-    ),
-    (
-        "ferrymesh.io",
-        "v1alpha1",
-        "DirectResponse",
-        "directresponses",
-    ),
-];
 
 fn run<K>(api: Api<K>, writer: Writer<K>, kind: String, changed: Arc<Notify>)
 where
@@ -116,11 +80,11 @@ pub struct Stores {
 
 impl Stores {
     pub fn start(client: &Client, changed: &Arc<Notify>) -> Stores {
-        let custom = CUSTOM
+        let custom = CUSTOM_KINDS
             .iter()
-            .map(|(group, version, kind, plural)| {
-                let gvk = GroupVersionKind::gvk(group, version, kind);
-                let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+            .map(|k| {
+                let (kind, gvk) = (k.kind, GroupVersionKind::gvk(k.group, k.version, k.kind));
+                let ar = ApiResource::from_gvk_with_plural(&gvk, k.plural);
                 let writer = Writer::<DynamicObject>::new(ar.clone());
                 let reader = writer.as_reader();
                 run(

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace as KNamespace, Pod, Service as KService};
 use kube::api::DynamicObject;
-use mesh_agent::model::{self, ObjectMeta, Objects};
+use mesh_model::model::{self, ObjectMeta, Objects};
 use serde::de::DeserializeOwned;
 
 fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {

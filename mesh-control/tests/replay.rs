@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::{body::Frame, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
-use mesh_agent::model::Objects;
+use mesh_model::model::Objects;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 

@@ -178,6 +178,21 @@ pub fn app_binary() -> Result<PathBuf> {
     )
 }
 
+/// Where the control plane is: $MESH_CONTROL_BIN, else next to the mesh-agent binary.
+pub fn control_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MESH_CONTROL_BIN") {
+        return Ok(p.into());
+    }
+    let p = agent_binary()?.with_file_name("mesh-control");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "mesh-control binary not found at {}; build with `cargo build -p mesh-control`",
+        p.display()
+    )
+}
+
 /// Where lab-http (HTTP/gRPC/WebSocket peers) is: next to lab-app.
 pub fn http_binary() -> Result<PathBuf> {
     let p = app_binary()?.with_file_name("lab-http");
@@ -652,9 +667,12 @@ impl Lab {
         self.dir.join("ca")
     }
 
-    /// Creates the CA root and node tokens, then runs `mesh-agent ca serve` in the
-    /// fabric namespace (a process of its own, as on a cluster).
-    fn start_ca(&mut self, bin: &Path) -> Result<()> {
+    /// Creates the CA root and node tokens, then runs `mesh-control` in the fabric
+    /// namespace (a process of its own, as on a cluster) on the lab's directory: the
+    /// CA (its inventory is that config) and config distribution, which agents use
+    /// after `use_control_plane`.
+    fn start_ca(&mut self) -> Result<()> {
+        let bin = control_binary()?;
         let ca_dir = self.ca_dir();
         let tokens = self.dir.join("tokens");
         std::fs::create_dir_all(&tokens)?;
@@ -664,7 +682,7 @@ impl Lab {
                 format!("token-{}-{i}-{}", self.run, n.name),
             )?;
         }
-        let out = Command::new(bin)
+        let out = Command::new(&bin)
             .args(["ca", "init", "--dir"])
             .arg(&ca_dir)
             .output()?;
@@ -675,24 +693,17 @@ impl Lab {
             .create(true)
             .append(true)
             .open(self.dir.join("ca.log"))?;
-        let mut cmd = in_cgroup_and_netns(&self.agents_cgroup, &self.fabric, bin);
-        if self.control_plane {
-            cmd.args(["control", "--dir"])
-                .arg(&ca_dir)
-                .args([
-                    "--listen",
-                    &format!("{CA_IP}:{CA_PORT}"),
-                    "--reload-ms",
-                    "100",
-                    "--config-dir",
-                ])
-                .arg(&self.dir);
-        } else {
-            cmd.args(["ca", "serve", "--dir"])
-                .arg(&ca_dir)
-                .args(["--listen", &format!("{CA_IP}:{CA_PORT}"), "--config"])
-                .arg(&self.config);
-        }
+        let mut cmd = in_cgroup_and_netns(&self.agents_cgroup, &self.fabric, &bin);
+        cmd.arg("--ca-dir")
+            .arg(&ca_dir)
+            .args([
+                "--listen",
+                &format!("{CA_IP}:{CA_PORT}"),
+                "--debounce-ms",
+                "50",
+                "--config-dir",
+            ])
+            .arg(&self.dir);
         let child = cmd
             .arg("--token-dir")
             .arg(&tokens)
@@ -724,8 +735,8 @@ impl Lab {
         Ok(())
     }
 
-    /// From now on agents take their config from `mesh-agent control`, which serves
-    /// the lab's directory (the config file is in it) with the CA. Call before
+    /// From now on agents take their config from `mesh-control`, which serves the
+    /// lab's directory (the config file is in it) with the CA. Call before
     /// `start_agents`.
     pub fn use_control_plane(&mut self) {
         self.control_plane = true;
@@ -758,7 +769,7 @@ impl Lab {
 
     /// Starts the CA / control plane again (same root, same tokens).
     pub fn start_control_plane(&mut self) -> Result<()> {
-        self.start_ca(&agent_binary()?)
+        self.start_ca()
     }
 
     pub fn ca_log(&self) -> String {
@@ -768,7 +779,7 @@ impl Lab {
     pub fn start_agents(&mut self) -> Result<()> {
         let bin = agent_binary()?;
         if self.ca.is_none() && !self.spec.local_ca {
-            self.start_ca(&bin)?;
+            self.start_ca()?;
         }
         for i in 0..self.nodes.len() {
             self.start_agent_at(i, &bin)?;

@@ -9,7 +9,10 @@ use std::{
 };
 
 use common::{assert_intact, two_node_lab, two_node_lab_with};
-use ferrymesh_tests::{lab::agent_binary, Lab};
+use ferrymesh_tests::{
+    lab::{agent_binary, control_binary},
+    Lab,
+};
 
 fn agent() -> String {
     agent_binary()
@@ -173,7 +176,7 @@ fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
             dir.join(format!("{name}.pem")),
             dir.join(format!("{name}-key.pem")),
         );
-        let mut cmd = Command::new(agent());
+        let mut cmd = Command::new(control_binary().expect("mesh-control binary"));
         cmd.args(["ca", "issue", "--dir"])
             .arg(ca_dir)
             .args(["--identity", client_id, "--cert-out"])
@@ -266,8 +269,7 @@ fn the_ca_refuses_identities_not_on_the_requesting_node() {
                 "a",
                 &[
                     &agent(),
-                    "ca",
-                    "request",
+                    "request-cert",
                     "--address",
                     "https://198.18.0.254:15012",
                     "--root",

@@ -21,6 +21,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// Everything a first run may install, by the name the README's table uses.
+pub fn prerequisites() -> Vec<&'static str> {
+    let mut all = vec!["rust-src", "bpf-linker", LLVM_PACKAGE];
+    all.extend(PACKAGES.iter().map(|(p, _)| *p));
+    all
+}
+
 pub fn step(msg: &str) {
     println!("==> {msg}");
 }
@@ -140,7 +147,7 @@ fn ensure_bpf_linker() -> Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&lib, &link)?;
-    run(Command::new("cargo")
+    run(crate::build::cargo()
         .args([
             "install",
             "bpf-linker",

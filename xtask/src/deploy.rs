@@ -22,6 +22,8 @@ use anyhow::{bail, Context, Result};
 use schemars::{generate::SchemaSettings, JsonSchema};
 use serde_json::{json, Value};
 
+use mesh_model::model::{ApiKind, CUSTOM_KINDS};
+
 use crate::{bootstrap::step, build::workspace_root};
 
 const RELEASE_NAMESPACE: &str = "ferrymesh-system";
@@ -80,7 +82,7 @@ struct Crd {
 }
 
 fn crds() -> Vec<Crd> {
-    use mesh_agent::model::*;
+    use mesh_model::model::*;
     vec![
         Crd {
             group: "ferrymesh.io",
@@ -369,9 +371,9 @@ pub fn run(write: bool) -> Result<()> {
         ("discovery.k8s.io".into(), "endpointslices".into()),
     ];
     watched.extend(
-        mesh_control::source::CUSTOM
+        CUSTOM_KINDS
             .iter()
-            .map(|(g, _, _, p)| (g.to_string(), p.to_string())),
+            .map(|k| (k.group.to_string(), k.plural.to_string())),
     );
     for w in watched {
         if !rbac.contains(&w) {
@@ -386,7 +388,10 @@ pub fn run(write: bool) -> Result<()> {
         .filter(|(_, d)| d["kind"] == "CustomResourceDefinition")
         .map(|(_, d)| d["spec"]["names"]["kind"].as_str().unwrap_or("").to_owned())
         .collect();
-    for (g, _, k, _) in mesh_control::source::CUSTOM {
+    for ApiKind {
+        group: g, kind: k, ..
+    } in CUSTOM_KINDS
+    {
         if g != "gateway.networking.k8s.io" && !crd_kinds.contains(k) {
             problems.push(format!(
                 "no CRD for {k} ({g}), which the control plane watches"

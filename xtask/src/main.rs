@@ -8,6 +8,7 @@ mod bench_control;
 mod bench_l7;
 mod bootstrap;
 mod build;
+mod check;
 mod demo;
 mod deploy;
 mod lab;

@@ -1,6 +1,4 @@
 //! `cargo xtask test`: bootstrap, build, lint, then every test.
-use std::process::Command;
-
 use anyhow::Result;
 
 use crate::{
@@ -10,32 +8,26 @@ use crate::{
 
 pub fn run_tests(args: &[String]) -> Result<()> {
     step("running unit tests and lab integration tests (real eBPF, network namespaces)");
-    sh(Command::new("cargo")
-        .current_dir(build::workspace_root())
-        .args(["test", "--workspace"])
-        .args(args))
+    sh(build::cargo().args(["test", "--workspace"]).args(args))
 }
 
 pub fn run(lint: bool, args: &[String]) -> Result<()> {
+    crate::check::run()?;
     bootstrap::ensure()?;
     build::all(false)?;
     if lint {
         step("cargo fmt --check");
-        sh(Command::new("cargo")
-            .current_dir(build::workspace_root())
-            .args(["fmt", "--all", "--", "--check"]))?;
+        sh(build::cargo().args(["fmt", "--all", "--", "--check"]))?;
         step("cargo clippy -D warnings");
-        sh(Command::new("cargo")
-            .current_dir(build::workspace_root())
-            .args([
-                "clippy",
-                "--quiet",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]))?;
+        sh(build::cargo().args([
+            "clippy",
+            "--quiet",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     crate::deploy::run(false)?;
     run_tests(args)?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config;
+use mesh_model::config;
 
 fn state(ns_label: &str, pod_label: &str) -> State {
     let text = format!(

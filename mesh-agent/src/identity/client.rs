@@ -3,9 +3,9 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use super::{
-    proto::{certificates_client::CertificatesClient, SignRequest},
-    service::CA_SERVER_NAME,
+use mesh_model::{
+    ca::CA_SERVER_NAME,
+    proto::ca::{certificates_client::CertificatesClient, SignRequest},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -12,13 +12,14 @@ use rustls::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ca::Ca, client::CaClient, Identity};
+use super::client::CaClient;
 use crate::metrics::Counter;
+use mesh_model::{ca::Ca, identity::Identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
-    Ca(#[from] super::ca::Error),
+    Ca(#[from] mesh_model::ca::Error),
     #[error("{0}")]
     Client(#[from] super::client::Error),
     #[error("the CA returned an unusable certificate or key: {0}")]
@@ -35,7 +36,7 @@ pub enum Signer {
 
 impl Signer {
     async fn sign(&self, id: &Identity, ttl: Duration) -> Result<(Vec<String>, String), Error> {
-        let (csr, key) = super::ca::new_csr(id)?;
+        let (csr, key) = mesh_model::ca::new_csr(id)?;
         let chain = match self {
             Signer::Local(ca) => {
                 let (_, parsed) = ca.csr_identity(&csr)?;

@@ -2,10 +2,10 @@
 use std::{net::SocketAddr, time::Instant};
 
 use crate::{
-    identity::Identity,
     metrics::WorkloadCounters,
     telemetry::{ConnectionLabels, Telemetry},
 };
+use mesh_model::identity::Identity;
 
 pub struct Access<'a> {
     /// "outbound" (source side) or "inbound" (destination side).

@@ -8,10 +8,8 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{access::Access, hbone::pool, inbound, reset::ResetOnDrop, route, splice};
-use crate::{
-    identity::Identity,
-    shared::{Pod, Shared},
-};
+use crate::shared::{Pod, Shared};
+use mesh_model::identity::Identity;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CERT_WAIT: Duration = Duration::from_secs(5);

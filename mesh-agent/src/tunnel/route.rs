@@ -1,7 +1,7 @@
 //! Where an outbound captured connection goes. No I/O: table-tested.
 use std::net::SocketAddr;
 
-use crate::state::State;
+use mesh_model::state::State;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {

@@ -16,9 +16,9 @@ use hyper::body::Incoming;
 use super::{
     backend::BackendStats,
     server::{local, Conn, DownBody, RequestLog},
-    table::{Backend, BackendPolicy, Retry, RouteRule},
     upstream::{self, BoxError, Clients, UpBody},
 };
+use mesh_model::l7::table::{Backend, BackendPolicy, Retry, RouteRule};
 
 /// A request body: kept (replayable) or streamed once.
 pub(super) enum ReqBody {

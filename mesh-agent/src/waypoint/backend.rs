@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::table::BackendPolicy;
-use crate::model::LoadBalancerType;
+use mesh_model::l7::table::BackendPolicy;
+use mesh_model::model::LoadBalancerType;
 
 #[derive(Debug, Default)]
 pub struct EndpointStats {

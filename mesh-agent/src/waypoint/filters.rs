@@ -1,8 +1,10 @@
 //! Gateway API filters on request and response heads. No I/O: table-tested.
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
-use super::table::PathCond;
-use crate::model::{HeaderModifier, PathModifier, PathModifierType, RequestRedirect, UrlRewrite};
+use mesh_model::l7::table::PathCond;
+use mesh_model::model::{
+    HeaderModifier, PathModifier, PathModifierType, RequestRedirect, UrlRewrite,
+};
 
 pub fn modify_headers(h: &mut HeaderMap, m: &HeaderModifier) {
     for v in &m.set {

@@ -2,15 +2,14 @@
 //! the request's attributes, for one target workload.
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::{
-    jwt,
-    server::{local, Conn, DownBody, RequestLog},
-};
-use crate::{
+use mesh_model::{
     authz,
     identity::Identity,
+    l7::jwt,
     state::{State, WorkloadInfo},
 };
+
+use super::server::{local, Conn, DownBody, RequestLog};
 
 /// RequestAuthentication then AuthorizationPolicy of `target` for one request;
 /// Err is the response that refuses it.

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::table::RateLimit;
+use mesh_model::l7::table::RateLimit;
 
 const MAX_BUCKETS: usize = 100_000;
 

@@ -1,7 +1,7 @@
 //! Which route rule serves a request. No I/O: table-tested.
 use http::HeaderMap;
 
-use super::table::{Cond, Entry, Match, PathCond, Protocol};
+use mesh_model::l7::table::{Cond, Entry, Match, PathCond, Protocol};
 
 /// What routing looks at in a request.
 #[derive(Debug, Clone, Copy)]

@@ -21,14 +21,14 @@ use super::{
     body::{Finish, Tracked},
     filters,
     router::{self, RequestView},
-    table::{Backend, Filter, ParentKey, PathCond, RouteRule},
     trace::TraceContext,
     upstream::BoxError,
     Parent,
 };
-use crate::{
+use crate::shared::{Pod, Shared};
+use mesh_model::{
     identity::Identity,
-    shared::{Pod, Shared},
+    l7::table::{Backend, Filter, ParentKey, PathCond, RouteRule},
     state::State,
 };
 
@@ -364,7 +364,7 @@ async fn route(
                     None,
                 );
                 *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-                let mut m = crate::model::HeaderModifier::default();
+                let mut m = mesh_model::model::HeaderModifier::default();
                 m.set.clone_from(&d.headers);
                 filters::modify_headers(r.headers_mut(), &m);
                 return r;
@@ -687,13 +687,4 @@ fn wants_h2(state: &State, b: &Backend) -> bool {
         .and_then(|s| s.ports.iter().find(|p| p.port == b.port))
         .and_then(|p| p.app_protocol.as_deref())
         .is_some_and(|a| matches!(a, "http2" | "grpc" | "kubernetes.io/h2c" | "h2c"))
-}
-
-impl RouteRule {
-    /// Requests to a workload addressed directly: sent to it, no route.
-    pub fn direct(workload: String) -> RouteRule {
-        let mut r = RouteRule::empty(format!("Workload {workload}"));
-        r.backends.clear();
-        r
-    }
 }

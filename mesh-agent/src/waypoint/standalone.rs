@@ -33,15 +33,17 @@ use tokio::{
 use super::{server, Parent};
 use crate::{
     app::{self, IdentityArgs},
-    config,
-    control::client::Update,
-    identity::Identity,
     inpod,
     metrics::Metrics,
     shared::{Pod, Shared},
-    state::{State, StateHandle},
+    source::Update,
     tls,
     tunnel::hbone::{io::H2Io, server as hbone_server},
+};
+use mesh_model::{
+    config,
+    identity::Identity,
+    state::{State, StateHandle},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -418,7 +420,7 @@ async fn serve(args: Args) -> Result<(), Error> {
     let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
     let (tx, mut updates) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(app::file_source(
+    tokio::spawn(crate::source::file(
         args.config.clone(),
         args.reload_interval,
         tx,

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::config;
+use mesh_model::config;
 
 const BASE: &str = r#"
 apiVersion: v1

@@ -20,7 +20,8 @@ use super::{
     io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
     STREAM_WINDOW,
 };
-use crate::{identity::Identity, metrics::Counter, tls};
+use crate::{metrics::Counter, tls};
+use mesh_model::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

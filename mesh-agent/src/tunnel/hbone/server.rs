@@ -14,11 +14,11 @@ use super::{
     STREAM_WINDOW,
 };
 use crate::{
-    identity::Identity,
     shared::{Pod, Shared},
     tls,
     tunnel::{access::Access, inbound, splice},
 };
+use mesh_model::identity::Identity;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config;
+use mesh_model::config;
 
 const CFG: &str = r#"
 apiVersion: v1

@@ -1,9 +1,9 @@
 use http::HeaderMap;
 
 use super::*;
-use crate::{
+use mesh_model::{
     config,
-    waypoint::table::{ParentKey, Table},
+    l7::table::{ParentKey, Table},
 };
 
 const ROUTES: &str = r#"

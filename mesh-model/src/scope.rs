@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::proto::{ConfigUpdate, Resource, ResourceKey};
 use crate::model::{ObjectMeta, Objects};
+use crate::proto::config::{ConfigUpdate, Resource, ResourceKey};
 
 /// kind, namespace, name
 pub type Key = (String, String, String);

@@ -312,7 +312,7 @@ fn validate(path: &str, o: &Objects) -> Result<(), Error> {
             }
         }
     }
-    crate::waypoint::table::Table::build(o).map_err(|e| Error::Invalid {
+    crate::l7::table::Table::build(o).map_err(|e| Error::Invalid {
         path: path.to_owned(),
         kind: e.kind,
         name: e.name,

@@ -11,7 +11,7 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256,
 };
 
-use super::Identity;
+use crate::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,6 +34,9 @@ pub enum Error {
     #[error("signing failed: {0}")]
     Sign(rcgen::Error),
 }
+
+/// DNS name in the CA's serving certificate; clients verify it against the root.
+pub const CA_SERVER_NAME: &str = "ferrymesh-ca";
 
 pub const ROOT_CERT: &str = "root-cert.pem";
 pub const ROOT_KEY: &str = "root-key.pem";

@@ -1,10 +1,6 @@
 //! The control plane's admin API (what `meshctl` reads): status of every node
 //! agent, one node's config, and why a pod is (not) in the mesh.
-use std::{
-    collections::BTreeMap,
-    convert::Infallible,
-    sync::{Arc, Mutex},
-};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,15 +9,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::{
-    scope,
-    server::{Current, NodeStatus},
-};
-use crate::{authz, identity::Identity, model::Objects, state::State};
+use mesh_model::{authz, identity::Identity, model::Objects, scope, state::State};
+
+use crate::distribution::{Current, Nodes};
 
 pub struct Admin {
     pub current: Current,
-    pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    pub nodes: Nodes,
     pub trust_domain: String,
 }
 
@@ -39,17 +33,20 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
         .and_then(|n| {
             n.metadata
                 .labels
-                .get(crate::model::DATAPLANE_MODE_LABEL)
+                .get(mesh_model::model::DATAPLANE_MODE_LABEL)
                 .cloned()
         });
-    let pod_mode = w.labels.get(crate::model::DATAPLANE_MODE_LABEL).cloned();
+    let pod_mode = w
+        .labels
+        .get(mesh_model::model::DATAPLANE_MODE_LABEL)
+        .cloned();
     let reason = match (w.captured, ns_mode.as_deref(), pod_mode.as_deref()) {
         (true, _, _) => "namespace labelled ambient".to_owned(),
         (false, _, Some("none")) => "the pod opts out (label none)".to_owned(),
         (false, Some(m), _) => format!("namespace label is {m:?}, not \"ambient\""),
         (false, None, _) => format!(
             "namespace {namespace} has no {} label",
-            crate::model::DATAPLANE_MODE_LABEL
+            mesh_model::model::DATAPLANE_MODE_LABEL
         ),
     };
     let target = authz::Target {
@@ -80,7 +77,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
         })
         .map(|s| s.key())
         .collect();
-    let parent_of = |ns: &str, refs: &[crate::model::ParentRef]| -> Vec<String> {
+    let parent_of = |ns: &str, refs: &[mesh_model::model::ParentRef]| -> Vec<String> {
         refs.iter()
             .filter(|r| r.kind.as_deref() == Some("Service"))
             .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(ns), r.name))
@@ -117,7 +114,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
         "services": services,
         "authorization_policies": policies,
         "routes": routes,
-        "l7": crate::waypoint::workload_has_l7(&state, w),
+        "l7": mesh_model::l7::workload_has_l7(&state, w),
     }))
 }
 
@@ -185,7 +182,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use mesh_model::config;
 
     #[test]
     fn check_explains() {

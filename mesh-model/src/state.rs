@@ -71,7 +71,7 @@ pub struct State {
     pub services_by_vip: HashMap<IpAddr, Arc<ServiceInfo>>,
     pub services_by_key: HashMap<String, Arc<ServiceInfo>>,
     /// Compiled L7 configuration (routes, traffic policies, JWT rules).
-    pub l7: Arc<crate::waypoint::table::Table>,
+    pub l7: Arc<crate::l7::table::Table>,
     pub objects: Objects,
 }
 
@@ -125,7 +125,7 @@ impl State {
             services_by_key.insert(info.key(), info);
         }
         // The config source validated the same objects, so this does not fail.
-        let l7 = crate::waypoint::table::Table::build(&objects).unwrap_or_else(|e| {
+        let l7 = crate::l7::table::Table::build(&objects).unwrap_or_else(|e| {
             tracing::error!("L7 config: {} {}: {}", e.kind, e.name, e.message);
             Default::default()
         });

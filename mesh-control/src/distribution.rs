@@ -13,11 +13,14 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{
-    proto::{config_distribution_server::ConfigDistribution, AgentMessage, ConfigUpdate},
+use mesh_model::{
+    config,
+    model::Objects,
+    proto::config::{config_distribution_server::ConfigDistribution, AgentMessage, ConfigUpdate},
     scope,
 };
-use crate::{config, identity::service::authenticate_node, model::Objects};
+
+use crate::ca_service::authenticate_node;
 
 pub type Current = watch::Receiver<(u64, Arc<Objects>)>;
 
@@ -30,11 +33,14 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
 }
 
+/// Every node's status, by node name.
+pub type Nodes = Arc<Mutex<BTreeMap<String, NodeStatus>>>;
+
 #[derive(Clone)]
 pub struct Distribution {
     current: Current,
     token_dir: PathBuf,
-    pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    pub nodes: Nodes,
 }
 
 impl Distribution {

@@ -960,6 +960,13 @@ impl Table {
 }
 
 impl RouteRule {
+    /// Requests to a workload addressed directly: sent to it, no route.
+    pub fn direct(workload: String) -> RouteRule {
+        let mut r = RouteRule::empty(format!("Workload {workload}"));
+        r.backends.clear();
+        r
+    }
+
     pub fn empty(route: String) -> RouteRule {
         RouteRule {
             route,

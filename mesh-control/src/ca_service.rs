@@ -3,26 +3,28 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    sync::Arc,
+    time::Duration,
 };
 
 use tonic::{Request, Response, Status};
 
-use super::{
+use mesh_model::{
     ca::Ca,
+    identity::Identity,
     proto::{
-        certificates_server::{Certificates, CertificatesServer},
-        SignRequest, SignResponse,
+        ca::{
+            certificates_server::{Certificates, CertificatesServer},
+            SignRequest, SignResponse,
+        },
+        config::config_distribution_server::ConfigDistributionServer,
     },
-    Identity,
 };
-use crate::{config, model::Objects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
-    Ca(#[from] super::ca::Error),
+    Ca(#[from] mesh_model::ca::Error),
     #[error("CA server TLS: {0}")]
     Tls(String),
     #[error("CA server on {addr}: {source}")]
@@ -32,47 +34,14 @@ pub enum Error {
     },
 }
 
-/// DNS name in the CA's serving certificate; clients verify it against the root.
-pub const CA_SERVER_NAME: &str = "ferrymesh-ca";
+use mesh_model::ca::CA_SERVER_NAME;
 
-/// Which workloads run where: the same config file the agents read, reloaded when
-/// it changes; a bad file keeps the last good one.
-/// Which workloads run where: from a config file (standalone CA) or from the control
-/// plane's current objects.
-pub enum Inventory {
-    File {
-        path: PathBuf,
-        cached: Mutex<(Option<SystemTime>, Arc<Objects>)>,
-    },
-    Live(tokio::sync::watch::Receiver<(u64, Arc<Objects>)>),
-}
+/// Which workloads run where: the control plane's current objects.
+pub struct Inventory(pub crate::distribution::Current);
 
 impl Inventory {
-    pub fn file(path: &Path) -> Inventory {
-        Inventory::File {
-            path: path.to_owned(),
-            cached: Mutex::new((None, Arc::new(Objects::default()))),
-        }
-    }
-
-    fn objects(&self) -> Arc<Objects> {
-        let (path, cached) = match self {
-            Inventory::Live(rx) => return rx.borrow().1.clone(),
-            Inventory::File { path, cached } => (path, cached),
-        };
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let mut c = cached.lock().unwrap_or_else(|p| p.into_inner());
-        if mtime != c.0 {
-            match config::load(path) {
-                Ok(o) => *c = (mtime, Arc::new(o)),
-                Err(e) => tracing::warn!("CA inventory: {e}; keeping the last good one"),
-            }
-        }
-        c.1.clone()
-    }
-
     fn has_workload(&self, node: &str, id: &Identity) -> bool {
-        self.objects().workloads.iter().any(|w| {
+        self.0.borrow().1.workloads.iter().any(|w| {
             w.spec.node == node
                 && w.metadata.namespace() == id.namespace
                 && w.spec.service_account == id.service_account
@@ -169,23 +138,14 @@ impl Certificates for CaService {
     }
 }
 
-/// Serves the CA over TLS (its serving certificate is signed by its own root).
+/// The CA and config distribution on one TLS port (its serving certificate is
+/// signed by its own root).
 pub async fn serve(
-    ca: Arc<Ca>,
-    listen: SocketAddr,
-    config: &Path,
-    token_dir: &Path,
-) -> Result<(), Error> {
-    serve_with(ca, listen, Inventory::file(config), token_dir, None).await
-}
-
-/// The CA, and when given the config distribution service, on one TLS port.
-pub async fn serve_with(
     ca: Arc<Ca>,
     listen: SocketAddr,
     inventory: Inventory,
     token_dir: &Path,
-    distribution: Option<crate::control::server::Distribution>,
+    distribution: crate::distribution::Distribution,
 ) -> Result<(), Error> {
     let (cert, key) = ca
         .issue_server(CA_SERVER_NAME)
@@ -193,16 +153,12 @@ pub async fn serve_with(
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(cert, key));
     let svc = CaService::new(ca, inventory, token_dir);
-    tracing::info!(%listen, config_distribution = distribution.is_some(), "CA serving");
+    tracing::info!(%listen, "CA and config distribution serving");
     tonic::transport::Server::builder()
         .tls_config(tls)
         .map_err(|e| Error::Tls(e.to_string()))?
         .add_service(CertificatesServer::new(svc))
-        .add_optional_service(
-            distribution.map(
-                crate::control::proto::config_distribution_server::ConfigDistributionServer::new,
-            ),
-        )
+        .add_service(ConfigDistributionServer::new(distribution))
         .serve(listen)
         .await
         .map_err(|source| Error::Serve {

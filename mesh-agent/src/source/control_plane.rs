@@ -7,11 +7,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::{
-    proto::{config_distribution_client::ConfigDistributionClient, AgentMessage},
+use mesh_model::{
+    ca::CA_SERVER_NAME,
+    config,
+    proto::config::{config_distribution_client::ConfigDistributionClient, AgentMessage},
     scope,
 };
-use crate::{config, identity::service::CA_SERVER_NAME, model::Objects};
+
+use super::Update;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,12 +28,6 @@ pub enum Error {
     Status(#[from] tonic::Status),
     #[error("bootstrap token is not a valid header value")]
     Token,
-}
-
-/// What the agent's main loop receives: a version and its objects, or a refusal.
-pub enum Update {
-    Apply(u64, Box<Objects>),
-    Refused(u64, String),
 }
 
 pub struct Source {
