@@ -1,8 +1,13 @@
-//! A lab-app process running as a pod's application.
+//! A lab-app process running as a pod's application. Its stdout is read line by
+//! line; its stderr is kept and shown in the error of an unexpected failure (and
+//! when a test panics), so that an expected failure stays one line.
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin},
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    sync::{
+        mpsc::{Receiver, RecvTimeoutError},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -14,12 +19,22 @@ pub struct App {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl App {
     pub(crate) fn new(name: String, mut child: Child) -> App {
         let stdout = child.stdout.take();
         let stdin = child.stdin.take();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let keep = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(out) = stdout {
             std::thread::spawn(move || {
@@ -36,7 +51,16 @@ impl App {
             stdin,
             lines: rx,
             seen: Vec::new(),
+            stderr,
         }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
     }
 
     /// The next output line, waiting up to `timeout`.
@@ -54,9 +78,10 @@ impl App {
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().ok();
                 bail!(
-                    "{}: exited ({status:?}) after printing {:?}",
+                    "{}: exited ({status:?}) after printing {:?}; stderr: {}",
                     self.name,
-                    self.seen
+                    self.seen,
+                    self.stderr()
                 )
             }
         }
@@ -111,7 +136,12 @@ impl App {
         }
         let status = self.child.wait()?;
         if !status.success() {
-            bail!("{}: failed ({status}); output {:?}", self.name, self.seen);
+            bail!(
+                "{}: failed ({status}); output {:?}; stderr: {}",
+                self.name,
+                self.seen,
+                self.stderr()
+            );
         }
         let l = last.with_context(|| format!("{}: printed no result", self.name))?;
         Ok(serde_json::from_str(&l)?)
@@ -122,5 +152,9 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let stderr = self.stderr();
+        if std::thread::panicking() && !stderr.is_empty() {
+            eprintln!("--- stderr of {} ---\n{stderr}", self.name);
+        }
     }
 }

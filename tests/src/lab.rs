@@ -1004,7 +1004,7 @@ impl Lab {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {label}"))?;
         Ok(App::new(

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod eventually;
 pub mod lab;
 pub mod netns;
 pub mod sys;
 
 pub use app::App;
+pub use eventually::eventually;
 pub use lab::{Lab, LabSpec, PodSpec, ServiceSpec, Waypoint};

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ferrymesh_tests::Lab;
+use ferrymesh_tests::{eventually, Lab};
 
 use crate::{bootstrap, bootstrap::step, build, lab::demo_spec};
 
@@ -17,6 +17,30 @@ fn show_counters(lab: &Lab, node: &str, workload: &str) -> Result<()> {
         w["inbound_delivered"].as_u64().unwrap_or(0),
     );
     Ok(())
+}
+
+/// The reason of the last refused connection in an agent's log, in one line:
+/// "no ALLOW policy matches (node-b's agent: source ..., port 8080)".
+fn refusal(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("connection refused: "))?;
+    let (_, rest) = line.split_once("connection refused: ")?;
+    let (reason, fields) = rest.split_once(" source=").unwrap_or((rest, ""));
+    let field = |k: &str| {
+        fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(k))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let source = fields.split_whitespace().next().unwrap_or("?");
+    Some(format!(
+        "{reason} (destination {}, port {}, source {source})",
+        field("destination="),
+        field("port=")
+    ))
 }
 
 const POLICY: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: shop}\n\
@@ -201,29 +225,17 @@ pub fn run() -> Result<()> {
     show_counters(&lab, "node-b", "shop/server")?;
 
     // The access log line is written when the connection has closed on node-b.
-    let mut hbone_lines: Vec<String> = Vec::new();
-    for _ in 0..30 {
-        hbone_lines = lab
-            .agent_log("node-b")
+    let hbone_line = eventually(Duration::from_secs(10), "node-b's access log line", || {
+        lab.agent_log("node-b")
             .lines()
-            .filter(|l| l.contains(r#""transport":"hbone""#))
-            .map(|l| {
-                l.split_once("access: ")
-                    .map(|(_, j)| j.to_owned())
-                    .unwrap_or_else(|| l.to_owned())
-            })
-            .collect();
-        if !hbone_lines.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .find(|l| l.contains(r#""transport":"hbone""#))
+            .map(|l| l.split_once("access: ").map_or(l, |(_, j)| j).to_owned())
+            .ok_or("no HBONE access log line yet")
+    })?;
     println!(
         "    the hop between the nodes was mutual TLS (HBONE, port 15008); node-b's access log:"
     );
-    for l in hbone_lines.iter().take(1) {
-        println!("      {l}");
-    }
+    println!("      {hbone_line}");
 
     step(&format!(
         "shop/client dials the service VIP {}:80",
@@ -274,28 +286,19 @@ pub fn run() -> Result<()> {
             .as_array()
             .is_some_and(|a| a.iter().any(|w| w == "legacy/outsider"))
     })?;
-    let refused = lab
-        .run_client(
-            "outsider",
-            &["connect", "--to", &to.to_string(), "--bytes", "4096"],
-        )
-        .is_err();
-    ensure!(refused, "the policy should refuse legacy/outsider");
-    let denial = lab
-        .agent_log("node-b")
-        .lines()
-        .rev()
-        .find(|l| l.contains("connection refused"))
-        .map(str::to_owned)
-        .unwrap_or_default();
-    println!("    legacy/outsider, now meshed as spiffe://cluster.local/ns/legacy/sa/outsider, is refused:");
-    println!(
-        "      {}",
-        denial
-            .split_once("WARN ")
-            .map(|(_, r)| r)
-            .unwrap_or(&denial)
+    // Expected to fail: the client's own error is not shown, the agent's reason is.
+    let refused = lab.run_client(
+        "outsider",
+        &["connect", "--to", &to.to_string(), "--bytes", "4096"],
     );
+    ensure!(
+        refused.is_err(),
+        "the policy should refuse legacy/outsider: {refused:?}"
+    );
+    let why = eventually(Duration::from_secs(10), "node-b to log the refusal", || {
+        refusal(&lab.agent_log("node-b")).ok_or("no refusal in node-b's log yet")
+    })?;
+    println!("    legacy/outsider (now meshed as spiffe://cluster.local/ns/legacy/sa/outsider) -> {to}: refused by policy: {why}");
     let r = lab.run_client(
         "client",
         &["connect", "--to", &to.to_string(), "--bytes", "4096"],
@@ -327,4 +330,20 @@ pub fn run() -> Result<()> {
     drop(lab);
     println!("done: namespaces, cgroups and eBPF attachments removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_is_one_line_with_its_reason() {
+        // A line as the agent writes it (tracing's fmt layer, no ANSI).
+        let log = "2026-12-01T22:40:01.123Z  INFO mesh_agent::app: agent ready\n\
+            2026-12-01T22:40:02.456Z  WARN mesh_agent::shared: connection refused: no ALLOW policy matches \
+            source=spiffe://cluster.local/ns/legacy/sa/outsider destination=spiffe://cluster.local/ns/shop/sa/server port=8080\n";
+        assert_eq!(
+            super::refusal(log).as_deref(),
+            Some("no ALLOW policy matches (destination spiffe://cluster.local/ns/shop/sa/server, port 8080, source spiffe://cluster.local/ns/legacy/sa/outsider)")
+        );
+        assert_eq!(super::refusal("nothing refused here\n"), None);
+    }
 }

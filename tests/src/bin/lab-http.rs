@@ -110,8 +110,19 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Errors end the process with one line on stderr (never a backtrace, whatever
+/// RUST_BACKTRACE says): the lab shows it when the failure was not expected.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab-http: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     if let Some(cg) = &cli.cgroup {
         std::fs::write(cg.join("cgroup.procs"), "0")
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
