@@ -50,6 +50,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command whose progress is noise (apt-get): its output is shown only
+/// when it fails, with the command.
+fn run_quietly(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status
@@ -78,11 +95,20 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         "installing Debian packages: {}",
         packages.join(" ")
     ));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    if !have("apt-get") {
+        bail!(
+            "no apt-get here (not Debian or Ubuntu): install {} with this system's package manager and run again (README: When a step cannot install)",
+            packages.join(", ")
+        );
+    }
+    run_quietly(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed: is the package mirror reachable? Or install the packages by hand (README: When a step cannot install)")?;
+    run_quietly(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn ensure_packages() -> Result<()> {
