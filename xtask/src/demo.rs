@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ferrymesh_tests::{eventually, Lab};
+use ferrymesh_tests::{eventually, App, Lab};
 
 use crate::{bootstrap, bootstrap::step, build, lab::demo_spec};
 
@@ -157,60 +157,48 @@ fn l7(lab: &mut Lab, l4_policy: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run() -> Result<()> {
-    bootstrap::ensure()?;
-    build::all(false)?;
+/// An echo through the mesh: sends `bytes` from `pod` to `to` and checks the echo.
+fn echo(lab: &Lab, pod: &str, to: &str, bytes: &str) -> Result<serde_json::Value> {
+    let r = lab.run_client(pod, &["connect", "--to", to, "--bytes", bytes])?;
+    ensure!(
+        r["sent_sha256"] == r["received_sha256"],
+        "echo differs: {r}"
+    );
+    Ok(r)
+}
 
-    step("creating the lab: 2 nodes joined by a bridge in a fabric namespace, one netns + cgroup per pod");
-    let mut lab = Lab::new(demo_spec())?;
+fn show_lab(lab: &Lab) {
     for p in &lab.pods {
         let meshed = lab
             .spec
             .namespaces
             .iter()
             .any(|(ns, m)| *m && *ns == p.spec.namespace);
+        let mode = if meshed {
+            "namespace labelled ferrymesh.io/dataplane-mode=ambient"
+        } else {
+            "namespace not in the mesh"
+        };
+        let s = &p.spec;
         println!(
-            "    pod {}/{} on {}: {} / {} ({})",
-            p.spec.namespace,
-            p.spec.name,
-            p.spec.node,
-            p.ip4,
-            p.ip6,
-            if meshed {
-                "namespace labelled ferrymesh.io/dataplane-mode=ambient"
-            } else {
-                "namespace not in the mesh"
-            }
+            "    pod {}/{} on {}: {} / {} ({mode})",
+            s.namespace, s.name, s.node, p.ip4, p.ip6
         );
     }
-    let svc = lab.service("server").clone();
+    let svc = lab.service("server");
     println!(
         "    service shop/server: {}:80 and [{}]:80 -> pods app=server port 8080",
         svc.vip4, svc.vip6
     );
+}
 
-    step("starting one mesh-agent per node (eBPF: cgroup/connect4+6, sockops, sk_lookup)");
-    lab.start_agents()?;
-    for n in ["node-a", "node-b"] {
-        let s = lab.stats(n)?;
-        println!("    {n}: ready, enrolled {}", s["enrolled"]);
-    }
-
-    step("shop/server listens on 8080 (a plain echo server, it knows nothing of the mesh)");
-    let mut server = lab.server("server", &[8080])?;
-
-    let to = lab.pod("server").addr4(8080);
+/// Pod to pod across nodes (HBONE), then through the Service VIP.
+fn captured(lab: &Lab, server: &mut App) -> Result<()> {
+    let to = lab.pod("server").addr4(8080).to_string();
     step(&format!(
         "shop/client (node-a) sends 1 MiB to {to} and checks the echo"
     ));
-    let r = lab.run_client(
-        "client",
-        &["connect", "--to", &to.to_string(), "--bytes", "1048576"],
-    )?;
-    ensure!(
-        r["sent_sha256"] == r["received_sha256"],
-        "echo differs: {r}"
-    );
+    let r = echo(lab, "client", &to, "1048576")?;
     let seen = server.expect_line("accepted", Duration::from_secs(5))?;
     println!(
         "    client's socket is connected to {} (the agent's outbound listener)",
@@ -221,9 +209,8 @@ pub fn run() -> Result<()> {
         "    sha256 both ways: {}",
         r["sent_sha256"].as_str().unwrap_or("?")
     );
-    show_counters(&lab, "node-a", "shop/client")?;
-    show_counters(&lab, "node-b", "shop/server")?;
-
+    show_counters(lab, "node-a", "shop/client")?;
+    show_counters(lab, "node-b", "shop/server")?;
     // The access log line is written when the connection has closed on node-b.
     let hbone_line = eventually(Duration::from_secs(10), "node-b's access log line", || {
         lab.agent_log("node-b")
@@ -236,39 +223,21 @@ pub fn run() -> Result<()> {
         "    the hop between the nodes was mutual TLS (HBONE, port 15008); node-b's access log:"
     );
     println!("      {hbone_line}");
-
-    step(&format!(
-        "shop/client dials the service VIP {}:80",
-        svc.vip4
-    ));
-    let r = lab.run_client(
-        "client",
-        &[
-            "connect",
-            "--to",
-            &format!("{}:80", svc.vip4),
-            "--bytes",
-            "4096",
-        ],
-    )?;
-    ensure!(
-        r["sent_sha256"] == r["received_sha256"],
-        "echo differs: {r}"
-    );
+    let vip = format!("{}:80", lab.service("server").vip4);
+    step(&format!("shop/client dials the service VIP {vip}"));
+    echo(lab, "client", &vip, "4096")?;
     println!(
         "    server: {}",
         server.expect_line("accepted", Duration::from_secs(5))?
     );
+    Ok(())
+}
 
+/// A pod outside the mesh, then the same pod refused by an AuthorizationPolicy.
+fn policy(lab: &mut Lab, server: &mut App) -> Result<()> {
+    let to = lab.pod("server").addr4(8080).to_string();
     step("legacy/outsider (not in the mesh) dials the same server");
-    let r = lab.run_client(
-        "outsider",
-        &["connect", "--to", &to.to_string(), "--bytes", "4096"],
-    )?;
-    ensure!(
-        r["sent_sha256"] == r["received_sha256"],
-        "echo differs: {r}"
-    );
+    let r = echo(lab, "outsider", &to, "4096")?;
     println!(
         "    outsider's socket is connected to {} directly (not captured)",
         r["peer"].as_str().unwrap_or("?")
@@ -277,7 +246,6 @@ pub fn run() -> Result<()> {
         "    server: {}  <- inbound still captured: the server's namespace is meshed",
         server.expect_line("accepted", Duration::from_secs(5))?
     );
-
     step("an AuthorizationPolicy lets only shop/client reach shop/server; legacy/outsider joins the mesh");
     lab.set_extra_config(POLICY)?;
     lab.set_meshed("legacy", true)?;
@@ -287,10 +255,7 @@ pub fn run() -> Result<()> {
             .is_some_and(|a| a.iter().any(|w| w == "legacy/outsider"))
     })?;
     // Expected to fail: the client's own error is not shown, the agent's reason is.
-    let refused = lab.run_client(
-        "outsider",
-        &["connect", "--to", &to.to_string(), "--bytes", "4096"],
-    );
+    let refused = echo(lab, "outsider", &to, "4096");
     ensure!(
         refused.is_err(),
         "the policy should refuse legacy/outsider: {refused:?}"
@@ -299,19 +264,24 @@ pub fn run() -> Result<()> {
         refusal(&lab.agent_log("node-b")).ok_or("no refusal in node-b's log yet")
     })?;
     println!("    legacy/outsider (now meshed as spiffe://cluster.local/ns/legacy/sa/outsider) -> {to}: refused by policy: {why}");
-    let r = lab.run_client(
-        "client",
-        &["connect", "--to", &to.to_string(), "--bytes", "4096"],
-    )?;
-    ensure!(
-        r["sent_sha256"] == r["received_sha256"],
-        "echo differs: {r}"
-    );
+    echo(lab, "client", &to, "4096")?;
     println!("    shop/client is still served");
-    show_counters(&lab, "node-b", "shop/server")?;
+    show_counters(lab, "node-b", "shop/server")
+}
 
-    l7(&mut lab, POLICY)?;
-
+fn steps(lab: &mut Lab) -> Result<()> {
+    show_lab(lab);
+    step("starting one mesh-agent per node (eBPF: cgroup/connect4+6, sockops, sk_lookup)");
+    lab.start_agents()?;
+    for n in ["node-a", "node-b"] {
+        let s = lab.stats(n)?;
+        println!("    {n}: ready, enrolled {}", s["enrolled"]);
+    }
+    step("shop/server listens on 8080 (a plain echo server, it knows nothing of the mesh)");
+    let mut server = lab.server("server", &[8080])?;
+    captured(lab, &mut server)?;
+    policy(lab, &mut server)?;
+    l7(lab, POLICY)?;
     let rss: Vec<String> = ["node-a", "node-b"]
         .iter()
         .map(|n| format!("{n} {} KiB", lab.agent_rss_kib(n).unwrap_or(0)))
@@ -320,13 +290,31 @@ pub fn run() -> Result<()> {
         "agent memory (RSS, debug build; `cargo xtask bench` measures release): {}",
         rss.join(", ")
     ));
-
     step("stopping agents (SIGTERM) and removing the lab");
     for n in ["node-a", "node-b"] {
         let status = lab.stop_agent(n).context("stop agent")?;
         println!("    {n}: agent exited ({status}), programs detached");
     }
-    drop(server);
+    Ok(())
+}
+
+/// An unexpected failure: everything needed to debug it, before the lab goes.
+fn report(lab: &Lab) {
+    for n in ["node-a", "node-b"] {
+        eprintln!("--- agent log {n} ---\n{}", lab.agent_log(n));
+    }
+    eprintln!("--- control plane log ---\n{}", lab.ca_log());
+}
+
+pub fn run() -> Result<()> {
+    bootstrap::ensure()?;
+    build::all(false)?;
+    step("creating the lab: 2 nodes joined by a bridge in a fabric namespace, one netns + cgroup per pod");
+    let mut lab = Lab::new(demo_spec())?;
+    if let Err(e) = steps(&mut lab) {
+        report(&lab);
+        return Err(e);
+    }
     drop(lab);
     println!("done: namespaces, cgroups and eBPF attachments removed");
     Ok(())
