@@ -13,14 +13,14 @@ use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Resp
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{ebpf::KernelHandle, metrics::Metrics, shared::Shared};
+use crate::{datapath::DataPath, ebpf::KernelHandle, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct Admin {
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub kernel: KernelHandle,
-    pub shared: Arc<Shared>,
+    pub dp: DataPath,
     pub enrolled: Arc<std::sync::Mutex<Vec<String>>>,
     /// The metrics endpoint (not localhost-only) serves only metrics and readiness.
     pub public: bool,
@@ -46,15 +46,15 @@ impl Admin {
             },
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
             "enrolled_netns": enrolled_netns,
-            "orig_dst_entries": self.shared.orig_dst.as_ref().map(|o| o.len()),
+            "orig_dst_entries": self.dp.inputs.orig_dst.as_ref().map(|o| o.len()),
             "ebpf": ebpf,
             "workloads": self.metrics.workloads_json(),
-            "certificates": self.shared.certs.summary().into_iter()
+            "certificates": self.dp.inputs.certs.summary().into_iter()
                 .map(|(id, left)| serde_json::json!({"identity": id, "expires_in_s": left}))
                 .collect::<Vec<_>>(),
-            "certificate_counters": &*self.shared.certs.counters,
+            "certificate_counters": &*self.dp.inputs.certs.counters,
             "hbone": {
-                "pool": &self.shared.pool.counters,
+                "pool": &self.dp.inputs.pool.counters,
             },
         })
     }
@@ -77,12 +77,12 @@ impl Admin {
                 }
             }
             "/stats" => (StatusCode::OK, self.stats().to_string()),
-            "/metrics" => (StatusCode::OK, self.shared.telemetry.encode()),
+            "/metrics" => (StatusCode::OK, self.dp.inputs.telemetry.encode()),
             "/config_dump" => {
-                let state = self.shared.state.load();
+                let state = self.dp.inputs.state.load();
                 (
                     StatusCode::OK,
-                    serde_json::to_string(&state.objects).unwrap_or_default(),
+                    serde_json::to_string(&*state.objects).unwrap_or_default(),
                 )
             }
             _ => (

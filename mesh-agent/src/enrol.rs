@@ -9,14 +9,14 @@ use std::{
 use mesh_common::ports;
 use tokio::task::JoinHandle;
 
-use crate::shared::{Pod, Shared};
 use crate::{
+    datapath::DataPath,
     ebpf::KernelHandle,
     inpod::{self, Netns},
+    local::Pod,
     metrics::Metrics,
     tls,
-    tunnel::hbone,
-    tunnel::{inbound, outbound},
+    tunnel::{hbone, inbound, outbound},
 };
 use mesh_model::{identity::Identity, state::State};
 
@@ -96,7 +96,7 @@ struct Enrolled {
 pub struct Enroller {
     node: String,
     kernel: KernelHandle,
-    shared: Arc<Shared>,
+    dp: DataPath,
     metrics: Arc<Metrics>,
     active: BTreeMap<String, Enrolled>,
     /// Where to find pods' namespaces when the config does not say (cluster mode).
@@ -105,16 +105,11 @@ pub struct Enroller {
 }
 
 impl Enroller {
-    pub fn new(
-        node: String,
-        kernel: KernelHandle,
-        shared: Arc<Shared>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(node: String, kernel: KernelHandle, dp: DataPath, metrics: Arc<Metrics>) -> Self {
         Enroller {
             node,
             kernel,
-            shared,
+            dp,
             metrics,
             active: BTreeMap::new(),
             places: Default::default(),
@@ -183,7 +178,7 @@ impl Enroller {
     }
 
     fn unenrol(&mut self, e: Enrolled) {
-        self.shared.set_local(&e.spec.addresses, None);
+        self.dp.pods.set(&e.spec.addresses, None);
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = k.unenrol(e.cookie, &e.spec.addresses) {
             tracing::warn!(workload = %e.spec.key, "unenrol: {err}");
@@ -193,69 +188,28 @@ impl Enroller {
         for t in e.tasks {
             t.abort();
         }
-        self.shared.certs.release(&e.identity);
+        self.dp.inputs.certs.release(&e.identity);
         tracing::info!(workload = %e.spec.key, "unenrolled");
     }
 
     fn enrol(&mut self, spec: Spec) -> Result<Enrolled, Error> {
         let key = spec.key.clone();
-        let netns_err = |source| Error::Netns {
+        let netns = Netns::open(&spec.netns).map_err(|source| Error::Netns {
             key: key.clone(),
             source,
-        };
-        let listener_err = |source| Error::Listener {
-            key: key.clone(),
-            source,
-        };
-        let netns = Netns::open(&spec.netns).map_err(netns_err)?;
-        let out4 = netns
-            .listen(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)),
-                false,
-                1024,
-            )
-            .map_err(netns_err)?;
-        // IPv6 may be disabled in a pod; then only IPv4 is captured there.
-        let out6 = netns
-            .listen(
-                SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)),
-                true,
-                1024,
-            )
-            .map_err(|e| tracing::debug!(workload = %key, "no IPv6 outbound listener: {e}"))
-            .ok();
-        let inb = match netns.listen(
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::INBOUND)),
-            false,
-            1024,
-        ) {
-            Ok(l) => l,
-            Err(_) => netns
-                .listen(
-                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND)),
-                    false,
-                    1024,
-                )
-                .map_err(netns_err)?,
-        };
-        let hbone_listener = netns
-            .listen(
-                SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::HBONE)),
-                false,
-                1024,
-            )
-            .map_err(netns_err)?;
+        })?;
+        let listeners = Listeners::open(&netns, &key)?;
         let cookie = netns.cookie();
         self.kernel
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .enrol(&netns, &spec.addresses, &inb)
+            .enrol(&netns, &spec.addresses, &listeners.inbound)
             .map_err(|source| Error::Kernel {
                 key: key.clone(),
                 source: Box::new(source),
             })?;
         let identity = Identity::new(
-            &self.shared.trust_domain,
+            &self.dp.inputs.trust_domain,
             &spec.namespace,
             &spec.service_account,
         );
@@ -265,44 +219,103 @@ impl Enroller {
             identity: identity.clone(),
             addresses: spec.addresses.clone(),
             counters: self.metrics.workload(&key),
-            waypoint: Default::default(),
         });
-        let resolver = Arc::new(tls::PodCertResolver {
-            manager: self.shared.certs.clone(),
-            identity: identity.clone(),
-        });
-        let server_tls =
-            tls::server_config(resolver, self.shared.roots.clone()).map_err(|e| Error::Tls {
-                key: key.clone(),
-                source: e,
-            })?;
-        let mut tasks = Vec::new();
-        let mut listeners = vec![out4];
-        listeners.extend(out6);
-        for l in listeners {
-            let l = tokio::net::TcpListener::from_std(l).map_err(listener_err)?;
-            tasks.push(tokio::spawn(outbound::serve(
-                l,
-                pod.clone(),
-                self.shared.clone(),
-            )));
-        }
-        let inb = tokio::net::TcpListener::from_std(inb).map_err(listener_err)?;
-        let hb = tokio::net::TcpListener::from_std(hbone_listener).map_err(listener_err)?;
-        self.shared.set_local(&spec.addresses, Some(pod.clone()));
-        tasks.push(tokio::spawn(hbone::server::serve(
-            hb,
-            tokio_rustls::TlsAcceptor::from(server_tls),
-            pod.clone(),
-            self.shared.clone(),
-        )));
-        tasks.push(tokio::spawn(inbound::serve(inb, pod, self.shared.clone())));
-        self.shared.certs.acquire(&identity);
+        // Known as local before its listeners serve, so that no connection to it is
+        // planned as leaving the node.
+        self.dp.pods.set(&spec.addresses, Some(pod.clone()));
+        let tasks = self.serve(listeners, &pod).inspect_err(|_| {
+            self.dp.pods.set(&spec.addresses, None);
+            let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = k.unenrol(cookie, &spec.addresses) {
+                tracing::warn!(workload = %key, "undoing a failed enrolment: {e}");
+            }
+        })?;
+        self.dp.inputs.certs.acquire(&identity);
         Ok(Enrolled {
             spec,
             cookie,
             identity,
             tasks,
+        })
+    }
+
+    /// Serves the pod's listeners: outbound, inbound and HBONE.
+    fn serve(&self, l: Listeners, pod: &Arc<Pod>) -> Result<Vec<JoinHandle<()>>, Error> {
+        let key = &pod.key;
+        let listener_err = |source| Error::Listener {
+            key: key.clone(),
+            source,
+        };
+        let resolver = Arc::new(tls::PodCertResolver {
+            manager: self.dp.inputs.certs.clone(),
+            identity: pod.identity.clone(),
+        });
+        let server_tls =
+            tls::server_config(resolver, self.dp.inputs.roots.clone()).map_err(|source| {
+                Error::Tls {
+                    key: key.clone(),
+                    source,
+                }
+            })?;
+        let tokio_listener = |l| tokio::net::TcpListener::from_std(l).map_err(listener_err);
+        let mut tasks = Vec::new();
+        for out in std::iter::once(l.out4).chain(l.out6) {
+            let out = tokio_listener(out)?;
+            tasks.push(tokio::spawn(outbound::serve(
+                out,
+                pod.clone(),
+                self.dp.clone(),
+            )));
+        }
+        let hb = tokio_listener(l.hbone)?;
+        tasks.push(tokio::spawn(hbone::server::serve(
+            hb,
+            tokio_rustls::TlsAcceptor::from(server_tls),
+            pod.clone(),
+            self.dp.clone(),
+        )));
+        let inb = tokio_listener(l.inbound)?;
+        tasks.push(tokio::spawn(inbound::serve(
+            inb,
+            pod.clone(),
+            self.dp.clone(),
+        )));
+        Ok(tasks)
+    }
+}
+
+/// A pod's listening sockets, made inside its network namespace.
+struct Listeners {
+    out4: std::net::TcpListener,
+    /// IPv6 may be disabled in a pod; then only IPv4 is captured there.
+    out6: Option<std::net::TcpListener>,
+    inbound: std::net::TcpListener,
+    hbone: std::net::TcpListener,
+}
+
+impl Listeners {
+    fn open(netns: &Netns, key: &str) -> Result<Listeners, Error> {
+        let err = |source| Error::Netns {
+            key: key.to_owned(),
+            source,
+        };
+        let listen =
+            |ip: IpAddr, port, v6_only| netns.listen(SocketAddr::new(ip, port), v6_only, 1024);
+        let (v4_any, v6_any) = (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into());
+        let out4 = listen(Ipv4Addr::LOCALHOST.into(), ports::OUTBOUND, false).map_err(err)?;
+        let out6 = listen(Ipv6Addr::LOCALHOST.into(), ports::OUTBOUND, true)
+            .map_err(|e| tracing::debug!(workload = %key, "no IPv6 outbound listener: {e}"))
+            .ok();
+        let inbound = match listen(v6_any, ports::INBOUND, false) {
+            Ok(l) => l,
+            Err(_) => listen(v4_any, ports::INBOUND, false).map_err(err)?,
+        };
+        let hbone = listen(v6_any, ports::HBONE, false).map_err(err)?;
+        Ok(Listeners {
+            out4,
+            out6,
+            inbound,
+            hbone,
         })
     }
 }

@@ -2,8 +2,14 @@
 //!
 //! Config state is kept apart from the data path: `source` brings config (a file or
 //! the control plane), `mesh_model` parses it and builds the immutable snapshot that
-//! the data path only reads, `ebpf` is the only code that writes kernel maps, `inpod` makes sockets inside pod network namespaces, and
-//! `tunnel` decides (pure functions) and then proxies.
+//! the data path only reads, `ebpf` is the only code that writes kernel maps,
+//! `inpod` makes sockets inside pod network namespaces, and the enroller is the only
+//! writer of the local-pod registry (`local`).
+//!
+//! A connection is decided apart from being done: `plan` chooses how it leaves a pod
+//! (pure, table-tested), `connect` executes the choice (one executor per way),
+//! `enforce` is the one place policy is applied; `tunnel` accepts and splices, the
+//! `waypoint` serves HTTP.
 //!
 //! Unsafe code is confined to the modules that talk to the kernel.
 #![deny(unsafe_code)]
@@ -11,15 +17,20 @@
 pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
+pub mod backoff;
+pub mod connect;
+pub mod datapath;
 #[allow(unsafe_code)]
 pub mod ebpf;
+pub mod enforce;
 pub mod enrol;
 pub mod identity;
 #[allow(unsafe_code)]
 pub mod inpod;
+pub mod local;
 pub mod metrics;
+pub mod plan;
 pub mod probe;
-pub mod shared;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

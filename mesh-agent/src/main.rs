@@ -211,7 +211,11 @@ fn run(f: RunFlags) -> Result<(), String> {
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms.max(50)),
         worker_threads: f.worker_threads.max(1),
-        hbone: f.tunnel == "hbone",
+        tunnel: if f.tunnel == "hbone" {
+            mesh_agent::datapath::Tunnel::Hbone
+        } else {
+            mesh_agent::datapath::Tunnel::Plaintext
+        },
         identity: f.identity.into_args(),
         netns_places: mesh_agent::inpod::discover::Places {
             dirs: f.netns_dir,

@@ -47,6 +47,8 @@ pub struct WorkloadCounters {
     /// Captured connections served by the L7 waypoint.
     pub outbound_waypoint: Counter,
     pub outbound_plaintext: Counter,
+    /// Connections to a pod of this node, delivered without a network hop.
+    pub outbound_same_node: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     pub active: ActiveGauge,

@@ -4,5 +4,4 @@ pub mod hbone;
 pub mod inbound;
 pub mod outbound;
 pub mod reset;
-pub mod route;
 pub mod splice;

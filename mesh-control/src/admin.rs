@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use mesh_model::{authz, identity::Identity, model::Objects, scope, state::State};
+use mesh_model::{identity::Identity, model::Objects, scope, state::State};
 
 use crate::distribution::{Current, Nodes};
 
@@ -21,7 +21,7 @@ pub struct Admin {
 
 /// Why a pod is or is not in the mesh, and what applies to it. Pure.
 pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str) -> Option<Value> {
-    let state = State::build(0, objects.clone());
+    let state = State::compile(0, Arc::new(objects.clone()), None).ok()?;
     let w = state
         .workloads
         .iter()
@@ -49,19 +49,14 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
             mesh_model::model::DATAPLANE_MODE_LABEL
         ),
     };
-    let target = authz::Target {
-        namespace: &w.namespace,
-        labels: &w.labels,
-    };
-    let policies: Vec<Value> = objects
-        .authorization_policies
+    let policies: Vec<Value> = w
+        .policies
         .iter()
-        .filter(|p| authz::applies(p, target))
         .map(|p| {
             json!({
-                "name": format!("{}/{}", p.metadata.namespace(), p.metadata.name),
-                "action": format!("{:?}", p.spec.action).to_uppercase(),
-                "l7": p.spec.rules.iter().any(authz::rule_has_l7),
+                "name": p.name,
+                "action": format!("{:?}", p.action).to_uppercase(),
+                "l7": p.has_l7(),
             })
         })
         .collect();
@@ -114,7 +109,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
         "services": services,
         "authorization_policies": policies,
         "routes": routes,
-        "l7": mesh_model::l7::workload_has_l7(&state, w),
+        "l7": w.l7,
     }))
 }
 

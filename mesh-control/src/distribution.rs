@@ -143,12 +143,20 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     v
 }
 
+/// A directory's objects, refused unless they compile as an agent would compile them.
+fn load_checked(dir: &Path) -> Result<Objects, config::Error> {
+    let objects = Arc::new(config::load_dir(dir)?);
+    mesh_model::state::State::compile(0, objects.clone(), None)
+        .map_err(|e| config::Error::invalid(&dir.display().to_string(), e))?;
+    Ok(Arc::unwrap_or_clone(objects))
+}
+
 /// Watches a directory of YAML files: each good change is a new version.
 pub fn watch_dir(
     dir: PathBuf,
     interval: Duration,
 ) -> Result<(Current, tokio::task::JoinHandle<()>), config::Error> {
-    let first = config::load_dir(&dir)?;
+    let first = load_checked(&dir)?;
     let (tx, rx) = watch::channel((1u64, Arc::new(first)));
     let task = tokio::spawn(async move {
         let mut seen = fingerprint(&dir);
@@ -160,7 +168,7 @@ pub fn watch_dir(
                 continue;
             }
             seen = now;
-            match config::load_dir(&dir) {
+            match load_checked(&dir) {
                 Ok(o) => {
                     version += 1;
                     tracing::info!(version, "config changed");

@@ -1,5 +1,5 @@
 //! Kubernetes API objects to the model the agents use. No I/O: table-tested.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::{Namespace as KNamespace, Pod, Service as KService};
 use kube::api::DynamicObject;
@@ -170,16 +170,21 @@ pub struct Inputs {
 pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     let mut o = Objects::default();
     let mut problems = Vec::new();
-    o.namespaces = i.namespaces.iter().map(namespace).collect();
-    o.workloads = i.pods.iter().filter_map(workload).collect();
-    o.services = i.services.iter().filter_map(service).collect();
+    o.namespaces = i.namespaces.iter().map(namespace).map(Arc::new).collect();
+    o.workloads = i.pods.iter().filter_map(workload).map(Arc::new).collect();
+    o.services = i
+        .services
+        .iter()
+        .filter_map(service)
+        .map(Arc::new)
+        .collect();
     let empty = Vec::new();
     let get = |k: &str| i.custom.get(k).unwrap_or(&empty);
     macro_rules! each {
         ($kind:literal, $field:ident) => {
             for d in get($kind) {
                 match custom(d) {
-                    Ok(x) => o.$field.push(x),
+                    Ok(x) => o.$field.push(Arc::new(x)),
                     Err(e) => problems.push(e),
                 }
             }

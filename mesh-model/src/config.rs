@@ -3,14 +3,13 @@
 //! Errors name the file, the line and column, the document's kind and name and the
 //! field path, so an operator can fix the file without guessing. A file that fails
 //! to parse or validate is refused as a whole.
-use std::{collections::HashSet, net::IpAddr, path::Path};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use crate::model::{
-    AuthorizationPolicy, DirectResponse, GrpcRoute, HttpRoute, Namespace, Node, Objects,
-    PeerAuthentication, RequestAuthentication, Service, TrafficPolicy, TypeMeta, Workload,
-};
+use crate::model::{Decoder, Kind, Object, Objects, TypeMeta};
+
+mod validate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,11 +26,11 @@ pub enum Error {
         what: String,
         message: String,
     },
-    #[error("{path}: document at line {line}: unknown kind {kind:?}; expected one of Node, Namespace, Workload, Service, AuthorizationPolicy, PeerAuthentication, HTTPRoute, GRPCRoute, TrafficPolicy, DirectResponse, RequestAuthentication")]
+    #[error("{path}: document at line {line}: {source}")]
     UnknownKind {
         path: String,
         line: usize,
-        kind: String,
+        source: crate::model::UnknownKind,
     },
     #[error("{path}: document at line {line}: missing `kind`")]
     MissingKind { path: String, line: usize },
@@ -42,6 +41,18 @@ pub enum Error {
         name: String,
         message: String,
     },
+}
+
+impl Error {
+    /// A compile error of the objects read from `path`.
+    pub fn invalid(path: &str, e: crate::state::CompileError) -> Error {
+        Error::Invalid {
+            path: path.to_owned(),
+            kind: e.kind,
+            name: e.name,
+            message: e.message,
+        }
+    }
 }
 
 pub fn load(path: &Path) -> Result<Objects, Error> {
@@ -102,8 +113,16 @@ fn decode<T: DeserializeOwned>(
 
 pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
     let objects = parse_unchecked(path, text)?;
-    validate(path, &objects)?;
+    validate::objects(path, &objects)?;
     Ok(objects)
+}
+
+/// Parses and compiles `text`: everything a config source checks before it uses a
+/// config (tests and tools; sources compile against the state in force).
+pub fn check(path: &str, text: &str) -> Result<crate::state::State, Error> {
+    let objects = parse(path, text)?;
+    crate::state::State::compile(1, std::sync::Arc::new(objects), None)
+        .map_err(|e| Error::invalid(path, e))
 }
 
 /// Every `*.yaml`/`*.yml` file of a directory (sorted by name) as one config:
@@ -130,8 +149,22 @@ pub fn load_dir(dir: &Path) -> Result<Objects, Error> {
         })?;
         all.extend(parse_unchecked(&f.display().to_string(), &text)?);
     }
-    validate(&dir.display().to_string(), &all)?;
+    validate::objects(&dir.display().to_string(), &all)?;
     Ok(all)
+}
+
+/// One YAML document, decoded as the type its kind names.
+struct Yaml<'a> {
+    path: &'a str,
+    start: usize,
+    kind: Kind,
+    doc: &'a str,
+}
+
+impl Decoder<Error> for Yaml<'_> {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, Error> {
+        decode(self.path, self.start, self.kind.as_str(), self.doc)
+    }
 }
 
 fn parse_unchecked(path: &str, text: &str) -> Result<Objects, Error> {
@@ -142,183 +175,20 @@ fn parse_unchecked(path: &str, text: &str) -> Result<Objects, Error> {
             path: path.to_owned(),
             line: start,
         })?;
-        match kind.as_str() {
-            "Node" => objects
-                .nodes
-                .push(decode::<Node>(path, start, "Node", &doc)?),
-            "Namespace" => {
-                objects
-                    .namespaces
-                    .push(decode::<Namespace>(path, start, "Namespace", &doc)?)
-            }
-            "Workload" => objects
-                .workloads
-                .push(decode::<Workload>(path, start, "Workload", &doc)?),
-            "Service" => objects
-                .services
-                .push(decode::<Service>(path, start, "Service", &doc)?),
-            "AuthorizationPolicy" => objects.authorization_policies.push(decode::<
-                AuthorizationPolicy,
-            >(
-                path,
-                start,
-                "AuthorizationPolicy",
-                &doc,
-            )?),
-            "PeerAuthentication" => {
-                objects
-                    .peer_authentications
-                    .push(decode::<PeerAuthentication>(
-                        path,
-                        start,
-                        "PeerAuthentication",
-                        &doc,
-                    )?)
-            }
-            "HTTPRoute" => {
-                objects
-                    .http_routes
-                    .push(decode::<HttpRoute>(path, start, "HTTPRoute", &doc)?)
-            }
-            "GRPCRoute" => {
-                objects
-                    .grpc_routes
-                    .push(decode::<GrpcRoute>(path, start, "GRPCRoute", &doc)?)
-            }
-            "TrafficPolicy" => objects.traffic_policies.push(decode::<TrafficPolicy>(
-                path,
-                start,
-                "TrafficPolicy",
-                &doc,
-            )?),
-            "DirectResponse" => objects.direct_responses.push(decode::<DirectResponse>(
-                path,
-                start,
-                "DirectResponse",
-                &doc,
-            )?),
-            "RequestAuthentication" => objects.request_authentications.push(decode::<
-                RequestAuthentication,
-            >(
-                path,
-                start,
-                "RequestAuthentication",
-                &doc,
-            )?),
-            _ => {
-                return Err(Error::UnknownKind {
-                    path: path.to_owned(),
-                    line: start,
-                    kind,
-                })
-            }
-        }
+        let kind: Kind = kind.parse().map_err(|source| Error::UnknownKind {
+            path: path.to_owned(),
+            line: start,
+            source,
+        })?;
+        let doc = Yaml {
+            path,
+            start,
+            kind,
+            doc: &doc,
+        };
+        objects.push(Object::decode(kind, doc)?);
     }
     Ok(objects)
-}
-
-fn validate(path: &str, o: &Objects) -> Result<(), Error> {
-    let invalid = |kind, name: &str, message: String| Error::Invalid {
-        path: path.to_owned(),
-        kind,
-        name: name.to_owned(),
-        message,
-    };
-    let mut names = HashSet::new();
-    let mut ips: HashSet<IpAddr> = HashSet::new();
-    for w in &o.workloads {
-        let name = format!("{}/{}", w.metadata.namespace(), w.metadata.name);
-        if !names.insert(name.clone()) {
-            return Err(invalid("Workload", &name, "defined twice".into()));
-        }
-        let v4 = w.spec.addresses.iter().filter(|a| a.is_ipv4()).count();
-        let v6 = w.spec.addresses.len() - v4;
-        if w.spec.addresses.is_empty() || v4 > 1 || v6 > 1 {
-            return Err(invalid(
-                "Workload",
-                &name,
-                "spec.addresses must hold one IPv4 and/or one IPv6 address".into(),
-            ));
-        }
-        for a in &w.spec.addresses {
-            if !ips.insert(*a) {
-                return Err(invalid(
-                    "Workload",
-                    &name,
-                    format!("spec.addresses: {a} is already used by another workload"),
-                ));
-            }
-        }
-    }
-    let mut svc_names = HashSet::new();
-    for s in &o.services {
-        let name = format!("{}/{}", s.metadata.namespace(), s.metadata.name);
-        if !svc_names.insert(name.clone()) {
-            return Err(invalid("Service", &name, "defined twice".into()));
-        }
-        for ip in &s.spec.cluster_ips {
-            if !ips.insert(*ip) {
-                return Err(invalid(
-                    "Service",
-                    &name,
-                    format!("spec.clusterIPs: {ip} is already used by another object"),
-                ));
-            }
-        }
-        for (i, p) in s.spec.ports.iter().enumerate() {
-            if p.port == 0 || p.target_port == Some(0) {
-                return Err(invalid(
-                    "Service",
-                    &name,
-                    format!("spec.ports[{i}]: port 0 is not a valid port"),
-                ));
-            }
-            if p.protocol != "TCP" {
-                return Err(invalid(
-                    "Service",
-                    &name,
-                    format!(
-                        "spec.ports[{i}].protocol: {:?} is not supported; only TCP",
-                        p.protocol
-                    ),
-                ));
-            }
-        }
-    }
-    for p in &o.authorization_policies {
-        let name = format!("{}/{}", p.metadata.namespace(), p.metadata.name);
-        for (i, r) in p.spec.rules.iter().enumerate() {
-            for (j, f) in r.from.iter().enumerate() {
-                for b in f.source.ip_blocks.iter().chain(&f.source.not_ip_blocks) {
-                    if crate::authz::parse_cidr(b).is_none() {
-                        return Err(invalid(
-                            "AuthorizationPolicy",
-                            &name,
-                            format!("spec.rules[{i}].from[{j}].source.ipBlocks: {b:?} is not an address or CIDR"),
-                        ));
-                    }
-                }
-            }
-            for (j, t) in r.to.iter().enumerate() {
-                for port in t.operation.ports.iter().chain(&t.operation.not_ports) {
-                    if port.parse::<u16>().is_err() {
-                        return Err(invalid(
-                            "AuthorizationPolicy",
-                            &name,
-                            format!("spec.rules[{i}].to[{j}].operation.ports: {port:?} is not a port number"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    crate::l7::table::Table::build(o).map_err(|e| Error::Invalid {
-        path: path.to_owned(),
-        kind: e.kind,
-        name: e.name,
-        message: e.message,
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

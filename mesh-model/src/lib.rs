@@ -20,6 +20,8 @@ pub mod l7;
 pub mod model;
 pub mod scope;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Generated gRPC code.
 pub mod proto {

@@ -7,8 +7,10 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod gateway;
+mod objects;
 mod traffic;
 pub use gateway::*;
+pub use objects::*;
 pub use traffic::*;
 
 /// Label that puts a namespace into the mesh (`ambient`) or a pod out of it (`none`).
@@ -345,38 +347,4 @@ pub enum MtlsMode {
     #[default]
     Permissive,
     Strict,
-}
-
-impl Objects {
-    /// Adds another file's objects.
-    pub fn extend(&mut self, o: Objects) {
-        self.nodes.extend(o.nodes);
-        self.namespaces.extend(o.namespaces);
-        self.workloads.extend(o.workloads);
-        self.services.extend(o.services);
-        self.authorization_policies.extend(o.authorization_policies);
-        self.peer_authentications.extend(o.peer_authentications);
-        self.http_routes.extend(o.http_routes);
-        self.grpc_routes.extend(o.grpc_routes);
-        self.traffic_policies.extend(o.traffic_policies);
-        self.direct_responses.extend(o.direct_responses);
-        self.request_authentications
-            .extend(o.request_authentications);
-    }
-}
-
-/// Everything one config file holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Objects {
-    pub nodes: Vec<Node>,
-    pub namespaces: Vec<Namespace>,
-    pub workloads: Vec<Workload>,
-    pub services: Vec<Service>,
-    pub authorization_policies: Vec<AuthorizationPolicy>,
-    pub peer_authentications: Vec<PeerAuthentication>,
-    pub http_routes: Vec<HttpRoute>,
-    pub grpc_routes: Vec<GrpcRoute>,
-    pub traffic_policies: Vec<TrafficPolicy>,
-    pub direct_responses: Vec<DirectResponse>,
-    pub request_authentications: Vec<RequestAuthentication>,
 }

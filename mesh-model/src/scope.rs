@@ -42,7 +42,7 @@ pub fn for_node(o: &Objects, node: &str) -> Set {
         if w.spec.node == node {
             put(&mut s, "Workload", &w.metadata, w);
         } else {
-            let mut remote = w.clone();
+            let mut remote = (**w).clone();
             remote.spec.netns = None;
             put(&mut s, "Workload", &w.metadata, &remote);
         }

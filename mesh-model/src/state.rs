@@ -1,67 +1,31 @@
-//! The immutable snapshot the data path reads. Built once per accepted config by the
+//! The immutable snapshot the data path reads: the config compiled once per version
+//! into indexed parts (`topology`: workloads and services with what applies to each;
+//! `policy`: AuthorizationPolicy and PeerAuthentication; `l7`: the route table and JWT
+//! rules), so that every per-connection decision is a lookup, not a scan. Built by the
 //! single writer (the config source); readers clone an `Arc` and never lock for long.
+//!
+//! A new version recompiles only the parts whose kinds changed (policies and the L7
+//! table are reused from the previous state otherwise); the topology, which binds the
+//! other parts to workloads, is rebuilt from indexes.
 use std::{
-    collections::{BTreeMap, HashMap},
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, RwLock,
-    },
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, RwLock},
 };
 
-use crate::model::{self, Objects, DATAPLANE_MODE_LABEL, MODE_AMBIENT, MODE_NONE};
+use crate::{
+    l7::table::Table,
+    model::{Kind, Objects},
+};
 
-/// A workload as the data path needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkloadInfo {
-    pub name: String,
-    pub namespace: String,
-    pub service_account: String,
-    pub node: String,
-    pub addresses: Vec<IpAddr>,
-    pub netns: Option<PathBuf>,
-    pub labels: BTreeMap<String, String>,
-    /// The workload's traffic goes through the mesh (namespace label, no pod opt-out).
-    pub captured: bool,
-}
+pub mod policy;
+pub mod topology;
 
-impl WorkloadInfo {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-    pub fn ipv4(&self) -> Option<IpAddr> {
-        self.addresses.iter().copied().find(IpAddr::is_ipv4)
-    }
-    pub fn ipv6(&self) -> Option<IpAddr> {
-        self.addresses.iter().copied().find(IpAddr::is_ipv6)
-    }
-}
+pub use policy::Policies;
+pub use topology::{NamespaceInfo, ServiceInfo, ServicePortInfo, WorkloadInfo};
 
-#[derive(Debug)]
-pub struct ServicePortInfo {
-    pub port: u16,
-    pub target_port: u16,
-    pub app_protocol: Option<String>,
-    /// Endpoint workload keys, in a stable order.
-    pub endpoints: Vec<Arc<WorkloadInfo>>,
-    pub next: AtomicUsize,
-}
-
-#[derive(Debug)]
-pub struct ServiceInfo {
-    pub name: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    pub vips: Vec<IpAddr>,
-    pub ports: Vec<ServicePortInfo>,
-}
-
-impl ServiceInfo {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-}
+/// Why a config does not compile: the object and what is wrong with it.
+pub type CompileError = crate::l7::table::BuildError;
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -70,133 +34,59 @@ pub struct State {
     pub workloads_by_ip: HashMap<IpAddr, Arc<WorkloadInfo>>,
     pub services_by_vip: HashMap<IpAddr, Arc<ServiceInfo>>,
     pub services_by_key: HashMap<String, Arc<ServiceInfo>>,
+    pub namespaces: HashMap<String, NamespaceInfo>,
+    /// Compiled AuthorizationPolicies and PeerAuthentications.
+    pub policies: Arc<Policies>,
     /// Compiled L7 configuration (routes, traffic policies, JWT rules).
-    pub l7: Arc<crate::l7::table::Table>,
-    pub objects: Objects,
+    pub l7: Arc<Table>,
+    /// What this was compiled from (config dumps, explanations); shared, not copied.
+    pub objects: Arc<Objects>,
 }
+
+const POLICY_KINDS: [Kind; 2] = [Kind::AuthorizationPolicy, Kind::PeerAuthentication];
+const L7_KINDS: [Kind; 5] = [
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+    Kind::TrafficPolicy,
+    Kind::DirectResponse,
+    Kind::RequestAuthentication,
+];
 
 impl State {
-    pub fn build(generation: u64, objects: Objects) -> State {
-        let ambient: HashMap<&str, bool> = objects
-            .namespaces
-            .iter()
-            .map(|n| {
-                let mode = n.metadata.labels.get(DATAPLANE_MODE_LABEL);
-                (
-                    n.metadata.name.as_str(),
-                    mode.map(String::as_str) == Some(MODE_AMBIENT),
-                )
+    /// Compiles `objects`, reusing the parts of `previous` whose kinds are unchanged.
+    pub fn compile(
+        generation: u64,
+        objects: Arc<Objects>,
+        previous: Option<&State>,
+    ) -> Result<State, CompileError> {
+        let changed = previous.map(|p| p.objects.changed_kinds(&objects));
+        let unchanged = |kinds: &[Kind]| {
+            previous.filter(|_| {
+                changed
+                    .as_ref()
+                    .is_some_and(|c| !c.iter().any(|k| kinds.contains(k)))
             })
-            .collect();
-        let workloads: Vec<Arc<WorkloadInfo>> = objects
-            .workloads
-            .iter()
-            .map(|w| {
-                let ns = w.metadata.namespace();
-                let opted_out = w
-                    .metadata
-                    .labels
-                    .get(DATAPLANE_MODE_LABEL)
-                    .map(String::as_str)
-                    == Some(MODE_NONE);
-                Arc::new(WorkloadInfo {
-                    name: w.metadata.name.clone(),
-                    namespace: ns.to_owned(),
-                    service_account: w.spec.service_account.clone(),
-                    node: w.spec.node.clone(),
-                    addresses: w.spec.addresses.clone(),
-                    netns: w.spec.netns.clone(),
-                    labels: w.metadata.labels.clone(),
-                    captured: ambient.get(ns).copied().unwrap_or(false) && !opted_out,
-                })
-            })
-            .collect();
-        let workloads_by_ip = workloads
-            .iter()
-            .flat_map(|w| w.addresses.iter().map(move |a| (*a, w.clone())))
-            .collect();
-        let mut services_by_vip = HashMap::new();
-        let mut services_by_key = HashMap::new();
-        for s in &objects.services {
-            let info = Arc::new(service_info(s, &workloads));
-            for vip in &info.vips {
-                services_by_vip.insert(*vip, info.clone());
-            }
-            services_by_key.insert(info.key(), info);
-        }
-        // The config source validated the same objects, so this does not fail.
-        let l7 = crate::l7::table::Table::build(&objects).unwrap_or_else(|e| {
-            tracing::error!("L7 config: {} {}: {}", e.kind, e.name, e.message);
-            Default::default()
-        });
-        State {
+        };
+        let policies = match unchanged(&POLICY_KINDS) {
+            Some(p) => p.policies.clone(),
+            None => Arc::new(Policies::compile(&objects)?),
+        };
+        let l7 = match unchanged(&L7_KINDS) {
+            Some(p) => p.l7.clone(),
+            None => Arc::new(Table::build(&objects)?),
+        };
+        let t = topology::Topology::build(&objects, &policies, &l7);
+        Ok(State {
             generation,
-            workloads,
-            workloads_by_ip,
-            services_by_vip,
-            services_by_key,
-            l7: Arc::new(l7),
+            workloads: t.workloads,
+            workloads_by_ip: t.workloads_by_ip,
+            services_by_vip: t.services_by_vip,
+            services_by_key: t.services_by_key,
+            namespaces: t.namespaces,
+            policies,
+            l7,
             objects,
-        }
-    }
-}
-
-fn service_info(s: &model::Service, workloads: &[Arc<WorkloadInfo>]) -> ServiceInfo {
-    let ns = s.metadata.namespace();
-    let endpoints: Vec<Arc<WorkloadInfo>> = if s.spec.selector.is_empty() {
-        Vec::new()
-    } else {
-        workloads
-            .iter()
-            .filter(|w| {
-                w.namespace == ns
-                    && s.spec
-                        .selector
-                        .iter()
-                        .all(|(k, v)| w.labels.get(k) == Some(v))
-            })
-            .cloned()
-            .collect()
-    };
-    ServiceInfo {
-        name: s.metadata.name.clone(),
-        namespace: ns.to_owned(),
-        labels: s.metadata.labels.clone(),
-        vips: s.spec.cluster_ips.clone(),
-        ports: s
-            .spec
-            .ports
-            .iter()
-            .map(|p| ServicePortInfo {
-                port: p.port,
-                target_port: p.target_port.unwrap_or(p.port),
-                app_protocol: p.app_protocol.clone(),
-                endpoints: endpoints.clone(),
-                next: AtomicUsize::new(0),
-            })
-            .collect(),
-    }
-}
-
-impl ServicePortInfo {
-    /// Round robin over the endpoints that have an address of `family_of`'s family.
-    pub fn pick(&self, family_of: &SocketAddr) -> Option<SocketAddr> {
-        let candidates: Vec<IpAddr> = self
-            .endpoints
-            .iter()
-            .filter_map(|w| {
-                if family_of.is_ipv4() {
-                    w.ipv4()
-                } else {
-                    w.ipv6()
-                }
-            })
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
-        Some(SocketAddr::new(candidates[i], self.target_port))
+        })
     }
 }
 
@@ -211,6 +101,7 @@ impl StateHandle {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+
     pub fn store(&self, state: State) {
         let state = Arc::new(state);
         match self.0.write() {

@@ -24,7 +24,7 @@ metadata: {{name: c, namespace: other}}
 spec: {{node: n1, addresses: [198.19.1.3], netns: /run/netns/c}}
 "#
     );
-    State::build(1, config::parse("t", &text).expect("test config"))
+    config::parse("t", &text).expect("test config").state()
 }
 
 struct Case {
@@ -92,7 +92,7 @@ kind: Workload
 metadata: {name: given, namespace: shop}
 spec: {node: n1, addresses: [10.244.1.7], netns: /run/netns/given}
 "#;
-    let state = State::build(1, config::parse("t", text).expect("config"));
+    let state = config::parse("t", text).expect("config").state();
     let found = [
         (
             "10.244.1.5".parse().expect("ip"),

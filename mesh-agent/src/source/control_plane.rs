@@ -14,7 +14,7 @@ use mesh_model::{
     scope,
 };
 
-use super::Update;
+use super::{Compiler, Update};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,11 +60,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Runs until `out` is closed.
-pub async fn run(source: Source, out: mpsc::Sender<Update>) {
+pub async fn run(source: Source, compiler: Compiler, out: mpsc::Sender<Update>) {
     let mut view = scope::Set::new();
     let mut backoff = BACKOFF_MIN;
     loop {
-        match session(&source, &mut view, &out, &mut backoff).await {
+        match session(&source, &compiler, &mut view, &out, &mut backoff).await {
             Ok(()) => tracing::warn!("control plane ended the config stream; reconnecting"),
             Err(e) => tracing::warn!(
                 "config stream: {e}; keeping the last good config, retrying in ~{backoff:?}"
@@ -81,6 +81,7 @@ pub async fn run(source: Source, out: mpsc::Sender<Update>) {
 
 async fn session(
     source: &Source,
+    compiler: &Compiler,
     view: &mut scope::Set,
     out: &mpsc::Sender<Update>,
     backoff: &mut Duration,
@@ -106,8 +107,10 @@ async fn session(
         // The view follows the control plane even when a version is refused, so
         // that later deltas apply to what it believes we hold.
         scope::apply(view, &u);
-        let (update, ack) = match config::parse("control-plane", &scope::to_text(view)) {
-            Ok(objects) => (Update::Apply(u.version, Box::new(objects)), String::new()),
+        let compiled = config::parse("control-plane", &scope::to_text(view))
+            .and_then(|objects| compiler.compile("control-plane", objects));
+        let (update, ack) = match compiled {
+            Ok(state) => (Update::Apply(u.version, Box::new(state)), String::new()),
             Err(e) => (Update::Refused(u.version, e.to_string()), e.to_string()),
         };
         if out.send(update).await.is_err() {

@@ -10,23 +10,38 @@ use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{access::Access, reset::ResetOnDrop, splice};
-use crate::shared::{Pod, Shared};
+use crate::{
+    datapath::DataPath,
+    enforce::{self, Caller},
+    local::Pod,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, pod: Arc<Pod>, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, pod: Arc<Pod>, dp: DataPath) {
+    let mut backoff = crate::backoff::Backoff::accept();
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
+                backoff.reset();
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                tokio::spawn(handle(conn, peer, pod.clone(), shared.clone()));
+                tokio::spawn(handle(conn, peer, pod.clone(), dp.clone()));
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "inbound accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait().await;
             }
         }
     }
+}
+
+/// PeerAuthentication STRICT applies to the pod: plaintext inbound is refused.
+fn strict(dp: &DataPath, pod: &Pod) -> bool {
+    let state = dp.inputs.state.load();
+    pod.addresses
+        .first()
+        .and_then(|a| state.workloads_by_ip.get(a))
+        .is_some_and(|w| w.strict)
 }
 
 /// Source address of a delivery connection: one the sk_lookup program lets through.
@@ -72,14 +87,14 @@ pub async fn connect_app(pod: &Pod, original: SocketAddr) -> Option<TcpStream> {
     }
 }
 
-async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Shared>) {
+async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) {
     let c = &pod.counters;
     let start = std::time::Instant::now();
     c.inbound_captured.inc();
     let _ = conn.set_nodelay(true);
     let local = conn.local_addr();
     let conn = ResetOnDrop::new(conn);
-    if shared.strict(&pod) {
+    if strict(&dp, &pod) {
         c.inbound_refused_plaintext.inc();
         tracing::warn!(pod = %pod.key, %peer, "plaintext connection refused: PeerAuthentication is STRICT");
         let labels = crate::telemetry::ConnectionLabels::new(
@@ -89,7 +104,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
             Some(&pod.identity),
             "STRICT",
         );
-        shared.telemetry.refused.get_or_create(&labels).inc();
+        dp.inputs.telemetry.refused.get_or_create(&labels).inc();
         return;
     }
     let original = match local {
@@ -100,10 +115,11 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
             return;
         }
     };
-    if shared
-        .authorize(&pod, None, peer.ip().to_canonical(), original.port())
-        .is_err()
-    {
+    let caller = Caller {
+        identity: None,
+        ip: peer.ip(),
+    };
+    if enforce::connection(&dp.inputs, &pod, caller, original.port()).is_err() {
         c.inbound_denied.inc();
         return;
     }
@@ -120,6 +136,6 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, shared: Arc<Sh
         start,
     };
     access
-        .proxied(&shared.telemetry, c, splice::proxy(conn.take(), app, c))
+        .proxied(&dp.inputs.telemetry, c, splice::proxy(conn.take(), app, c))
         .await;
 }

@@ -10,9 +10,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 
-use crate::{metrics::WorkloadCounters, tunnel::hbone::io::H2Io};
+use crate::metrics::WorkloadCounters;
 
 /// Large enough for line-rate copies on loopback and veth.
 const BUF: usize = 64 * 1024;
@@ -55,29 +58,21 @@ fn account(r: io::Result<(u64, u64)>, counters: &WorkloadCounters) -> Option<(u6
     }
 }
 
-/// TCP to TCP. Returns (downstream to upstream, back), None if it ended in error.
-pub async fn proxy(
-    mut downstream: TcpStream,
-    mut upstream: TcpStream,
+/// Copies both ways between the application's socket and an upstream stream.
+/// Returns (downstream to upstream, back), None if it ended in error.
+pub async fn proxy<A, B>(
+    mut downstream: A,
+    mut upstream: B,
     counters: &WorkloadCounters,
-) -> Option<(u64, u64)> {
+) -> Option<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + WaitReadable + Unpin,
+    B: AsyncRead + AsyncWrite + WaitReadable + Unpin,
+{
     let r = match either_readable(&mut downstream, &mut upstream).await {
         Ok(()) => {
             tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUF, BUF).await
         }
-        Err(e) => Err(e),
-    };
-    account(r, counters)
-}
-
-/// TCP to an HBONE stream. Returns (TCP to tunnel, back).
-pub async fn proxy_tunnel(
-    mut tcp: TcpStream,
-    mut tunnel: H2Io,
-    counters: &WorkloadCounters,
-) -> Option<(u64, u64)> {
-    let r = match either_readable(&mut tcp, &mut tunnel).await {
-        Ok(()) => tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut tunnel, BUF, BUF).await,
         Err(e) => Err(e),
     };
     account(r, counters)

@@ -111,7 +111,7 @@ pub(super) fn mirror(
     req: Request<UpBody>,
     h2: bool,
 ) {
-    let runtime = &conn.shared.waypoint;
+    let runtime = &conn.dp.l7;
     let stats = runtime.backends.backend(&backend.service);
     let Some(addr) = runtime.backends.pick(
         &stats,
@@ -122,17 +122,17 @@ pub(super) fn mirror(
     ) else {
         return;
     };
-    let (pod, shared, clients) = (
+    let (pod, dp, clients) = (
         conn.pod.clone(),
-        conn.shared.clone(),
-        conn.pod.waypoint_clients(),
+        conn.dp.clone(),
+        conn.dp.l7.clients(&conn.pod),
     );
     tokio::spawn(async move {
         let t = upstream::Target {
             pod: &pod,
-            shared: &shared,
+            dp: &dp,
             addr,
-            stats: shared.waypoint.backends.endpoint(addr),
+            stats: dp.l7.backends.endpoint(addr),
             max_connections: None,
         };
         match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false)).await {
@@ -187,7 +187,7 @@ impl Attempts<'_> {
             first,
             grpc,
         } = self;
-        let runtime: &super::Runtime = &conn.shared.waypoint;
+        let runtime: &super::Runtime = &conn.dp.l7;
         let mut endpoint = first;
         let mut tries = 0u32;
         let mut _budget = None;
@@ -218,7 +218,7 @@ impl Attempts<'_> {
             log.upstream = Some(endpoint);
             let t = upstream::Target {
                 pod: &conn.pod,
-                shared: &conn.shared,
+                dp: &conn.dp,
                 addr: endpoint,
                 stats: runtime.backends.endpoint(endpoint),
                 max_connections: policy.max_connections,

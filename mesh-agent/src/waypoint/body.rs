@@ -3,7 +3,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -16,10 +15,10 @@ use super::{
     server::{DownBody, RequestLog},
     upstream::BoxError,
 };
-use crate::{shared::Shared, telemetry::RequestLabels};
+use crate::{datapath::DataPath, telemetry::RequestLabels};
 
 pub struct Finish {
-    pub shared: Arc<Shared>,
+    pub dp: DataPath,
     pub source: String,
     pub status: u16,
     pub grpc_status: Option<String>,
@@ -36,7 +35,7 @@ impl Finish {
         }
         let grpc_status = trailers_grpc.or(self.grpc_status);
         let elapsed = self.start.elapsed();
-        let t = &self.shared.telemetry;
+        let t = &self.dp.inputs.telemetry;
         let labels = RequestLabels {
             reporter: "waypoint",
             source_principal: self.source.clone(),

@@ -10,6 +10,7 @@ use mesh_model::{
 };
 
 use super::server::{local, Conn, DownBody, RequestLog};
+use crate::enforce::{self, Caller};
 
 /// RequestAuthentication then AuthorizationPolicy of `target` for one request;
 /// Err is the response that refuses it.
@@ -48,29 +49,11 @@ pub fn check(
         principal: authn.as_ref().map(|a| a.principal.as_str()),
         claims: authn.as_ref().map(|a| &a.claims),
     };
-    let verdict = authz::evaluate(
-        &state.objects.authorization_policies,
-        authz::Target {
-            namespace: &target.namespace,
-            labels: &target.labels,
-        },
-        &authz::Connection {
-            source,
-            source_ip: conn.client.ip(),
-            destination_port: conn.original.port(),
-            l7: authz::L7::Request(&request),
-        },
-    );
-    if let authz::Decision::Deny { policy } = &verdict.decision {
-        let src = source
-            .map(ToString::to_string)
-            .unwrap_or_else(|| conn.source_key());
-        let why = if policy.is_empty() {
-            "no ALLOW policy matches".to_owned()
-        } else {
-            format!("denied by policy {policy}")
-        };
-        tracing::warn!(source = %src, destination = %target.key(), method = %log.method, path = %path, "request denied: {why}");
+    let caller = Caller {
+        identity: source,
+        ip: conn.client.ip(),
+    };
+    if enforce::request(target, caller, conn.original.port(), &request).is_err() {
         log.flags = "AZ";
         return Err(Box::new(local(
             StatusCode::FORBIDDEN,

@@ -25,7 +25,7 @@ use super::{
     upstream::BoxError,
     Parent,
 };
-use crate::shared::{Pod, Shared};
+use crate::{datapath::DataPath, local::Pod};
 use mesh_model::{
     identity::Identity,
     l7::table::{Backend, Filter, ParentKey, PathCond, RouteRule},
@@ -45,7 +45,7 @@ pub type DownBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 pub struct Conn {
     /// Whose identity and network namespace upstream connections use.
     pub pod: Arc<Pod>,
-    pub shared: Arc<Shared>,
+    pub dp: DataPath,
     pub parent: Parent,
     /// Who is calling: the pod itself (node waypoint), the HBONE peer (shared
     /// waypoint) or nobody known (a client outside the mesh at the edge).
@@ -205,7 +205,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
     let (parts, body) = resp.into_parts();
     let idle = log_idle(&parts);
     let finish = Finish {
-        shared: conn.shared.clone(),
+        dp: conn.dp.clone(),
         source: conn.source_key(),
         status: parts.status.as_u16(),
         grpc_status: parts
@@ -277,7 +277,7 @@ async fn route(
     log: &mut RequestLog,
     grpc: bool,
 ) -> Response<DownBody> {
-    let state = conn.shared.state.load();
+    let state = conn.dp.inputs.state.load();
     let table = state.l7.clone();
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -408,12 +408,7 @@ async fn route(
     // 3. Local rate limit, then injected faults.
     let source = conn.source_key();
     if let Some(rl) = &rule.rate_limit {
-        if !conn
-            .shared
-            .waypoint
-            .buckets
-            .take(rl, &source, Instant::now())
-        {
+        if !conn.dp.l7.buckets.take(rl, &source, Instant::now()) {
             log.flags = "RL";
             let mut r = local(
                 StatusCode::from_u16(rl.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
@@ -519,7 +514,7 @@ async fn route(
         .get(&backend.service)
         .cloned()
         .unwrap_or_default();
-    let runtime = &conn.shared.waypoint;
+    let runtime = &conn.dp.l7;
     let stats = runtime.backends.backend(&backend.service);
     let Some(first) = runtime
         .backends
@@ -550,7 +545,7 @@ async fn route(
         }
     }
     if let Some(w) = state.workloads_by_ip.get(&first.ip()) {
-        log.destination_identity = Some(conn.shared.identity_of(w).to_string());
+        log.destination_identity = Some(conn.dp.inputs.identity_of(w).to_string());
         // Behind a gateway, the destination sees the gateway's identity.
         let source = match &conn.parent {
             Parent::Gateway { .. } => Some(&conn.pod.identity),
@@ -614,7 +609,7 @@ async fn route(
         headers: parts.headers.clone(),
         authority: log.authority.clone(),
     };
-    let clients = conn.pod.waypoint_clients();
+    let clients = conn.dp.l7.clients(&conn.pod);
 
     // Mirrors: fire and forget, with the same head and a kept body.
     if let ReqBody::Replay(b) = &body {

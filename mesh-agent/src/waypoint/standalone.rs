@@ -13,7 +13,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -33,18 +33,17 @@ use tokio::{
 use super::{server, Parent};
 use crate::{
     app::{self, IdentityArgs},
+    datapath::{DataPath, Inputs, Tunnel},
     inpod,
+    local::Pod,
     metrics::Metrics,
-    shared::{Pod, Shared},
-    source::Update,
+    plan,
+    source::{Compiler, Update},
+    telemetry::Telemetry,
     tls,
-    tunnel::hbone::{io::H2Io, server as hbone_server},
+    tunnel::hbone::{io::H2Io, pool::Pool, server as hbone_server},
 };
-use mesh_model::{
-    config,
-    identity::Identity,
-    state::{State, StateHandle},
-};
+use mesh_model::{config, identity::Identity, state::StateHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -136,9 +135,9 @@ impl hbone_server::OnStream for Streams {
         peer: SocketAddr,
         source: Arc<Identity>,
         pod: Arc<Pod>,
-        shared: Arc<Shared>,
+        dp: DataPath,
     ) {
-        stream(req, respond, peer, source, pod, shared).await
+        stream(req, respond, peer, source, pod, dp).await
     }
 }
 
@@ -148,29 +147,14 @@ async fn stream(
     peer: SocketAddr,
     source: Arc<Identity>,
     pod: Arc<Pod>,
-    shared: Arc<Shared>,
+    dp: DataPath,
 ) {
-    if req.method() != http::Method::CONNECT {
-        return hbone_server::refuse(
-            respond,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "HBONE accepts CONNECT only",
-        );
-    }
-    let Some(target) = req
-        .uri()
-        .authority()
-        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-    else {
-        return hbone_server::refuse(
-            respond,
-            StatusCode::BAD_REQUEST,
-            "authority must be ip:port",
-        );
+    let target = match hbone_server::connect_authority(&req) {
+        Ok(t) => t,
+        Err(r) => return hbone_server::refuse(respond, r.status, r.reason),
     };
-    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
-    let state = shared.state.load();
-    let parent = match super::decide(&state, target) {
+    let state = dp.inputs.state.load();
+    let parent = match plan::l7_parent(&state, target) {
         Some(p) => p,
         None => match state.services_by_vip.get(&target.ip()) {
             Some(s) if s.ports.iter().any(|p| p.port == target.port()) => Parent::Service {
@@ -194,7 +178,7 @@ async fn stream(
     let io = H2Io::new(send, req.into_body());
     let conn = Arc::new(server::Conn {
         pod,
-        shared,
+        dp,
         parent,
         source: Some((*source).clone()),
         client: peer,
@@ -209,31 +193,32 @@ async fn edge(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     pod: Arc<Pod>,
-    shared: Arc<Shared>,
+    dp: DataPath,
     gateway: String,
 ) {
+    let mut backoff = crate::backoff::Backoff::accept();
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("edge accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait().await;
                 continue;
             }
         };
+        backoff.reset();
         let _ = tcp.set_nodelay(true);
         let original = tcp.local_addr().unwrap_or(client);
-        let (pod, shared, tls, gateway) =
-            (pod.clone(), shared.clone(), tls.clone(), gateway.clone());
+        let (pod, dp, tls, gateway) = (pod.clone(), dp.clone(), tls.clone(), gateway.clone());
         tokio::spawn(async move {
-            let state = shared.state.load();
+            let state = dp.inputs.state.load();
             let Some(workload) = state.workloads_by_ip.get(&pod.addresses[0]).cloned() else {
                 return;
             };
             drop(state);
             let conn = Arc::new(server::Conn {
                 pod,
-                shared,
+                dp,
                 parent: Parent::Gateway {
                     key: gateway,
                     workload,
@@ -262,7 +247,7 @@ async fn edge(
 
 async fn admin(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    dp: DataPath,
     ready: Arc<AtomicBool>,
     generation: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -270,11 +255,11 @@ async fn admin(
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let (shared, ready, generation) = (shared.clone(), ready.clone(), generation.clone());
+        let (dp, ready, generation) = (dp.clone(), ready.clone(), generation.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (status, body) = match req.uri().path() {
-                    "/metrics" => (StatusCode::OK, shared.telemetry.encode()),
+                    "/metrics" => (StatusCode::OK, dp.inputs.telemetry.encode()),
                     "/healthz/ready" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
                     "/healthz/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
                     "/stats" => (
@@ -300,30 +285,110 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
+/// The waypoint's own workload, from the config.
+fn own_workload(
+    state: &StateHandle,
+    name: &str,
+) -> Result<Arc<mesh_model::state::WorkloadInfo>, Error> {
+    let (ns, n) = split(name)?;
+    state
+        .load()
+        .workloads
+        .iter()
+        .find(|w| w.namespace == ns && w.name == n)
+        .cloned()
+        .ok_or_else(|| Error::NoWorkload(name.to_owned()))
+}
+
+fn edge_acceptor(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, Error> {
+    match (&args.https, &args.tls_cert, &args.tls_key) {
+        (Some(_), Some(c), Some(k)) => Ok(Some(edge_tls(c, k)?)),
+        (Some(_), _, _) => Err(Error::EdgeTls(
+            "--https needs --tls-cert and --tls-key".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Starts the HBONE server (shared waypoint) and the edge listeners (gateway).
+async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error> {
+    let edge_tls = edge_acceptor(args)?;
+    if args.hbone {
+        let resolver = Arc::new(tls::PodCertResolver {
+            manager: dp.inputs.certs.clone(),
+            identity: pod.identity.clone(),
+        });
+        let cfg = tls::server_config(resolver, dp.inputs.roots.clone())
+            .map_err(|e| Error::Identity(e.to_string()))?;
+        let addr = SocketAddr::from(([0u16; 8], mesh_common::ports::HBONE));
+        let l = bind(addr).await?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        tokio::spawn(hbone_server::serve_with(
+            l,
+            acceptor,
+            pod.clone(),
+            dp.clone(),
+            Streams,
+        ));
+    }
+    let Some(gw) = &args.gateway else {
+        return Ok(());
+    };
+    for (addr, tls) in [(args.http, None), (args.https, edge_tls)] {
+        if let Some(addr) = addr {
+            let l = bind(addr).await?;
+            tokio::spawn(edge(l, tls, pod.clone(), dp.clone(), gw.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Applies config changes until told to stop.
+async fn reload(
+    args: &Args,
+    compiler: Compiler,
+    state: &StateHandle,
+    generation: &AtomicU64,
+) -> Result<(), Error> {
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+    let (tx, mut updates) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(crate::source::file(
+        args.config.clone(),
+        args.reload_interval,
+        compiler,
+        tx,
+    ));
+    loop {
+        let update = tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            u = updates.recv() => match u {
+                Some(u) => u,
+                None => return Ok(()),
+            },
+        };
+        match update {
+            Update::Apply(_, s) => {
+                let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                state.store(*s);
+                tracing::info!(generation = g, "config reloaded");
+            }
+            Update::Refused(_, e) => {
+                tracing::error!("config refused, the last good config stays in force: {e}")
+            }
+        }
+    }
+}
+
 async fn serve(args: Args) -> Result<(), Error> {
     if !args.hbone && (args.gateway.is_none() || (args.http.is_none() && args.https.is_none())) {
         return Err(Error::NothingToServe);
     }
-    let objects = config::load(&args.config)?;
     let state = StateHandle::default();
-    state.store(State::build(1, objects));
-    let (ns, name) = split(&args.workload)?;
-    let w = state
-        .load()
-        .workloads
-        .iter()
-        .find(|w| w.namespace == ns && w.name == name)
-        .cloned()
-        .ok_or_else(|| Error::NoWorkload(args.workload.clone()))?;
-    let edge_acceptor = match (&args.https, &args.tls_cert, &args.tls_key) {
-        (Some(_), Some(c), Some(k)) => Some(edge_tls(c, k)?),
-        (Some(_), _, _) => {
-            return Err(Error::EdgeTls(
-                "--https needs --tls-cert and --tls-key".into(),
-            ))
-        }
-        _ => None,
-    };
+    let compiler = Compiler::new(state.clone());
+    state.store(compiler.load(&args.config)?);
+    let w = own_workload(&state, &args.workload)?;
     let (certs, roots) = app::cert_manager(&args.node, &args.identity)
         .map_err(|e| Error::Identity(e.to_string()))?;
     let certs = Arc::new(certs);
@@ -342,71 +407,27 @@ async fn serve(args: Args) -> Result<(), Error> {
         identity: identity.clone(),
         addresses: w.addresses.clone(),
         counters: metrics.workload(&w.key()),
-        waypoint: Default::default(),
     });
-    let shared = Arc::new(Shared::new(
-        None,
-        state.clone(),
-        args.identity.trust_domain.clone(),
-        certs.clone(),
-        roots.clone(),
-        true,
-    ));
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                t.tick().await;
-                shared.pool.expire_idle().await;
-            }
-        });
-    }
+    let dp = DataPath::new(Inputs {
+        orig_dst: None,
+        state: state.clone(),
+        trust_domain: args.identity.trust_domain.clone(),
+        certs: certs.clone(),
+        roots,
+        pool: Pool::new(Duration::from_secs(60)),
+        telemetry: Telemetry::default(),
+        tunnel: Tunnel::Hbone,
+    });
     let ready = Arc::new(AtomicBool::new(false));
-    let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let generation = Arc::new(AtomicU64::new(1));
+    let admin_listener = bind(args.metrics).await?;
     tokio::spawn(admin(
-        bind(args.metrics).await?,
-        shared.clone(),
+        admin_listener,
+        dp.clone(),
         ready.clone(),
         generation.clone(),
     ));
-    if args.hbone {
-        let resolver = Arc::new(tls::PodCertResolver {
-            manager: certs.clone(),
-            identity: identity.clone(),
-        });
-        let cfg = tls::server_config(resolver, roots.clone())
-            .map_err(|e| Error::Identity(e.to_string()))?;
-        let addr = SocketAddr::from(([0u16; 8], mesh_common::ports::HBONE));
-        let l = bind(addr).await?;
-        tokio::spawn(hbone_server::serve_with(
-            l,
-            tokio_rustls::TlsAcceptor::from(cfg),
-            pod.clone(),
-            shared.clone(),
-            Streams,
-        ));
-    }
-    if let Some(gw) = &args.gateway {
-        if let Some(addr) = args.http {
-            tokio::spawn(edge(
-                bind(addr).await?,
-                None,
-                pod.clone(),
-                shared.clone(),
-                gw.clone(),
-            ));
-        }
-        if let Some(addr) = args.https {
-            tokio::spawn(edge(
-                bind(addr).await?,
-                edge_acceptor.clone(),
-                pod.clone(),
-                shared.clone(),
-                gw.clone(),
-            ));
-        }
-    }
+    listen(&args, &pod, &dp).await?;
     if certs
         .wait(&identity, Duration::from_secs(10))
         .await
@@ -416,35 +437,7 @@ async fn serve(args: Args) -> Result<(), Error> {
     }
     ready.store(true, Ordering::Relaxed);
     tracing::info!(workload = %w.key(), %identity, hbone = args.hbone, gateway = ?args.gateway, "waypoint ready");
-
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
-    let (tx, mut updates) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(crate::source::file(
-        args.config.clone(),
-        args.reload_interval,
-        tx,
-    ));
-    loop {
-        let update = tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            u = updates.recv() => match u {
-                Some(u) => u,
-                None => break,
-            },
-        };
-        match update {
-            Update::Apply(_, objects) => {
-                let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
-                state.store(State::build(g, *objects));
-                tracing::info!(generation = g, "config reloaded");
-            }
-            Update::Refused(_, e) => {
-                tracing::error!("config refused, the last good config stays in force: {e}")
-            }
-        }
-    }
+    reload(&args, compiler, &state, &generation).await?;
     tracing::info!("waypoint shutting down");
     certs.release(&identity);
     Ok(())

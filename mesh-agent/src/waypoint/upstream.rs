@@ -5,11 +5,8 @@
 //! to a destination outside the mesh.
 use std::{
     collections::HashMap,
-    io,
     net::SocketAddr,
-    pin::Pin,
     sync::{atomic::Ordering, Arc, Mutex},
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -21,25 +18,18 @@ use hyper::{
     Request, Response,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
 
 use super::backend::EndpointStats;
 use crate::{
-    shared::{Pod, Shared},
-    tunnel::{
-        hbone::{io::H2Io, pool},
-        inbound,
-    },
+    connect::{self, Upstream},
+    datapath::DataPath,
+    local::Pod,
+    plan,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpBody = BoxBody<Bytes, BoxError>;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const CERT_WAIT: Duration = Duration::from_secs(5);
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,110 +59,28 @@ impl Error {
     }
 }
 
-/// A dialled upstream byte stream.
-pub enum Stream {
-    Tcp(TcpStream),
-    Hbone(Box<H2Io>, pool::StreamGuard),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+/// Connects to `t.addr` from `t.pod` as the L4 path would (same plan, same
+/// executors).
+async fn dial(t: &Target<'_>) -> Result<Upstream, Error> {
+    let route = {
+        let state = t.dp.inputs.state.load();
+        let is_local = |ip| t.dp.pods.contains(ip);
+        plan::route(
+            &plan::Inputs {
+                state: &state,
+                is_local: &is_local,
+                trust_domain: &t.dp.inputs.trust_domain,
+                tunnel: t.dp.inputs.tunnel,
+            },
+            t.addr,
+        )
     }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Hbone(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// Dials `addr` from `pod` as the L4 path would.
-pub async fn dial(pod: &Pod, shared: &Shared, addr: SocketAddr) -> Result<Stream, Error> {
-    let connect_err = |e: String| Error::Connect(addr, e);
-    let state = shared.state.load();
-    let target = state.workloads_by_ip.get(&addr.ip()).cloned();
-    drop(state);
-    let source_ip = pod.address_like(&addr.ip()).unwrap_or(addr.ip());
-    if let Some(local) = shared.local_pod(addr.ip()) {
-        if shared
-            .authorize(&local, Some(&pod.identity), source_ip, addr.port())
-            .is_err()
-        {
-            local.counters.inbound_denied.inc();
-            return Err(Error::Denied(addr));
-        }
-        local.counters.inbound_captured.inc();
-        return inbound::connect_app(&local, addr)
-            .await
-            .map(Stream::Tcp)
-            .ok_or_else(|| connect_err("the application did not accept".into()));
-    }
-    match target {
-        Some(w) if w.captured && shared.hbone => {
-            let cert = shared
-                .certs
-                .wait(&pod.identity, CERT_WAIT)
-                .await
-                .ok_or_else(|| connect_err(format!("no certificate for {} yet", pod.identity)))?;
-            let key = pool::Key {
-                source: pod.identity.clone(),
-                destination: shared.identity_of(&w),
-                address: addr.ip(),
-            };
-            let dial = pool::Dial {
-                netns: &pod.netns,
-                source_cert: cert.certified.clone(),
-                roots: shared.roots.clone(),
-            };
-            let client = SocketAddr::new(source_ip, 0);
-            let (io, guard) = Box::pin(shared.pool.connect(&key, addr, client, dial))
-                .await
-                .map_err(|e| connect_err(e.to_string()))?;
-            pod.counters.outbound_hbone.inc();
-            Ok(Stream::Hbone(Box::new(io), guard))
-        }
-        _ => {
-            let s = pod
-                .netns
-                .outbound_socket(&addr, None)
-                .map_err(|e| connect_err(e.to_string()))?;
-            match tokio::time::timeout(CONNECT_TIMEOUT, s.connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    pod.counters.outbound_plaintext.inc();
-                    Ok(Stream::Tcp(s))
-                }
-                Ok(Err(e)) => Err(connect_err(e.to_string())),
-                Err(_) => Err(connect_err(format!("timed out after {CONNECT_TIMEOUT:?}"))),
-            }
-        }
+    .map_err(|e| Error::Connect(t.addr, e.to_string()))?;
+    let client = SocketAddr::new(t.pod.address_like(&t.addr.ip()).unwrap_or(t.addr.ip()), 0);
+    match connect::connect(t.dp, t.pod, &route, client).await {
+        Ok(c) => Ok(c.stream),
+        Err(e) if e.denied() => Err(Error::Denied(t.addr)),
+        Err(e) => Err(Error::Connect(t.addr, e.to_string())),
     }
 }
 
@@ -206,7 +114,7 @@ pub struct Clients {
 
 pub struct Target<'a> {
     pub pod: &'a Pod,
-    pub shared: &'a Shared,
+    pub dp: &'a DataPath,
     pub addr: SocketAddr,
     pub stats: Arc<EndpointStats>,
     pub max_connections: Option<u32>,
@@ -258,7 +166,7 @@ impl Clients {
                 Some(s) => s,
                 None => {
                     let slot = take_slot(&t.stats, t.max_connections, addr)?;
-                    let io = dial(t.pod, t.shared, addr).await?;
+                    let io = dial(&t).await?;
                     let (s, conn) = http2::Builder::new(TokioExecutor::new())
                         .timer(TokioTimer::new())
                         .initial_stream_window_size(1 << 20)
@@ -287,7 +195,7 @@ impl Clients {
             Some(s) => s,
             None => {
                 let slot = take_slot(&t.stats, t.max_connections, addr)?;
-                let io = dial(t.pod, t.shared, addr).await?;
+                let io = dial(&t).await?;
                 let (s, conn) = http1::Builder::new()
                     .handshake(TokioIo::new(io))
                     .await

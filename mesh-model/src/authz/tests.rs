@@ -1,10 +1,18 @@
 use super::*;
 use crate::config;
 
-fn policies(yaml: &str) -> Vec<AuthorizationPolicy> {
+fn policies(yaml: &str) -> Vec<Policy> {
     config::parse("t", yaml)
         .expect("policy yaml")
         .authorization_policies
+        .iter()
+        .map(|p| compile(p).expect("compiles"))
+        .collect()
+}
+
+/// The policies that apply to `target`, decided (as the compiled state does).
+fn evaluate(ps: &[Policy], target: Target<'_>, c: &Connection<'_>) -> Verdict {
+    authorize(ps.iter().filter(|p| applies(p, target)), c)
 }
 
 const ALLOW_CLIENT: &str = r#"
@@ -200,7 +208,7 @@ fn l4_authorization_matrix() {
         },
     ];
     for c in cases {
-        let ps: Vec<AuthorizationPolicy> = c.policies.iter().flat_map(|y| policies(y)).collect();
+        let ps: Vec<Policy> = c.policies.iter().flat_map(|y| policies(y)).collect();
         let id = c.source.map(|s| s.parse::<Identity>().expect("identity"));
         let labels: BTreeMap<String, String> = c
             .labels
@@ -364,7 +372,7 @@ fn l7_rules_per_request_and_at_l4() {
             allowed: false,
         },
     ];
-    let ps: Vec<AuthorizationPolicy> = [L7_ALLOW, L7_DENY]
+    let ps: Vec<Policy> = [L7_ALLOW, L7_DENY]
         .iter()
         .flat_map(|y| policies(y))
         .collect();
@@ -431,7 +439,7 @@ fn l7_rules_per_request_and_at_l4() {
         !at_l4(Some(&client), L7::None),
         "not judged: L7 ALLOW cannot match"
     );
-    let deny_only: Vec<AuthorizationPolicy> = policies(L7_DENY);
+    let deny_only: Vec<Policy> = policies(L7_DENY);
     let v = evaluate(
         &deny_only,
         target,

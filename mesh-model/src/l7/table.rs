@@ -554,7 +554,7 @@ fn apply_policy(
 
 /// Route-side policies for a route, a rule name and the parent services.
 fn policies_for(
-    policies: &[TrafficPolicy],
+    policies: &[std::sync::Arc<TrafficPolicy>],
     ns: &str,
     kind: &str,
     route: &str,

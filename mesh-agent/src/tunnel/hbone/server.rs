@@ -14,7 +14,9 @@ use super::{
     STREAM_WINDOW,
 };
 use crate::{
-    shared::{Pod, Shared},
+    datapath::DataPath,
+    enforce::{self, Caller},
+    local::Pod,
     tls,
     tunnel::{access::Access, inbound, splice},
 };
@@ -31,7 +33,7 @@ pub trait OnStream: Clone + Send + Sync + 'static {
         peer: SocketAddr,
         source: Arc<Identity>,
         pod: Arc<Pod>,
-        shared: Arc<Shared>,
+        dp: DataPath,
     ) -> impl std::future::Future<Output = ()> + Send;
 }
 
@@ -47,19 +49,14 @@ impl OnStream for Deliver {
         peer: SocketAddr,
         source: Arc<Identity>,
         pod: Arc<Pod>,
-        shared: Arc<Shared>,
+        dp: DataPath,
     ) -> impl std::future::Future<Output = ()> + Send {
-        stream(req, respond, peer, source, pod, shared)
+        stream(req, respond, peer, source, pod, dp)
     }
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    pod: Arc<Pod>,
-    shared: Arc<Shared>,
-) {
-    serve_with(listener, acceptor, pod, shared, Deliver).await
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, pod: Arc<Pod>, dp: DataPath) {
+    serve_with(listener, acceptor, pod, dp, Deliver).await
 }
 
 /// An HBONE server whose streams go to `on`.
@@ -67,25 +64,27 @@ pub async fn serve_with<S: OnStream>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     pod: Arc<Pod>,
-    shared: Arc<Shared>,
+    dp: DataPath,
     on: S,
 ) {
+    let mut backoff = crate::backoff::Backoff::accept();
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                backoff.reset();
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 tokio::spawn(connection(
                     tcp,
                     peer,
                     acceptor.clone(),
                     pod.clone(),
-                    shared.clone(),
+                    dp.clone(),
                     on.clone(),
                 ));
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "HBONE accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait().await;
             }
         }
     }
@@ -96,13 +95,14 @@ async fn connection<S: OnStream>(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     pod: Arc<Pod>,
-    shared: Arc<Shared>,
+    dp: DataPath,
     on: S,
 ) {
     let c = &pod.counters;
     let _ = tcp.set_nodelay(true);
     // The pod's certificate may still be on its way right after enrolment.
-    if shared
+    if dp
+        .inputs
         .certs
         .wait(&pod.identity, HANDSHAKE_TIMEOUT)
         .await
@@ -160,9 +160,9 @@ async fn connection<S: OnStream>(
         match next {
             Ok((req, respond)) => {
                 let on = on.clone();
-                let (source, pod, shared) = (source.clone(), pod.clone(), shared.clone());
+                let (source, pod, dp) = (source.clone(), pod.clone(), dp.clone());
                 tokio::spawn(
-                    async move { on.on_stream(req, respond, peer, source, pod, shared).await },
+                    async move { on.on_stream(req, respond, peer, source, pod, dp).await },
                 );
             }
             Err(e) => {
@@ -182,51 +182,74 @@ pub fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, reason: &str
     let _ = respond.send_response(resp, true);
 }
 
+/// Why a CONNECT request is refused before policy: the status and the reason sent
+/// in `x-ferrymesh-reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+/// The target of a CONNECT request: CONNECT and an `ip:port` authority. Pure.
+pub fn connect_authority<B>(req: &Request<B>) -> Result<SocketAddr, Refusal> {
+    if req.method() != http::Method::CONNECT {
+        return Err(Refusal {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            reason: "HBONE accepts CONNECT only",
+        });
+    }
+    let target = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+        .ok_or(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "authority must be ip:port",
+        })?;
+    Ok(SocketAddr::new(target.ip().to_canonical(), target.port()))
+}
+
+/// The target of a CONNECT stream to a pod: as `connect_authority`, and one of the
+/// pod's own `addresses`. Pure.
+pub fn connect_target<B>(
+    req: &Request<B>,
+    addresses: &[std::net::IpAddr],
+) -> Result<SocketAddr, Refusal> {
+    let target = connect_authority(req)?;
+    if !addresses.contains(&target.ip()) {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "authority is not an address of this workload",
+        });
+    }
+    Ok(target)
+}
+
 async fn stream(
     req: Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     source: Arc<Identity>,
     pod: Arc<Pod>,
-    shared: Arc<Shared>,
+    dp: DataPath,
 ) {
     let c = &pod.counters;
     let start = std::time::Instant::now();
     c.inbound_captured.inc();
-    if req.method() != http::Method::CONNECT {
-        c.inbound_failed.inc();
-        return refuse(
-            respond,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "HBONE accepts CONNECT only",
-        );
-    }
-    let Some(target) = req
-        .uri()
-        .authority()
-        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-    else {
-        c.inbound_failed.inc();
-        return refuse(
-            respond,
-            StatusCode::BAD_REQUEST,
-            "authority must be ip:port",
-        );
+    let target = match connect_target(&req, &pod.addresses) {
+        Ok(t) => t,
+        Err(r) => {
+            c.inbound_failed.inc();
+            return refuse(respond, r.status, r.reason);
+        }
     };
-    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
-    if !pod.addresses.contains(&target.ip()) {
-        c.inbound_failed.inc();
-        return refuse(
-            respond,
-            StatusCode::BAD_REQUEST,
-            "authority is not an address of this workload",
-        );
-    }
-    if let Err(reason) =
-        shared.authorize(&pod, Some(&source), peer.ip().to_canonical(), target.port())
-    {
+    let caller = Caller {
+        identity: Some(&source),
+        ip: peer.ip().to_canonical(),
+    };
+    if let Err(denied) = enforce::connection(&dp.inputs, &pod, caller, target.port()) {
         c.inbound_denied.inc();
-        return refuse(respond, StatusCode::UNAUTHORIZED, &reason);
+        return refuse(respond, StatusCode::UNAUTHORIZED, &denied.to_string());
     }
     let Some(app) = inbound::connect_app(&pod, target).await else {
         return refuse(
@@ -254,9 +277,12 @@ async fn stream(
         start,
     };
     let copy = async {
-        splice::proxy_tunnel(app, tunnel, c)
+        splice::proxy(app, tunnel, c)
             .await
             .map(|(to_app, from_app)| (from_app, to_app))
     };
-    access.proxied(&shared.telemetry, c, copy).await;
+    access.proxied(&dp.inputs.telemetry, c, copy).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -282,7 +282,7 @@ fn bad_routes_are_refused_with_the_field() {
         ),
     ];
     for (name, yaml, want) in cases {
-        let err = config::parse("bad.yaml", yaml).expect_err(name).to_string();
+        let err = config::check("bad.yaml", yaml).expect_err(name).to_string();
         assert!(err.contains(want), "{name}: {err}");
         assert!(err.starts_with("bad.yaml"), "{name}: {err}");
     }

@@ -1,0 +1,296 @@
+//! `mesh-agent run`, step by step: the config source, certificates, listeners, the
+//! eBPF attachments, the data path, then the loop that applies each new config.
+use std::{
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, Signal, SignalKind},
+    sync::mpsc,
+};
+
+use mesh_model::state::{State, StateHandle};
+
+use super::{cert_manager, CaSource, ConfigSource, Error, RunArgs};
+use crate::{
+    admin,
+    datapath::{DataPath, Inputs},
+    ebpf::{self, Kernel, KernelHandle},
+    enrol::Enroller,
+    metrics::Metrics,
+    source::{self, control_plane as cp, Compiler, Update},
+    telemetry::Telemetry,
+    tunnel::hbone::pool::Pool,
+};
+
+/// Loading parses the kernel's BTF (several MiB) and frees it again; hand those
+/// pages back to the system so the agent's resident size reflects its steady state.
+fn release_load_memory() {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn read(p: &PathBuf) -> Result<String, Error> {
+    std::fs::read_to_string(p)
+        .map_err(|e| Error::Identity(format!("cannot read {}: {e}", p.display())))
+}
+
+/// Starts the config source. A file gives the first config now (there is no last
+/// good one to fall back on); the control plane's arrives later.
+fn start_source(
+    args: &RunArgs,
+    compiler: &Compiler,
+    tx: mpsc::Sender<Update>,
+) -> Result<Option<State>, Error> {
+    match &args.config {
+        ConfigSource::File(path) => {
+            let first = compiler.load(path)?;
+            let c = compiler.clone();
+            tokio::spawn(source::file(path.clone(), args.reload_interval, c, tx));
+            Ok(Some(first))
+        }
+        ConfigSource::ControlPlane => {
+            let CaSource::Remote {
+                address,
+                root,
+                token,
+            } = &args.identity.ca
+            else {
+                return Err(Error::ControlPlaneNeedsCa);
+            };
+            let source = cp::Source::new(address, &read(root)?, &args.node, &read(token)?)?;
+            tokio::spawn(cp::run(source, compiler.clone(), tx));
+            Ok(None)
+        }
+    }
+}
+
+async fn bind_admin(args: &RunArgs) -> Result<Vec<(TcpListener, bool)>, Error> {
+    let mut listeners = Vec::new();
+    for (addr, public) in [(args.admin, false), (args.metrics, true)] {
+        let listener = admin::bind(addr)
+            .await
+            .map_err(|source| Error::Admin { addr, source })?;
+        listeners.push((listener, public));
+    }
+    Ok(listeners)
+}
+
+/// Attaches the capture programs (they stay pinned from here on).
+fn attach(args: &RunArgs) -> Result<(KernelHandle, ebpf::OrigDst), Error> {
+    let (mut kernel, orig_dst, logger) = Kernel::load(&args.cgroup, &args.pin_dir)?;
+    if let Some(logger) = logger {
+        tokio::spawn(ebpf::forward_logs(logger));
+    }
+    tracing::info!(cgroup = %args.cgroup.display(), "eBPF programs attached");
+    release_load_memory();
+    kernel.set_excluded_ports(&args.excluded_ports)?;
+    Ok((Arc::new(Mutex::new(kernel)), orig_dst))
+}
+
+fn spawn_pool_expiry(dp: &DataPath) {
+    let inputs = dp.inputs.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            t.tick().await;
+            inputs.pool.expire_idle().await;
+        }
+    });
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Error> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(Error::Runtime)?,
+            int: signal(SignalKind::interrupt()).map_err(Error::Runtime)?,
+        })
+    }
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Waits for the control plane's first good config; None when told to stop.
+async fn first_config(
+    updates: &mut mpsc::Receiver<Update>,
+    signals: &mut Signals,
+    metrics: &Metrics,
+) -> Option<State> {
+    tracing::info!("waiting for the first config from the control plane");
+    loop {
+        tokio::select! {
+            _ = signals.stop() => return None,
+            u = updates.recv() => match u? {
+                Update::Apply(version, s) => {
+                    tracing::info!(version, "first config from the control plane");
+                    return Some(*s);
+                }
+                Update::Refused(version, e) => {
+                    metrics.config.errors.inc();
+                    metrics.set_config_error(Some(e.clone()));
+                    tracing::error!(version, "config from the control plane refused: {e}");
+                }
+            },
+        }
+    }
+}
+
+/// The agent after attaching: what the loop needs.
+struct Agent {
+    state: StateHandle,
+    metrics: Arc<Metrics>,
+    enroller: Enroller,
+    enrolled: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn reconcile(&mut self) {
+        for p in self.enroller.reconcile(&self.state.load()) {
+            tracing::warn!("{p}");
+        }
+        *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()) = self.enroller.enrolled();
+    }
+
+    fn apply(&mut self, update: Update) {
+        let m = &self.metrics;
+        m.config.reloads.inc();
+        match update {
+            Update::Apply(version, s) => {
+                let generation = s.generation;
+                self.state.store(*s);
+                m.config.generation.inc();
+                m.set_config_error(None);
+                tracing::info!(generation, source_version = version, "config reloaded");
+                self.reconcile();
+            }
+            Update::Refused(version, e) => {
+                m.config.errors.inc();
+                tracing::error!(
+                    source_version = version,
+                    "config refused, the last good config stays in force: {e}"
+                );
+                m.set_config_error(Some(e));
+            }
+        }
+    }
+
+    /// Applies updates, and retries pods whose enrolment failed (e.g. netns not
+    /// there yet), until told to stop.
+    async fn run(&mut self, updates: &mut mpsc::Receiver<Update>, signals: &mut Signals) {
+        let mut retry = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = signals.stop() => return,
+                _ = retry.tick() => self.reconcile(),
+                u = updates.recv() => match u {
+                    Some(u) => self.apply(u),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Ready once the local pods' certificates are there (or after 10 s, saying so).
+async fn wait_for_certificates(dp: &DataPath, enroller: &Enroller) {
+    for id in enroller.identities() {
+        if dp
+            .inputs
+            .certs
+            .wait(&id, Duration::from_secs(10))
+            .await
+            .is_none()
+        {
+            tracing::warn!(identity = %id, "no certificate yet; ready anyway, HBONE for it will wait");
+        }
+    }
+}
+
+pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
+    let state = StateHandle::default();
+    let compiler = Compiler::new(state.clone());
+    let (cfg_tx, mut updates) = mpsc::channel::<Update>(4);
+    let initial = start_source(&args, &compiler, cfg_tx)?;
+    // Everything that can fail goes before the attachments, which stay pinned.
+    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    let listeners = bind_admin(&args).await?;
+    let (kernel, orig_dst) = attach(&args)?;
+    let metrics = Arc::new(Metrics::default());
+    let dp = DataPath::new(Inputs {
+        orig_dst: Some(orig_dst),
+        state: state.clone(),
+        trust_domain: args.identity.trust_domain.clone(),
+        certs: Arc::new(certs),
+        roots,
+        pool: Pool::new(Duration::from_secs(60)),
+        telemetry: Telemetry::default(),
+        tunnel: args.tunnel,
+    });
+    spawn_pool_expiry(&dp);
+    let ready = Arc::new(AtomicBool::new(false));
+    let enrolled = Arc::new(Mutex::new(Vec::new()));
+    let admin_state = admin::Admin {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        kernel: kernel.clone(),
+        dp: dp.clone(),
+        enrolled: enrolled.clone(),
+        public: false,
+    };
+    for (listener, public) in listeners {
+        let a = admin::Admin {
+            public,
+            ..admin_state.clone()
+        };
+        tokio::spawn(admin::serve(listener, a));
+    }
+    let enroller = Enroller::new(
+        args.node.clone(),
+        kernel.clone(),
+        dp.clone(),
+        metrics.clone(),
+    )
+    .with_places(args.netns_places.clone());
+    let mut signals = Signals::new()?;
+    let first = match initial {
+        Some(s) => s,
+        None => match first_config(&mut updates, &mut signals, &metrics).await {
+            Some(s) => s,
+            None => return Ok(()),
+        },
+    };
+    state.store(first);
+    metrics.config.generation.inc();
+    let mut agent = Agent {
+        state,
+        metrics,
+        enroller,
+        enrolled,
+    };
+    agent.reconcile();
+    wait_for_certificates(&dp, &agent.enroller).await;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
+    agent.run(&mut updates, &mut signals).await;
+    tracing::info!("shutting down: unenrolling pods and detaching eBPF programs");
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    agent.enroller.unenrol_all();
+    drop(agent);
+    kernel.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+    Ok(())
+}
