@@ -17,7 +17,6 @@
 pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
-pub mod backoff;
 pub mod connect;
 pub mod datapath;
 #[allow(unsafe_code)]

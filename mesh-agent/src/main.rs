@@ -66,8 +66,9 @@ struct RunFlags {
     /// Destination ports never captured outbound (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     exclude_port: Vec<u16>,
-    /// How often to check the config file for changes, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    /// After the config file changes (inotify), wait this long for more changes
+    /// before reloading, in milliseconds.
+    #[arg(long, default_value_t = 20)]
     reload_ms: u64,
     /// Data-path threads.
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
@@ -156,7 +157,8 @@ struct WaypointFlags {
     /// Metrics, readiness and stats.
     #[arg(long, default_value = "0.0.0.0:15020")]
     metrics: SocketAddr,
-    #[arg(long, default_value_t = 250)]
+    /// After the config file changes, wait this long for more changes (ms).
+    #[arg(long, default_value_t = 20)]
     reload_ms: u64,
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
@@ -209,7 +211,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         metrics: f.metrics,
         pin_dir,
         excluded_ports: f.exclude_port,
-        reload_interval: Duration::from_millis(f.reload_ms.max(50)),
+        reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
         tunnel: if f.tunnel == "hbone" {
             mesh_agent::datapath::Tunnel::Hbone
@@ -237,7 +239,7 @@ fn waypoint(f: WaypointFlags) -> Result<(), String> {
         tls_cert: f.tls_cert,
         tls_key: f.tls_key,
         metrics: f.metrics,
-        reload_interval: Duration::from_millis(f.reload_ms.max(50)),
+        reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
         identity: f.identity.into_args(),
     })

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use mesh_model::{
@@ -54,30 +54,22 @@ impl Compiler {
     }
 }
 
-/// A cheap fingerprint of the file: reload only when it changes.
-fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    use std::os::unix::fs::MetadataExt;
-    Some((m.modified().ok()?, m.len(), m.ino()))
-}
-
-/// Polls a config file and sends each change (or why it was refused).
+/// Sends each change of a config file (or why it was refused), as inotify sees it.
 pub async fn file(
     path: PathBuf,
-    interval: Duration,
+    debounce: Duration,
     compiler: Compiler,
     tx: tokio::sync::mpsc::Sender<Update>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    let mut seen = fingerprint(&path);
-    let mut n = 0;
-    loop {
-        tick.tick().await;
-        let now = fingerprint(&path);
-        if now == seen {
-            continue;
+    let mut watch = match mesh_infra::watch::file(&path, debounce) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tx.send(Update::Refused(0, e.to_string())).await;
+            return;
         }
-        seen = now;
+    };
+    let mut n = 0;
+    while watch.changed().await.is_some() {
         n += 1;
         let update = match compiler.load(&path) {
             Ok(s) => Update::Apply(n, Box::new(s)),

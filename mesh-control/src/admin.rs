@@ -132,10 +132,13 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, json!({"version": version, "nodes": nodes}))
         }
         ["v1", "config", node] => {
-            let set = scope::for_node(&objects, node);
+            let set = scope::Encoder::default().for_node(version, &objects, node);
             let items: Vec<Value> = set
                 .iter()
-                .map(|((kind, ns, name), yaml)| json!({"kind": kind, "namespace": ns, "name": name, "yaml": yaml}))
+                .map(|(k, e)| {
+                    let object: Value = serde_json::from_slice(&e.json).unwrap_or_default();
+                    json!({"kind": k.kind.as_str(), "namespace": k.namespace, "name": k.name, "object": object})
+                })
                 .collect();
             reply(
                 StatusCode::OK,

@@ -1,28 +1,26 @@
-//! The control plane's side: the current objects (a directory of YAML files,
-//! reloaded when it changes; a bad change is refused and the last good version
-//! stays), and one stream per node agent with its node-scoped snapshot and deltas.
+//! Config distribution, the control plane's side: one stream per node agent with
+//! its node-scoped snapshot and deltas (`mesh_model::scope`), and what each agent
+//! acknowledged or refused.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     pin::Pin,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use futures_util::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use mesh_model::{
-    config,
-    model::Objects,
     proto::config::{config_distribution_server::ConfigDistribution, AgentMessage, ConfigUpdate},
     scope,
 };
 
 use crate::ca_service::authenticate_node;
 
-pub type Current = watch::Receiver<(u64, Arc<Objects>)>;
+pub use crate::source::Current;
 
 /// What each node last acknowledged (for status and logs).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -41,6 +39,8 @@ pub struct Distribution {
     current: Current,
     token_dir: PathBuf,
     pub nodes: Nodes,
+    /// Objects' JSON, made once for all nodes while they do not change.
+    encoder: Arc<Mutex<scope::Encoder>>,
 }
 
 impl Distribution {
@@ -49,6 +49,38 @@ impl Distribution {
             current,
             token_dir: token_dir.to_owned(),
             nodes: Arc::default(),
+            encoder: Arc::default(),
+        }
+    }
+
+    /// Streams `node`'s snapshot, then a delta for every version, until the agent
+    /// goes away.
+    async fn stream(self, node: String, tx: mpsc::Sender<Result<ConfigUpdate, Status>>) {
+        let mut current = self.current.clone();
+        let mut sent: Option<scope::Set> = None;
+        loop {
+            let (version, objects) = current.borrow_and_update().clone();
+            let set = self
+                .encoder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .for_node(version, &objects, &node);
+            let msgs = scope::updates(version, sent.as_ref(), &set, scope::MAX_MESSAGE_BYTES);
+            tracing::debug!(%node, version, messages = msgs.len(), "config update");
+            for u in msgs {
+                if tx.send(Ok(u)).await.is_err() {
+                    return;
+                }
+                status(&self.nodes)
+                    .entry(node.clone())
+                    .or_default()
+                    .sent_version = version;
+            }
+            sent = Some(set);
+            tokio::select! {
+                r = current.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
         }
     }
 }
@@ -80,32 +112,11 @@ impl ConfigDistribution for Distribution {
         authenticate_node(&self.token_dir, &node, &metadata)?;
         tracing::info!(%node, "agent connected for config");
         let (tx, mut rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(4);
-        let mut current = self.current.clone();
         let nodes = self.nodes.clone();
         status(&nodes).entry(node.clone()).or_default().connected = true;
-        let n = node.clone();
+        let (me, n) = (self.clone(), node.clone());
         tokio::spawn(async move {
-            let mut sent: Option<scope::Set> = None;
-            loop {
-                let (version, objects) = current.borrow_and_update().clone();
-                let set = scope::for_node(&objects, &n);
-                let update = match &sent {
-                    None => Some(scope::snapshot(version, &set)),
-                    Some(old) => scope::delta(version, old, &set),
-                };
-                if let Some(u) = update {
-                    tracing::debug!(node = %n, version, snapshot = u.snapshot, upserts = u.upserts.len(), deletes = u.deletes.len(), "config update sent");
-                    if tx.send(Ok(u)).await.is_err() {
-                        break;
-                    }
-                    status(&nodes).entry(n.clone()).or_default().sent_version = version;
-                }
-                sent = Some(set);
-                tokio::select! {
-                    r = current.changed() => if r.is_err() { break },
-                    _ = tx.closed() => break,
-                }
-            }
+            me.stream(n.clone(), tx).await;
             status(&nodes).entry(n.clone()).or_default().connected = false;
             tracing::info!(node = %n, "agent config stream ended");
         });
@@ -126,59 +137,4 @@ impl ConfigDistribution for Distribution {
         let out = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Ok(Response::new(Box::pin(out)))
     }
-}
-
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| {
-                    let m = e.metadata().ok()?;
-                    Some((e.path(), m.modified().ok(), m.len()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// A directory's objects, refused unless they compile as an agent would compile them.
-fn load_checked(dir: &Path) -> Result<Objects, config::Error> {
-    let objects = Arc::new(config::load_dir(dir)?);
-    mesh_model::state::State::compile(0, objects.clone(), None)
-        .map_err(|e| config::Error::invalid(&dir.display().to_string(), e))?;
-    Ok(Arc::unwrap_or_clone(objects))
-}
-
-/// Watches a directory of YAML files: each good change is a new version.
-pub fn watch_dir(
-    dir: PathBuf,
-    interval: Duration,
-) -> Result<(Current, tokio::task::JoinHandle<()>), config::Error> {
-    let first = load_checked(&dir)?;
-    let (tx, rx) = watch::channel((1u64, Arc::new(first)));
-    let task = tokio::spawn(async move {
-        let mut seen = fingerprint(&dir);
-        let mut version = 1;
-        loop {
-            tokio::time::sleep(interval).await;
-            let now = fingerprint(&dir);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match load_checked(&dir) {
-                Ok(o) => {
-                    version += 1;
-                    tracing::info!(version, "config changed");
-                    if tx.send((version, Arc::new(o))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::error!("config refused, agents keep version {version}: {e}"),
-            }
-        }
-    });
-    Ok((rx, task))
 }

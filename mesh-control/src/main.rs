@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use mesh_control::{distribution::watch_dir, serve};
+use mesh_control::{serve, source::dir::watch_dir};
 use mesh_model::{
     ca::Ca,
     identity::{Identity, DEFAULT_TRUST_DOMAIN},
@@ -104,7 +104,7 @@ async fn run(f: ServeFlags) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("Kubernetes client: {e}; in a pod, check the ServiceAccount token; elsewhere, KUBECONFIG"))?;
             tracing::info!("watching Kubernetes");
-            mesh_control::source::watch_cluster(client, debounce)
+            mesh_control::source::kube::watch_cluster(client, debounce)
                 .await
                 .0
         }

@@ -435,7 +435,7 @@ async fn watchers_follow_the_cluster() {
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
     let (mut rx, _task) =
-        mesh_control::source::watch_cluster(client, Duration::from_millis(50)).await;
+        mesh_control::source::kube::watch_cluster(client, Duration::from_millis(50)).await;
 
     // The first version: everything listed, translated.
     let v1 = until(&mut rx, "the initial list", |o| {

@@ -3,7 +3,7 @@
 //! Errors name the file, the line and column, the document's kind and name and the
 //! field path, so an operator can fix the file without guessing. A file that fails
 //! to parse or validate is refused as a whole.
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use serde::de::DeserializeOwned;
 
@@ -112,9 +112,15 @@ fn decode<T: DeserializeOwned>(
 }
 
 pub fn parse(path: &str, text: &str) -> Result<Objects, Error> {
-    let objects = parse_unchecked(path, text)?;
+    let objects = parse_unchecked(path, text, &mut Docs::default())?;
     validate::objects(path, &objects)?;
     Ok(objects)
+}
+
+/// The checks of the objects as a set (names and addresses used twice, ...), for
+/// objects that did not come from YAML text (the control plane's stream).
+pub fn validate_objects(origin: &str, o: &Objects) -> Result<(), Error> {
+    validate::objects(origin, o)
 }
 
 /// Parses and compiles `text`: everything a config source checks before it uses a
@@ -125,9 +131,47 @@ pub fn check(path: &str, text: &str) -> Result<crate::state::State, Error> {
         .map_err(|e| Error::invalid(path, e))
 }
 
+/// Documents already parsed, by their text: a reload parses only the documents
+/// that changed (a 6,000-object file with one edit parses one document).
+#[derive(Default)]
+pub struct Docs {
+    parsed: HashMap<String, Object>,
+    /// Documents used by the latest load; what stays for the next one.
+    seen: HashMap<String, Object>,
+}
+
+impl Docs {
+    fn get_or_parse(
+        &mut self,
+        doc: String,
+        parse: impl FnOnce(&str) -> Result<Object, Error>,
+    ) -> Result<Object, Error> {
+        let o = match self
+            .parsed
+            .remove(&doc)
+            .or_else(|| self.seen.get(&doc).cloned())
+        {
+            Some(o) => o,
+            None => parse(&doc)?,
+        };
+        self.seen.insert(doc, o.clone());
+        Ok(o)
+    }
+
+    /// Forgets documents the latest load did not use.
+    fn finish(&mut self) {
+        self.parsed = std::mem::take(&mut self.seen);
+    }
+}
+
 /// Every `*.yaml`/`*.yml` file of a directory (sorted by name) as one config:
 /// parsed file by file (errors name the file), validated together.
 pub fn load_dir(dir: &Path) -> Result<Objects, Error> {
+    load_dir_with(dir, &mut Docs::default())
+}
+
+/// As `load_dir`, parsing only documents `docs` has not seen.
+pub fn load_dir_with(dir: &Path, docs: &mut Docs) -> Result<Objects, Error> {
     let read_err = |source| Error::Read {
         path: dir.display().to_string(),
         source,
@@ -147,8 +191,9 @@ pub fn load_dir(dir: &Path) -> Result<Objects, Error> {
             path: f.display().to_string(),
             source,
         })?;
-        all.extend(parse_unchecked(&f.display().to_string(), &text)?);
+        all.extend(parse_unchecked(&f.display().to_string(), &text, docs)?);
     }
+    docs.finish();
     validate::objects(&dir.display().to_string(), &all)?;
     Ok(all)
 }
@@ -167,26 +212,31 @@ impl Decoder<Error> for Yaml<'_> {
     }
 }
 
-fn parse_unchecked(path: &str, text: &str) -> Result<Objects, Error> {
+/// One document starting at line `start`, as an object of the kind it names.
+fn parse_doc(path: &str, start: usize, doc: &str) -> Result<Object, Error> {
+    let meta: TypeMeta = decode(path, start, "document", doc)?;
+    let kind = meta.kind.ok_or(Error::MissingKind {
+        path: path.to_owned(),
+        line: start,
+    })?;
+    let kind: Kind = kind.parse().map_err(|source| Error::UnknownKind {
+        path: path.to_owned(),
+        line: start,
+        source,
+    })?;
+    let doc = Yaml {
+        path,
+        start,
+        kind,
+        doc,
+    };
+    Object::decode(kind, doc)
+}
+
+fn parse_unchecked(path: &str, text: &str, docs: &mut Docs) -> Result<Objects, Error> {
     let mut objects = Objects::default();
     for (start, doc) in documents(text) {
-        let meta: TypeMeta = decode(path, start, "document", &doc)?;
-        let kind = meta.kind.ok_or(Error::MissingKind {
-            path: path.to_owned(),
-            line: start,
-        })?;
-        let kind: Kind = kind.parse().map_err(|source| Error::UnknownKind {
-            path: path.to_owned(),
-            line: start,
-            source,
-        })?;
-        let doc = Yaml {
-            path,
-            start,
-            kind,
-            doc: &doc,
-        };
-        objects.push(Object::decode(kind, doc)?);
+        objects.push(docs.get_or_parse(doc, |d| parse_doc(path, start, d))?);
     }
     Ok(objects)
 }

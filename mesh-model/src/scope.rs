@@ -1,271 +1,249 @@
-//! What one node receives, and deltas between two versions. No I/O: table-tested.
+//! What one node receives, deltas between versions, and the agent's view of it. No
+//! I/O: table-tested.
 //!
 //! A node gets every Namespace, Service, policy and route (small, and any pod may
 //! reach any Service), its own Node object, and every Workload (remote ones are
-//! endpoints and identities) with `spec.netns` only on its own workloads.
-use std::collections::BTreeMap;
+//! endpoints and identities) with `spec.netns` only on its own workloads. Objects
+//! travel one per `Resource`, as the model's JSON with a hash; an object's JSON is
+//! made once and reused while the object does not change.
+use std::{
+    collections::{hash_map::DefaultHasher, BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
-use serde::Serialize;
+use crate::{
+    model::{Decoder, Key, Kind, Object, Objects},
+    proto::config::{ConfigUpdate, Resource, ResourceKey},
+};
 
-use crate::model::{ObjectMeta, Objects};
-use crate::proto::config::{ConfigUpdate, Resource, ResourceKey};
+/// One object as it travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub json: Arc<[u8]>,
+    pub hash: u64,
+}
 
-/// kind, namespace, name
-pub type Key = (String, String, String);
+/// A node's resources.
+pub type Set = BTreeMap<Key, Entry>;
 
-/// A node's resources: key -> YAML.
-pub type Set = BTreeMap<Key, String>;
+/// The largest message the control plane sends (tonic's default limit is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-fn put<T: Serialize>(set: &mut Set, kind: &str, meta: &ObjectMeta, obj: &T) {
-    let ns = if kind == "Node" || kind == "Namespace" {
-        String::new()
-    } else {
-        meta.namespace().to_owned()
-    };
-    match serde_yaml::to_string(obj) {
-        Ok(yaml) => {
-            set.insert((kind.to_owned(), ns, meta.name.clone()), yaml);
-        }
-        Err(e) => tracing::error!(kind, name = %meta.name, "cannot serialize: {e}"),
+fn entry(json: Vec<u8>) -> Entry {
+    let mut h = DefaultHasher::new();
+    json.hash(&mut h);
+    Entry {
+        json: json.into(),
+        hash: h.finish(),
     }
 }
 
-pub fn for_node(o: &Objects, node: &str) -> Set {
-    let mut s = Set::new();
-    for n in o.nodes.iter().filter(|n| n.metadata.name == node) {
-        put(&mut s, "Node", &n.metadata, n);
-    }
-    for x in &o.namespaces {
-        put(&mut s, "Namespace", &x.metadata, x);
-    }
-    for w in &o.workloads {
-        if w.spec.node == node {
-            put(&mut s, "Workload", &w.metadata, w);
-        } else {
-            let mut remote = (**w).clone();
-            remote.spec.netns = None;
-            put(&mut s, "Workload", &w.metadata, &remote);
+/// Makes each node's set, encoding an object only when it changed.
+#[derive(Default)]
+pub struct Encoder {
+    /// (key, as seen by its own node) -> the object and its encoding, and the
+    /// version it was last used in.
+    cache: HashMap<(Key, bool), (Object, Entry, u64)>,
+    version: u64,
+}
+
+impl Encoder {
+    fn encode(&mut self, o: Object, own: bool) -> Option<(Key, Entry)> {
+        let key = o.key();
+        let cached = (key.clone(), own);
+        if let Some((old, e, used)) = self.cache.get_mut(&cached) {
+            if *old == o {
+                *used = self.version;
+                return Some((key, e.clone()));
+            }
         }
+        let json = match o.to_json() {
+            Ok(j) => j,
+            Err(err) => {
+                tracing::error!(%key, "cannot encode: {err}");
+                return None;
+            }
+        };
+        let e = entry(json);
+        self.cache.insert(cached, (o, e.clone(), self.version));
+        Some((key, e))
     }
-    for x in &o.services {
-        put(&mut s, "Service", &x.metadata, x);
+
+    /// Version `version`'s set for `node`.
+    pub fn for_node(&mut self, version: u64, o: &Objects, node: &str) -> Set {
+        if version > self.version {
+            // Forget what neither this version nor the one before used.
+            let keep_from = self.version;
+            self.cache.retain(|_, (_, _, used)| *used >= keep_from);
+            self.version = version;
+        }
+        let mut s = Set::new();
+        for obj in o.iter() {
+            let own = match &obj {
+                Object::Node(n) if n.metadata.name != node => continue,
+                Object::Workload(w) if w.spec.node != node => {
+                    let mut remote = (**w).clone();
+                    remote.spec.netns = None;
+                    self.encode(Object::Workload(Arc::new(remote)), false)
+                }
+                _ => self.encode(obj, true),
+            };
+            s.extend(own);
+        }
+        s
     }
-    for x in &o.authorization_policies {
-        put(&mut s, "AuthorizationPolicy", &x.metadata, x);
-    }
-    for x in &o.peer_authentications {
-        put(&mut s, "PeerAuthentication", &x.metadata, x);
-    }
-    for x in &o.http_routes {
-        put(&mut s, "HTTPRoute", &x.metadata, x);
-    }
-    for x in &o.grpc_routes {
-        put(&mut s, "GRPCRoute", &x.metadata, x);
-    }
-    for x in &o.traffic_policies {
-        put(&mut s, "TrafficPolicy", &x.metadata, x);
-    }
-    for x in &o.direct_responses {
-        put(&mut s, "DirectResponse", &x.metadata, x);
-    }
-    for x in &o.request_authentications {
-        put(&mut s, "RequestAuthentication", &x.metadata, x);
-    }
-    s
 }
 
 fn key(k: &Key) -> ResourceKey {
     ResourceKey {
-        kind: k.0.clone(),
-        namespace: k.1.clone(),
-        name: k.2.clone(),
+        kind: k.kind.as_str().to_owned(),
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
     }
 }
 
-pub fn snapshot(version: u64, set: &Set) -> ConfigUpdate {
-    ConfigUpdate {
-        version,
-        snapshot: true,
-        upserts: set
-            .iter()
-            .map(|(k, y)| Resource {
-                key: Some(key(k)),
-                yaml: y.clone(),
-            })
-            .collect(),
-        deletes: Vec::new(),
+fn resource(k: &Key, e: &Entry) -> Resource {
+    Resource {
+        key: Some(key(k)),
+        json: e.json.to_vec(),
+        hash: e.hash,
     }
 }
 
-/// The delta from `old` to `new`, or None when nothing changed.
-pub fn delta(version: u64, old: &Set, new: &Set) -> Option<ConfigUpdate> {
+/// The messages that take a node from `old` (None: nothing, send a snapshot) to
+/// `new`, each under `max_bytes`; empty when nothing changed.
+pub fn updates(version: u64, old: Option<&Set>, new: &Set, max_bytes: usize) -> Vec<ConfigUpdate> {
     let upserts: Vec<Resource> = new
         .iter()
-        .filter(|(k, y)| old.get(*k) != Some(*y))
-        .map(|(k, y)| Resource {
-            key: Some(key(k)),
-            yaml: y.clone(),
-        })
+        .filter(|(k, e)| old.is_none_or(|o| o.get(*k).map(|x| x.hash) != Some(e.hash)))
+        .map(|(k, e)| resource(k, e))
         .collect();
     let deletes: Vec<ResourceKey> = old
-        .keys()
+        .into_iter()
+        .flat_map(|o| o.keys())
         .filter(|k| !new.contains_key(*k))
         .map(key)
         .collect();
-    if upserts.is_empty() && deletes.is_empty() {
-        return None;
+    if old.is_some() && upserts.is_empty() && deletes.is_empty() {
+        return Vec::new();
     }
-    Some(ConfigUpdate {
+    let mut out = vec![ConfigUpdate {
         version,
-        snapshot: false,
-        upserts,
-        deletes,
-    })
-}
-
-/// Applies an update to the set an agent holds.
-pub fn apply(set: &mut Set, u: &ConfigUpdate) {
-    if u.snapshot {
-        set.clear();
-    }
-    for r in &u.upserts {
-        if let Some(k) = &r.key {
-            set.insert(
-                (k.kind.clone(), k.namespace.clone(), k.name.clone()),
-                r.yaml.clone(),
-            );
+        snapshot: old.is_none(),
+        ..ConfigUpdate::default()
+    }];
+    let mut bytes = 0;
+    for r in upserts {
+        let size = r.json.len()
+            + r.key
+                .as_ref()
+                .map_or(0, |k| k.kind.len() + k.namespace.len() + k.name.len())
+            + 32;
+        if bytes + size > max_bytes && bytes > 0 {
+            out.push(ConfigUpdate {
+                version,
+                ..ConfigUpdate::default()
+            });
+            bytes = 0;
         }
+        bytes += size;
+        out.last_mut()
+            .expect("one message at least")
+            .upserts
+            .push(r);
     }
-    for k in &u.deletes {
-        set.remove(&(k.kind.clone(), k.namespace.clone(), k.name.clone()));
+    let n = out.len();
+    for (i, m) in out.iter_mut().enumerate() {
+        m.more = i + 1 < n;
     }
-}
-
-/// The set as one config text (documents separated by `---`), for the same parser
-/// and validation as a local file.
-pub fn to_text(set: &Set) -> String {
-    let mut out = String::new();
-    for y in set.values() {
-        out.push_str(y);
-        out.push_str("---\n");
-    }
+    out.last_mut().expect("one message at least").deletes = deletes;
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("resource without a key")]
+    NoKey,
+    #[error("{0}")]
+    Kind(#[from] crate::model::UnknownKind),
+    #[error("{key}: {message}")]
+    Json { key: String, message: String },
+}
 
-    const CFG: &str = r#"
-apiVersion: ferrymesh.io/v1alpha1
-kind: Node
-metadata: {name: a}
----
-apiVersion: ferrymesh.io/v1alpha1
-kind: Node
-metadata: {name: b}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {ferrymesh.io/dataplane-mode: ambient}}
----
-apiVersion: ferrymesh.io/v1alpha1
-kind: Workload
-metadata: {name: on-a, namespace: shop, labels: {app: x}}
-spec: {node: a, addresses: [198.19.1.10], netns: /run/netns/on-a}
----
-apiVersion: ferrymesh.io/v1alpha1
-kind: Workload
-metadata: {name: on-b, namespace: shop, labels: {app: x}}
-spec: {node: b, addresses: [198.19.2.10], netns: /run/netns/on-b}
----
-apiVersion: v1
-kind: Service
-metadata: {name: x, namespace: shop}
-spec: {clusterIPs: [198.18.100.1], selector: {app: x}, ports: [{port: 80}]}
-"#;
+struct Json<'a>(&'a [u8]);
 
-    fn objects(text: &str) -> Objects {
-        config::parse("t", text).expect("config")
-    }
-
-    #[test]
-    fn node_scope() {
-        let s = for_node(&objects(CFG), "a");
-        let keys: Vec<String> = s
-            .keys()
-            .map(|k| format!("{}/{}/{}", k.0, k.1, k.2))
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "Namespace//shop",
-                "Node//a",
-                "Service/shop/x",
-                "Workload/shop/on-a",
-                "Workload/shop/on-b"
-            ],
-            "only its own Node; every workload and service"
-        );
-        let on_a = &s[&("Workload".into(), "shop".into(), "on-a".into())];
-        let on_b = &s[&("Workload".into(), "shop".into(), "on-b".into())];
-        assert!(on_a.contains("/run/netns/on-a"), "{on_a}");
-        assert!(
-            !on_b.contains("netns"),
-            "a remote workload's netns stays on its node: {on_b}"
-        );
-        // What the agent rebuilds parses and validates like a file.
-        let back = config::parse("control-plane", &to_text(&s)).expect("round trip");
-        assert_eq!(back.workloads.len(), 2);
-        assert_eq!(back.nodes.len(), 1);
-    }
-
-    #[test]
-    fn deltas_carry_only_changes_and_rebuild_the_same_set() {
-        let old = for_node(&objects(CFG), "a");
-        let cases: [(&str, String, usize, usize); 4] = [
-            ("no change", CFG.to_owned(), 0, 0),
-            (
-                "label added",
-                CFG.replace(
-                    "labels: {app: x}}\nspec: {node: b",
-                    "labels: {app: x, v: '2'}}\nspec: {node: b",
-                ),
-                1,
-                0,
-            ),
-            (
-                "service removed",
-                CFG.split("---\napiVersion: v1\nkind: Service")
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
-                0,
-                1,
-            ),
-            (
-                "other node's netns changed: nothing for a",
-                CFG.replace("/run/netns/on-b", "/run/netns/moved"),
-                0,
-                0,
-            ),
-        ];
-        for (name, text, ups, dels) in cases {
-            let new = for_node(&objects(&text), "a");
-            match delta(7, &old, &new) {
-                None => assert_eq!((ups, dels), (0, 0), "{name}"),
-                Some(d) => {
-                    assert_eq!((d.upserts.len(), d.deletes.len()), (ups, dels), "{name}");
-                    assert!(!d.snapshot && d.version == 7, "{name}");
-                    let mut held = old.clone();
-                    apply(&mut held, &d);
-                    assert_eq!(held, new, "{name}: old + delta = new");
-                }
-            }
-        }
-        let mut held = Set::new();
-        apply(&mut held, &snapshot(1, &old));
-        assert_eq!(held, old, "a snapshot replaces everything");
+impl Decoder<serde_json::Error> for Json<'_> {
+    fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self.0)
     }
 }
+
+fn decode_key(k: Option<&ResourceKey>) -> Result<Key, DecodeError> {
+    let k = k.ok_or(DecodeError::NoKey)?;
+    Ok(Key {
+        kind: k.kind.parse::<Kind>()?,
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
+    })
+}
+
+/// What an agent holds: the objects the control plane sent it, decoded.
+#[derive(Debug, Default, Clone)]
+pub struct View(BTreeMap<Key, Object>);
+
+impl View {
+    /// Applies one message: only its resources are decoded. The first error is
+    /// returned after the rest was applied, so the view follows the control plane.
+    pub fn apply(&mut self, u: &ConfigUpdate) -> Result<(), DecodeError> {
+        if u.snapshot {
+            self.0.clear();
+        }
+        let mut first = Ok(());
+        for r in &u.upserts {
+            let decoded = decode_key(r.key.as_ref()).and_then(|k| {
+                Object::decode(k.kind, Json(&r.json))
+                    .map(|o| (k.clone(), o))
+                    .map_err(|e| DecodeError::Json {
+                        key: k.to_string(),
+                        message: e.to_string(),
+                    })
+            });
+            match decoded {
+                Ok((k, o)) => {
+                    self.0.insert(k, o);
+                }
+                Err(e) => first = first.and(Err(e)),
+            }
+        }
+        for k in &u.deletes {
+            match decode_key(Some(k)) {
+                Ok(k) => {
+                    self.0.remove(&k);
+                }
+                Err(e) => first = first.and(Err(e)),
+            }
+        }
+        first
+    }
+
+    /// The objects, for the same validation and compilation as a local file.
+    pub fn objects(&self) -> Objects {
+        let mut o = Objects::default();
+        for x in self.0.values() {
+            o.push(x.clone());
+        }
+        o
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

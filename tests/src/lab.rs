@@ -815,7 +815,7 @@ impl Lab {
                 "--admin",
                 ADMIN,
                 "--reload-ms",
-                "100",
+                "20",
                 "--cgroup",
             ])
             .arg(&node.cgroup)
@@ -1067,7 +1067,7 @@ impl Lab {
                 "--workload",
                 &format!("{}/{}", p.spec.namespace, pod),
             ])
-            .args(["--metrics", "127.0.0.1:15020", "--reload-ms", "100"])
+            .args(["--metrics", "127.0.0.1:15020", "--reload-ms", "20"])
             .args(self.ca_args(&p.spec.node))
             .args(args)
             .env(

@@ -17,9 +17,10 @@ const EBPF_BUILD_DEP: &str = "aya-build";
 
 /// Packages that must build on a machine without the kernel toolchain, and the
 /// packages each may not reach besides any with an eBPF build step.
-const KERNEL_FREE: [(&str, &[&str]); 3] = [
+const KERNEL_FREE: [(&str, &[&str]); 4] = [
     ("xtask", &[]),
     ("mesh-model", &["aya"]),
+    ("mesh-infra", &["aya"]),
     ("mesh-control", &["aya"]),
 ];
 
@@ -176,7 +177,7 @@ fn list_problems(readme: &str) -> Result<Vec<String>> {
 
 /// Runs both checks on this workspace.
 pub fn run() -> Result<()> {
-    bootstrap::step("checking that xtask, mesh-model and mesh-control build without eBPF, and that README.md lists what the bootstrap installs");
+    bootstrap::step("checking that xtask, mesh-model, mesh-infra and mesh-control build without eBPF, and that README.md lists what the bootstrap installs");
     let out = build::cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .output()

@@ -12,6 +12,7 @@ use mesh_model::{
     config,
     proto::config::{config_distribution_client::ConfigDistributionClient, AgentMessage},
     scope,
+    state::State,
 };
 
 use super::{Compiler, Update};
@@ -56,38 +57,45 @@ impl Source {
     }
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
 /// Runs until `out` is closed.
 pub async fn run(source: Source, compiler: Compiler, out: mpsc::Sender<Update>) {
-    let mut view = scope::Set::new();
-    let mut backoff = BACKOFF_MIN;
+    let mut view = scope::View::default();
+    let mut backoff = mesh_infra::backoff::Backoff::reconnect();
     loop {
         match session(&source, &compiler, &mut view, &out, &mut backoff).await {
             Ok(()) => tracing::warn!("control plane ended the config stream; reconnecting"),
-            Err(e) => tracing::warn!(
-                "config stream: {e}; keeping the last good config, retrying in ~{backoff:?}"
-            ),
+            Err(e) => tracing::warn!("config stream: {e}; keeping the last good config, retrying"),
         }
         if out.is_closed() {
             return;
         }
-        let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.wait().await;
     }
 }
+
+/// A version the view now holds, compiled; or why it was refused.
+fn compile(
+    compiler: &Compiler,
+    view: &scope::View,
+    decoded: Result<(), String>,
+) -> Result<State, String> {
+    decoded?;
+    let objects = view.objects();
+    config::validate_objects(ORIGIN, &objects).map_err(|e| e.to_string())?;
+    compiler.compile(ORIGIN, objects).map_err(|e| e.to_string())
+}
+
+const ORIGIN: &str = "control-plane";
 
 async fn session(
     source: &Source,
     compiler: &Compiler,
-    view: &mut scope::Set,
+    view: &mut scope::View,
     out: &mpsc::Sender<Update>,
-    backoff: &mut Duration,
+    backoff: &mut mesh_infra::backoff::Backoff,
 ) -> Result<(), Error> {
     let channel = source.endpoint.connect().await.map_err(Error::Connect)?;
-    let mut client = ConfigDistributionClient::new(channel);
+    let mut client = ConfigDistributionClient::new(channel).max_decoding_message_size(16 << 20);
     let (acks, mut acks_rx) = mpsc::channel::<AgentMessage>(8);
     let hello = AgentMessage {
         node: source.node.clone(),
@@ -102,27 +110,32 @@ async fn session(
         .map_err(|_| Error::Token)?;
     req.metadata_mut().insert("authorization", value);
     let mut updates = client.watch(req).await?.into_inner();
+    // A version may come in several messages; it is applied once the last arrived.
+    let mut decoded = Ok(());
     while let Some(u) = updates.message().await? {
-        *backoff = BACKOFF_MIN;
+        backoff.reset();
         // The view follows the control plane even when a version is refused, so
         // that later deltas apply to what it believes we hold.
-        scope::apply(view, &u);
-        let compiled = config::parse("control-plane", &scope::to_text(view))
-            .and_then(|objects| compiler.compile("control-plane", objects));
-        let (update, ack) = match compiled {
+        if let Err(e) = view.apply(&u) {
+            decoded = decoded.and(Err(e.to_string()));
+        }
+        if u.more {
+            continue;
+        }
+        let result = compile(compiler, view, std::mem::replace(&mut decoded, Ok(())));
+        let (update, ack) = match result {
             Ok(state) => (Update::Apply(u.version, Box::new(state)), String::new()),
-            Err(e) => (Update::Refused(u.version, e.to_string()), e.to_string()),
+            Err(e) => (Update::Refused(u.version, e.clone()), e),
         };
         if out.send(update).await.is_err() {
             return Ok(());
         }
-        let _ = acks
-            .send(AgentMessage {
-                node: source.node.clone(),
-                ack_version: u.version,
-                nack_error: ack,
-            })
-            .await;
+        let ack = AgentMessage {
+            node: source.node.clone(),
+            ack_version: u.version,
+            nack_error: ack,
+        };
+        let _ = acks.send(ack).await;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, dp: DataPath) {
-    let mut backoff = crate::backoff::Backoff::accept();
+    let mut backoff = mesh_infra::backoff::Backoff::accept();
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {

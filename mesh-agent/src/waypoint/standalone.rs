@@ -196,7 +196,7 @@ async fn edge(
     dp: DataPath,
     gateway: String,
 ) {
-    let mut backoff = crate::backoff::Backoff::accept();
+    let mut backoff = mesh_infra::backoff::Backoff::accept();
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(x) => x,

@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             let mut out = format!("# config version {} for node {node}\n", s(&v["version"]));
             for o in v["objects"].as_array().into_iter().flatten() {
                 out.push_str("---\n");
-                out.push_str(o["yaml"].as_str().unwrap_or(""));
+                out.push_str(&serde_yaml::to_string(&o["object"]).unwrap_or_default());
             }
             Ok(out)
         }

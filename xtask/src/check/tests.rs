@@ -42,6 +42,7 @@ fn kernel_free_packages_reach_no_ebpf_build() {
         package("xtask", &[]),
         package("ferrymesh-tests", &["protox"]),
         package("mesh-model", &["protox"]),
+        package("mesh-infra", &[]),
         package("mesh-control", &[]),
         package("mesh-agent", &["aya-build"]),
         package("aya", &[]),

@@ -67,7 +67,7 @@ pub async fn serve_with<S: OnStream>(
     dp: DataPath,
     on: S,
 ) {
-    let mut backoff = crate::backoff::Backoff::accept();
+    let mut backoff = mesh_infra::backoff::Backoff::accept();
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {

@@ -1,0 +1,71 @@
+//! A directory of YAML files as the config: every `*.yaml`/`*.yml` file, watched
+//! with inotify. Each change that parses and compiles (as an agent would compile it)
+//! is a new version; a bad one is refused with the file, line and field, and agents
+//! keep the version they have.
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use mesh_model::{
+    config::{self, Docs},
+    model::Objects,
+    state::State,
+};
+use tokio::sync::watch;
+
+use super::Current;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    #[error("{0}")]
+    Watch(#[from] mesh_infra::watch::Error),
+}
+
+/// The directory's objects and their compiled state (kept to reuse unchanged parts).
+struct Loader {
+    dir: PathBuf,
+    docs: Docs,
+    compiled: Option<State>,
+}
+
+impl Loader {
+    fn load(&mut self) -> Result<Arc<Objects>, config::Error> {
+        let objects = Arc::new(config::load_dir_with(&self.dir, &mut self.docs)?);
+        let state = State::compile(0, objects.clone(), self.compiled.as_ref())
+            .map_err(|e| config::Error::invalid(&self.dir.display().to_string(), e))?;
+        self.compiled = Some(state);
+        Ok(objects)
+    }
+}
+
+/// Loads the directory (a first good config is required), then publishes each good
+/// change.
+pub fn watch_dir(
+    dir: PathBuf,
+    debounce: Duration,
+) -> Result<(Current, tokio::task::JoinHandle<()>), Error> {
+    let mut watch = mesh_infra::watch::dir(&dir, &["yaml", "yml"], debounce)?;
+    let mut loader = Loader {
+        dir,
+        docs: Docs::default(),
+        compiled: None,
+    };
+    let (tx, rx) = watch::channel((1u64, loader.load()?));
+    let task = tokio::spawn(async move {
+        let mut version = 1;
+        while watch.changed().await.is_some() {
+            match loader.load() {
+                Ok(o) if *o == *tx.borrow().1 => {}
+                Ok(o) => {
+                    version += 1;
+                    tracing::info!(version, "config changed");
+                    if tx.send((version, o)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("config refused, agents keep version {version}: {e}"),
+            }
+        }
+    });
+    Ok((rx, task))
+}

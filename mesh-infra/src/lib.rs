@@ -1,0 +1,7 @@
+//! Process infrastructure shared by the node agent, the waypoint and the control
+//! plane: the file watcher (`watch`), the admin/metrics HTTP server (`admin`) and
+//! backoff (`backoff`). Builds without eBPF.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod watch;
