@@ -42,6 +42,7 @@ impl Admin {
                 "generation": self.metrics.config.generation.get(),
                 "reloads": self.metrics.config.reloads.get(),
                 "errors": self.metrics.config.errors.get(),
+                "applied_unix_ms": self.metrics.config.applied_unix_ms.get(),
                 "last_error": self.metrics.last_config_error(),
             },
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),

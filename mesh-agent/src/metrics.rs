@@ -75,8 +75,22 @@ pub struct ConfigCounters {
     pub generation: Counter,
     pub reloads: Counter,
     pub errors: Counter,
+    /// When the config in force was applied (Unix ms).
+    pub applied_unix_ms: Counter,
     #[serde(skip)]
     pub last_error: Mutex<Option<String>>,
+}
+
+impl ConfigCounters {
+    /// A config was put in force now.
+    pub fn applied(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.applied_unix_ms.0.store(now, Ordering::Relaxed);
+        self.generation.inc();
+    }
 }
 
 #[derive(Debug, Default)]

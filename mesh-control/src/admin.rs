@@ -124,12 +124,16 @@ fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
 }
 
 fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
-    let (version, objects) = admin.current.borrow().clone();
+    let p = admin.current.borrow().clone();
+    let (version, objects) = (p.version, p.objects);
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["v1", "status"] => {
             let nodes = admin.nodes.lock().map(|n| n.clone()).unwrap_or_default();
-            reply(StatusCode::OK, json!({"version": version, "nodes": nodes}))
+            reply(
+                StatusCode::OK,
+                json!({"version": version, "seen_unix_ms": p.seen_unix_ms, "nodes": nodes}),
+            )
         }
         ["v1", "config", node] => {
             let set = scope::Encoder::default().for_node(version, &objects, node);

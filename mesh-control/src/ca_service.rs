@@ -41,7 +41,7 @@ pub struct Inventory(pub crate::distribution::Current);
 
 impl Inventory {
     fn has_workload(&self, node: &str, id: &Identity) -> bool {
-        self.0.borrow().1.workloads.iter().any(|w| {
+        self.0.borrow().objects.workloads.iter().any(|w| {
             w.spec.node == node
                 && w.metadata.namespace() == id.namespace
                 && w.spec.service_account == id.service_account

@@ -59,7 +59,8 @@ impl Distribution {
         let mut current = self.current.clone();
         let mut sent: Option<scope::Set> = None;
         loop {
-            let (version, objects) = current.borrow_and_update().clone();
+            let p = current.borrow_and_update().clone();
+            let (version, objects) = (p.version, p.objects);
             let set = self
                 .encoder
                 .lock()

@@ -931,6 +931,19 @@ impl Lab {
         )
     }
 
+    /// The control plane's status (its admin API, in the fabric namespace).
+    pub fn control_status(&self) -> Result<serde_json::Value> {
+        let (status, body) = netns::http_get(
+            &PathBuf::from(format!("/run/netns/{}", self.fabric)),
+            "127.0.0.1:15014".parse()?,
+            "/v1/status",
+        )?;
+        if status != 200 {
+            bail!("control plane status: HTTP {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
     /// The Prometheus text of a node's agent (its :15020 endpoint).
     pub fn metrics(&self, node: &str) -> Result<String> {
         let n = self.node(node);

@@ -173,7 +173,7 @@ impl Agent {
             Update::Apply(version, s) => {
                 let generation = s.generation;
                 self.state.store(*s);
-                m.config.generation.inc();
+                m.config.applied();
                 m.set_config_error(None);
                 tracing::info!(generation, source_version = version, "config reloaded");
                 self.reconcile();
@@ -275,7 +275,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         },
     };
     state.store(first);
-    metrics.config.generation.inc();
+    metrics.config.applied();
     let mut agent = Agent {
         state,
         metrics,

@@ -11,7 +11,7 @@ use mesh_model::{
 };
 use tokio::sync::watch;
 
-use super::Current;
+use super::{unix_ms, Current, Published};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,16 +50,27 @@ pub fn watch_dir(
         docs: Docs::default(),
         compiled: None,
     };
-    let (tx, rx) = watch::channel((1u64, loader.load()?));
+    let first = Published {
+        version: 1,
+        objects: loader.load()?,
+        seen_unix_ms: unix_ms(),
+    };
+    let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(async move {
         let mut version = 1;
         while watch.changed().await.is_some() {
+            let seen_unix_ms = unix_ms();
             match loader.load() {
-                Ok(o) if *o == *tx.borrow().1 => {}
-                Ok(o) => {
+                Ok(o) if *o == *tx.borrow().objects => {}
+                Ok(objects) => {
                     version += 1;
                     tracing::info!(version, "config changed");
-                    if tx.send((version, o)).is_err() {
+                    let p = Published {
+                        version,
+                        objects,
+                        seen_unix_ms,
+                    };
+                    if tx.send(p).is_err() {
                         return;
                     }
                 }

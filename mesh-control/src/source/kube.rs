@@ -17,7 +17,7 @@ use kube::{
     },
     Api, Client, Resource,
 };
-use mesh_model::model::{Objects, CUSTOM_KINDS};
+use mesh_model::model::CUSTOM_KINDS;
 use tokio::sync::{watch, Notify};
 
 use crate::translate::{self, Inputs};
@@ -139,10 +139,7 @@ impl Stores {
 pub async fn watch_cluster(
     client: Client,
     debounce: Duration,
-) -> (
-    watch::Receiver<(u64, Arc<Objects>)>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (super::Current, tokio::task::JoinHandle<()>) {
     let changed = Arc::new(Notify::new());
     let stores = Stores::start(&client, &changed);
     stores.wait_until_ready().await;
@@ -156,17 +153,22 @@ pub async fn watch_cluster(
         services = first.services.len(),
         "cluster listed"
     );
-    let (tx, rx) = watch::channel((1u64, Arc::new(first)));
+    let (tx, rx) = watch::channel(super::Published {
+        version: 1,
+        objects: Arc::new(first),
+        seen_unix_ms: super::unix_ms(),
+    });
     let task = tokio::spawn(async move {
         let mut version = 1;
         loop {
             changed.notified().await;
+            let seen_unix_ms = super::unix_ms();
             tokio::time::sleep(debounce).await;
             let (objects, problems) = translate::objects(&stores.inputs());
             for p in &problems {
                 tracing::warn!("left out: {p}");
             }
-            if *tx.borrow().1 == objects {
+            if *tx.borrow().objects == objects {
                 continue;
             }
             version += 1;
@@ -175,7 +177,12 @@ pub async fn watch_cluster(
                 workloads = objects.workloads.len(),
                 "cluster changed"
             );
-            if tx.send((version, Arc::new(objects))).is_err() {
+            let p = super::Published {
+                version,
+                objects: Arc::new(objects),
+                seen_unix_ms,
+            };
+            if tx.send(p).is_err() {
                 return;
             }
         }
