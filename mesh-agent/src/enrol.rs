@@ -58,12 +58,12 @@ pub fn desired(
     for w in state
         .workloads
         .iter()
-        .filter(|w| w.node == node && w.captured)
+        .filter(|w| w.node() == node && w.captured)
     {
         let netns = w
-            .netns
-            .clone()
-            .or_else(|| w.addresses.iter().find_map(|a| found.get(a).cloned()));
+            .netns()
+            .cloned()
+            .or_else(|| w.addresses().iter().find_map(|a| found.get(a).cloned()));
         match &netns {
             Some(netns) => {
                 want.insert(
@@ -71,9 +71,9 @@ pub fn desired(
                     Spec {
                         key: w.key(),
                         netns: netns.clone(),
-                        addresses: w.addresses.clone(),
-                        namespace: w.namespace.clone(),
-                        service_account: w.service_account.clone(),
+                        addresses: w.addresses().to_vec(),
+                        namespace: w.namespace().to_owned(),
+                        service_account: w.service_account().to_owned(),
                     },
                 );
             }
@@ -136,10 +136,10 @@ impl Enroller {
     pub fn reconcile(&mut self, state: &State) -> Vec<String> {
         // Look for namespaces only when a local pod needs one not found yet.
         let missing = state.workloads.iter().any(|w| {
-            w.node == self.node
+            w.node() == self.node
                 && w.captured
-                && w.netns.is_none()
-                && !w.addresses.iter().any(|a| self.found.contains_key(a))
+                && w.netns().is_none()
+                && !w.addresses().iter().any(|a| self.found.contains_key(a))
         });
         if missing {
             self.found = crate::inpod::discover::scan(&self.places);

@@ -25,7 +25,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
     let w = state
         .workloads
         .iter()
-        .find(|w| w.namespace == namespace && w.name == name)?;
+        .find(|w| w.namespace() == namespace && w.name() == name)?;
     let ns_mode = objects
         .namespaces
         .iter()
@@ -37,7 +37,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
                 .cloned()
         });
     let pod_mode = w
-        .labels
+        .labels()
         .get(mesh_model::model::DATAPLANE_MODE_LABEL)
         .cloned();
     let reason = match (w.captured, ns_mode.as_deref(), pod_mode.as_deref()) {
@@ -67,7 +67,7 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
             s.ports.iter().any(|p| {
                 p.endpoints
                     .iter()
-                    .any(|e| e.namespace == w.namespace && e.name == w.name)
+                    .any(|e| e.namespace() == w.namespace() && e.name() == w.name())
             })
         })
         .map(|s| s.key())
@@ -101,11 +101,11 @@ pub fn check(objects: &Objects, trust_domain: &str, namespace: &str, name: &str)
     services.sort();
     Some(json!({
         "pod": format!("{namespace}/{name}"),
-        "node": w.node,
+        "node": w.node(),
         "captured": w.captured,
         "reason": reason,
-        "identity": Identity::new(trust_domain, &w.namespace, &w.service_account).to_string(),
-        "addresses": w.addresses,
+        "identity": Identity::new(trust_domain, w.namespace(), w.service_account()).to_string(),
+        "addresses": w.addresses(),
         "services": services,
         "authorization_policies": policies,
         "routes": routes,

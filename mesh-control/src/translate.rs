@@ -10,8 +10,8 @@ fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Objec
     ObjectMeta {
         name: m.name.clone().unwrap_or_default(),
         namespace: m.namespace.clone(),
-        labels: m.labels.clone().unwrap_or_default(),
-        annotations: BTreeMap::new(),
+        labels: m.labels.clone().unwrap_or_default().into(),
+        annotations: model::Labels::new(),
     }
 }
 
@@ -124,7 +124,7 @@ pub fn service(s: &KService) -> Option<model::Service> {
         metadata: meta(&s.metadata),
         spec: model::ServiceSpec {
             cluster_ips,
-            selector: spec.selector.clone().unwrap_or_default(),
+            selector: spec.selector.clone().unwrap_or_default().into(),
             ports,
         },
     })

@@ -9,9 +9,12 @@
 //! - any other connection cannot be judged at L7: ALLOW rules with L7 fields never
 //!   match and DENY rules match on their L4 fields alone (fail closed), as ztunnel
 //!   does without a waypoint.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::net::IpAddr;
 
-use crate::{identity::Identity, model::Action};
+use crate::{
+    identity::Identity,
+    model::{Action, Labels},
+};
 
 mod compile;
 mod matching;
@@ -58,7 +61,7 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub namespace: &'a str,
-    pub labels: &'a BTreeMap<String, String>,
+    pub labels: &'a Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,14 +2,16 @@
 //!
 //! Each object has `apiVersion`, `kind`, `metadata` and `spec`, as Kubernetes has.
 //! Specs reject unknown fields so that a typo is an error, not a silent default.
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 mod gateway;
+mod labels;
 mod objects;
 mod traffic;
 pub use gateway::*;
+pub use labels::Labels;
 pub use objects::*;
 pub use traffic::*;
 
@@ -77,10 +79,10 @@ pub struct ObjectMeta {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub annotations: Labels,
 }
 
 impl ObjectMeta {
@@ -171,7 +173,7 @@ pub struct ServiceSpec {
     pub cluster_ips: Vec<IpAddr>,
     /// Workloads (by label) that back the service.
     #[serde(default)]
-    pub selector: BTreeMap<String, String>,
+    pub selector: Labels,
     pub ports: Vec<ServicePort>,
 }
 
@@ -221,7 +223,7 @@ pub struct AuthorizationPolicySpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
+    pub match_labels: Labels,
 }
 
 #[derive(

@@ -3,7 +3,7 @@
 //! "web")`, `service("shop", "web").vip("198.18.100.1").select("app", "web").port(80,
 //! 8080)`, `policy("shop", "p").select("app", "web").from_principal("...")`, collected
 //! with `config().with(...)` and compiled with `.state()`.
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use crate::{
     model::{self, *},
@@ -87,7 +87,7 @@ pub fn service(namespace: &str, name: &str) -> Service {
         metadata: meta(Some(namespace), name),
         spec: ServiceSpec {
             cluster_ips: Vec::new(),
-            selector: BTreeMap::new(),
+            selector: Labels::new(),
             ports: Vec::new(),
         },
     }

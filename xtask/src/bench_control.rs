@@ -126,6 +126,7 @@ pub fn run() -> Result<Value> {
     lab.start_agents()?;
     let (services, pods) = (1000, 5000);
 
+    let rss_before: Vec<u64> = NODES.iter().filter_map(|n| lab.agent_rss_kib(n)).collect();
     let before = generations(&lab)?;
     let start = Instant::now();
     lab.set_extra_config(&scale_config(services, pods, "v1"))?;
@@ -162,7 +163,7 @@ pub fn run() -> Result<Value> {
     );
     println!("  control plane restarted (full snapshot):  {resync_ms:.0} ms until every agent applied it (includes reconnect backoff)");
     println!(
-        "  agent RSS with this config: {rss:?} KiB; config dump on a: {} KiB",
+        "  agent RSS with this config: {rss:?} KiB (before it: {rss_before:?} KiB); config dump on a: {} KiB",
         dump / 1024
     );
     Ok(json!({
@@ -170,6 +171,7 @@ pub fn run() -> Result<Value> {
         "grow_ms": grow_ms, "one_change_ms": change_ms, "one_change_ms_from_seen": seen_ms,
         "one_change_rounds_from_write_ms": from_write, "one_change_rounds_from_seen_ms": from_seen,
         "resync_after_restart_ms": resync_ms,
-        "agent_rss_kib": rss, "config_dump_bytes_node_a": dump,
+        "agent_rss_kib": rss, "agent_rss_kib_before_scale_config": rss_before,
+        "config_dump_bytes_node_a": dump,
     }))
 }

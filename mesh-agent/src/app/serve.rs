@@ -26,9 +26,10 @@ use crate::{
     tunnel::hbone::pool::Pool,
 };
 
-/// Loading parses the kernel's BTF (several MiB) and frees it again; hand those
-/// pages back to the system so the agent's resident size reflects its steady state.
-fn release_load_memory() {
+/// Loading parses the kernel's BTF (several MiB) and frees it again, and each config
+/// version frees the one before; hand those pages back to the system so the agent's
+/// resident size reflects its steady state.
+pub(super) fn release_free_memory() {
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe {
         libc::malloc_trim(0);
@@ -88,7 +89,7 @@ fn attach(args: &RunArgs) -> Result<(KernelHandle, ebpf::OrigDst), Error> {
         tokio::spawn(ebpf::forward_logs(logger));
     }
     tracing::info!(cgroup = %args.cgroup.display(), "eBPF programs attached");
-    release_load_memory();
+    release_free_memory();
     kernel.set_excluded_ports(&args.excluded_ports)?;
     Ok((Arc::new(Mutex::new(kernel)), orig_dst))
 }
@@ -174,6 +175,7 @@ impl Agent {
                 let generation = s.generation;
                 self.state.store(*s);
                 m.config.applied();
+                release_free_memory();
                 m.set_config_error(None);
                 tracing::info!(generation, source_version = version, "config reloaded");
                 self.reconcile();

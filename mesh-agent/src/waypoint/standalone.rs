@@ -295,7 +295,7 @@ fn own_workload(
         .load()
         .workloads
         .iter()
-        .find(|w| w.namespace == ns && w.name == n)
+        .find(|w| w.namespace() == ns && w.name() == n)
         .cloned()
         .ok_or_else(|| Error::NoWorkload(name.to_owned()))
 }
@@ -394,8 +394,8 @@ async fn serve(args: Args) -> Result<(), Error> {
     let certs = Arc::new(certs);
     let identity = Identity::new(
         &args.identity.trust_domain,
-        &w.namespace,
-        &w.service_account,
+        &w.namespace(),
+        &w.service_account(),
     );
     certs.acquire(&identity);
     let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net"))
@@ -405,7 +405,7 @@ async fn serve(args: Args) -> Result<(), Error> {
         key: w.key(),
         netns,
         identity: identity.clone(),
-        addresses: w.addresses.clone(),
+        addresses: w.addresses().to_vec(),
         counters: metrics.workload(&w.key()),
     });
     let dp = DataPath::new(Inputs {

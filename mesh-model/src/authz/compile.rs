@@ -1,8 +1,8 @@
 //! AuthorizationPolicy compiled once per config: string patterns, CIDRs, ports and
 //! `when` keys parsed, so that a decision never parses anything.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::net::IpAddr;
 
-use crate::model::{self, Action, AuthorizationPolicy};
+use crate::model::{self, Action, AuthorizationPolicy, Labels};
 
 /// Istio string match: exact, `*`, `prefix*` or `*suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub struct Policy {
     pub namespace: String,
     pub action: Action,
     /// None: every workload of the namespace (or of the mesh, in the root namespace).
-    pub selector: Option<BTreeMap<String, String>>,
+    pub selector: Option<Labels>,
     pub rules: Vec<Rule>,
 }
 

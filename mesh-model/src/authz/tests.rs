@@ -210,7 +210,7 @@ fn l4_authorization_matrix() {
     for c in cases {
         let ps: Vec<Policy> = c.policies.iter().flat_map(|y| policies(y)).collect();
         let id = c.source.map(|s| s.parse::<Identity>().expect("identity"));
-        let labels: BTreeMap<String, String> = c
+        let labels: Labels = c
             .labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -376,7 +376,7 @@ fn l7_rules_per_request_and_at_l4() {
         .iter()
         .flat_map(|y| policies(y))
         .collect();
-    let labels = BTreeMap::new();
+    let labels = Labels::new();
     let target = Target {
         namespace: "shop",
         labels: &labels,

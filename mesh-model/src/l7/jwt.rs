@@ -1,7 +1,9 @@
 //! RequestAuthentication: JWT validation against JWKS given inline or in a file.
 //! Istio semantics: a request without a token passes (without a request principal)
 //! and policy decides; a request with a token that fails validation gets 401.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+
+use crate::model::Labels;
 
 use http::HeaderMap;
 use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
@@ -39,7 +41,7 @@ pub struct JwtRule {
 #[derive(Debug, Clone)]
 pub struct JwtPolicy {
     namespace: String,
-    selector: Option<BTreeMap<String, String>>,
+    selector: Option<Labels>,
     rules: Vec<JwtRule>,
 }
 
@@ -187,7 +189,7 @@ fn verify(rule: &JwtRule, token: &str) -> Result<serde_json::Value, String> {
 }
 
 impl JwtPolicy {
-    pub fn applies(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub fn applies(&self, namespace: &str, labels: &Labels) -> bool {
         (self.namespace == namespace || self.namespace == ROOT_NAMESPACE)
             && self
                 .selector
@@ -412,7 +414,7 @@ mod tests {
         assert!(authenticate(&refs, &h)
             .expect("no token for this rule")
             .is_none());
-        let labels = BTreeMap::new();
+        let labels = Labels::new();
         assert!(p[0].applies("shop", &labels));
         assert!(!p[0].applies("other", &labels));
     }

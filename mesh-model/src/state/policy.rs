@@ -1,18 +1,18 @@
 //! AuthorizationPolicy and PeerAuthentication, compiled; which apply to a workload
 //! is decided once, when the topology binds them (`for_workload`).
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use super::CompileError;
 use crate::{
     authz::{self, Policy, ROOT_NAMESPACE},
-    model::{MtlsMode, Objects},
+    model::{Labels, MtlsMode, Objects},
 };
 
 /// A PeerAuthentication: its scope and mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPolicy {
     pub namespace: String,
-    pub selector: Option<BTreeMap<String, String>>,
+    pub selector: Option<Labels>,
     pub mode: MtlsMode,
 }
 
@@ -22,7 +22,7 @@ pub struct Policies {
     pub peer: Vec<PeerPolicy>,
 }
 
-fn selects(selector: &Option<BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
+fn selects(selector: &Option<Labels>, labels: &Labels) -> bool {
     selector
         .as_ref()
         .is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
@@ -56,11 +56,7 @@ impl Policies {
     }
 
     /// The AuthorizationPolicies that apply to a workload.
-    pub fn for_workload(
-        &self,
-        namespace: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Vec<Arc<Policy>> {
+    pub fn for_workload(&self, namespace: &str, labels: &Labels) -> Vec<Arc<Policy>> {
         let target = authz::Target { namespace, labels };
         self.authz
             .iter()
@@ -70,7 +66,7 @@ impl Policies {
     }
 
     /// PeerAuthentication STRICT applies to the workload: plaintext inbound refused.
-    pub fn strict(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub fn strict(&self, namespace: &str, labels: &Labels) -> bool {
         self.peer.iter().any(|p| {
             (p.namespace == namespace || p.namespace == ROOT_NAMESPACE)
                 && p.mode == MtlsMode::Strict

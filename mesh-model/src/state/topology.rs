@@ -3,7 +3,7 @@
 //! every lookup O(1): by address, by VIP, by key. Service selectors are resolved
 //! through a label index, not by scanning every workload.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
@@ -16,7 +16,7 @@ use super::Policies;
 use crate::{
     authz::Policy,
     l7::table::Table,
-    model::{self, Objects, DATAPLANE_MODE_LABEL, MODE_AMBIENT, MODE_NONE},
+    model::{self, Labels, Objects, DATAPLANE_MODE_LABEL, MODE_AMBIENT, MODE_NONE},
 };
 
 /// Label on a Service (or its Namespace) naming the Workload that is its shared
@@ -33,16 +33,11 @@ pub const HTTP_APP_PROTOCOLS: [&str; 6] = [
     "kubernetes.io/http",
 ];
 
-/// A workload as the data path needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A workload as the data path needs it: the object (shared with the config, not
+/// copied) and what applies to it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadInfo {
-    pub name: String,
-    pub namespace: String,
-    pub service_account: String,
-    pub node: String,
-    pub addresses: Vec<IpAddr>,
-    pub netns: Option<PathBuf>,
-    pub labels: BTreeMap<String, String>,
+    pub object: Arc<model::Workload>,
     /// The workload's traffic goes through the mesh (namespace label, no pod opt-out).
     pub captured: bool,
     /// The AuthorizationPolicies that apply to it.
@@ -54,14 +49,36 @@ pub struct WorkloadInfo {
 }
 
 impl WorkloadInfo {
+    pub fn name(&self) -> &str {
+        &self.object.metadata.name
+    }
+    pub fn namespace(&self) -> &str {
+        self.object.metadata.namespace()
+    }
+    pub fn service_account(&self) -> &str {
+        &self.object.spec.service_account
+    }
+    /// The node it runs on.
+    pub fn node(&self) -> &str {
+        &self.object.spec.node
+    }
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.object.spec.addresses
+    }
+    pub fn netns(&self) -> Option<&PathBuf> {
+        self.object.spec.netns.as_ref()
+    }
+    pub fn labels(&self) -> &Labels {
+        &self.object.metadata.labels
+    }
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        format!("{}/{}", self.namespace(), self.name())
     }
     pub fn ipv4(&self) -> Option<IpAddr> {
-        self.addresses.iter().copied().find(IpAddr::is_ipv4)
+        self.addresses().iter().copied().find(IpAddr::is_ipv4)
     }
     pub fn ipv6(&self) -> Option<IpAddr> {
-        self.addresses.iter().copied().find(IpAddr::is_ipv6)
+        self.addresses().iter().copied().find(IpAddr::is_ipv6)
     }
     /// Its address of the same family as `like`.
     pub fn address_like(&self, like: &IpAddr) -> Option<IpAddr> {
@@ -90,7 +107,7 @@ pub struct ServicePortInfo {
 pub struct ServiceInfo {
     pub name: String,
     pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub vips: Vec<IpAddr>,
     pub ports: Vec<ServicePortInfo>,
     /// The shared waypoint its traffic goes through (`ferrymesh.io/use-waypoint`).
@@ -105,7 +122,7 @@ impl ServiceInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceInfo {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Labelled `ferrymesh.io/dataplane-mode: ambient`.
     pub ambient: bool,
 }
@@ -121,7 +138,7 @@ pub struct Topology {
 }
 
 fn workload(
-    w: &model::Workload,
+    w: &Arc<model::Workload>,
     namespaces: &HashMap<String, NamespaceInfo>,
     policies: &Policies,
     l7: &Table,
@@ -133,13 +150,7 @@ fn workload(
     let l7_policy =
         applying.iter().any(|p| p.has_l7()) || l7.jwt.iter().any(|j| j.applies(ns, labels));
     WorkloadInfo {
-        name: w.metadata.name.clone(),
-        namespace: ns.to_owned(),
-        service_account: w.spec.service_account.clone(),
-        node: w.spec.node.clone(),
-        addresses: w.spec.addresses.clone(),
-        netns: w.spec.netns.clone(),
-        labels: labels.clone(),
+        object: w.clone(),
         captured: namespaces.get(ns).is_some_and(|n| n.ambient) && !opted_out,
         strict: policies.strict(ns, labels),
         policies: applying,
@@ -154,8 +165,10 @@ impl<'a> LabelIndex<'a> {
     fn new(workloads: &'a [Arc<WorkloadInfo>]) -> LabelIndex<'a> {
         let mut m: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
         for (i, w) in workloads.iter().enumerate() {
-            for (k, v) in &w.labels {
-                m.entry((&w.namespace, k, v)).or_default().push(i);
+            for (k, v) in w.labels() {
+                m.entry((w.namespace(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
             }
         }
         LabelIndex(m)
@@ -166,7 +179,7 @@ impl<'a> LabelIndex<'a> {
         &self,
         workloads: &[Arc<WorkloadInfo>],
         namespace: &str,
-        selector: &BTreeMap<String, String>,
+        selector: &Labels,
     ) -> Vec<Arc<WorkloadInfo>> {
         let lists: Option<Vec<&Vec<usize>>> = selector
             .iter()
@@ -178,7 +191,7 @@ impl<'a> LabelIndex<'a> {
         shortest
             .iter()
             .map(|&i| &workloads[i])
-            .filter(|w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .filter(|w| w.labels().selected_by(selector))
             .cloned()
             .collect()
     }
@@ -206,11 +219,11 @@ impl Topology {
             .collect();
         let workloads_by_ip = workloads
             .iter()
-            .flat_map(|w| w.addresses.iter().map(move |a| (*a, w.clone())))
+            .flat_map(|w| w.addresses().iter().map(move |a| (*a, w.clone())))
             .collect();
         let by_name: HashMap<(&str, &str), &Arc<WorkloadInfo>> = workloads
             .iter()
-            .map(|w| ((w.namespace.as_str(), w.name.as_str()), w))
+            .map(|w| ((w.namespace(), w.name()), w))
             .collect();
         let index = LabelIndex::new(&workloads);
         let mut t = Topology {
