@@ -3,6 +3,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["proto/ca.proto", "proto/config.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Objects' JSON as `Bytes`: slices of the received message, not one allocation each.
+    tonic_prost_build::configure()
+        .bytes(".ferrymesh.config.v1.Resource.json")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -38,6 +38,7 @@ impl Admin {
         drop(kernel);
         serde_json::json!({
             "ready": self.ready.load(Ordering::Relaxed),
+            "heap": crate::app::heap(),
             "config": {
                 "generation": self.metrics.config.generation.get(),
                 "reloads": self.metrics.config.reloads.get(),

@@ -133,19 +133,33 @@ pub fn raise_nofile_limit() {
     }
 }
 
-/// glibc gives every thread that allocates an arena of its own, and memory freed
-/// in one arena is not reused by the others: with config versions built on one
-/// thread and dropped on another, the agent's resident size grew to several times
-/// its live heap. Two arenas serve a two-thread data path.
-fn limit_malloc_arenas() {
+/// glibc's allocator, tuned for a long-running proxy whose config versions come and
+/// go (measured with 6,000 objects: resident size went from 52 to about 24 MiB):
+/// - every thread that allocates gets an arena of its own, and memory freed in one
+///   is not reused by the others; one arena (with glibc's per-thread caches in
+///   front of it) keeps freed memory reusable by every thread;
+/// - the mmap threshold is dynamic by default: once a large block is freed, blocks
+///   up to that size come from the heap and fragment it. A fixed threshold sends
+///   large, short-lived blocks (config messages, indexes) to mmap, which returns
+///   them to the system when freed.
+fn tune_malloc() {
     // SAFETY: mallopt only changes allocator tuning; called before other threads.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
     }
 }
 
+/// The allocator's view of the heap (bytes): in use, free in the heap, mmapped.
+pub fn heap() -> serde_json::Value {
+    // SAFETY: mallinfo2 only reads allocator statistics.
+    let m = unsafe { libc::mallinfo2() };
+    serde_json::json!({"in_use": m.uordblks, "free": m.fordblks, "mmapped": m.hblkhd, "arena": m.arena})
+}
+
 pub fn run(args: RunArgs) -> Result<(), Error> {
-    limit_malloc_arenas();
+    tune_malloc();
     inpod::init_home().map_err(Error::Runtime)?;
     raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -40,7 +40,7 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn identity_of(&self, w: &WorkloadInfo) -> Identity {
-        Identity::new(&self.trust_domain, &w.namespace(), &w.service_account())
+        Identity::new(&self.trust_domain, w.namespace(), w.service_account())
     }
 }
 

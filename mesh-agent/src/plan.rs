@@ -109,7 +109,7 @@ pub struct Inputs<'a> {
 }
 
 fn identity(i: &Inputs<'_>, w: &WorkloadInfo) -> Identity {
-    Identity::new(i.trust_domain, &w.namespace(), &w.service_account())
+    Identity::new(i.trust_domain, w.namespace(), w.service_account())
 }
 
 fn shared_waypoint(

@@ -7,10 +7,12 @@ use std::{net::IpAddr, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod gateway;
+mod interned;
 mod labels;
 mod objects;
 mod traffic;
 pub use gateway::*;
+pub use interned::Interned;
 pub use labels::Labels;
 pub use objects::*;
 pub use traffic::*;
@@ -102,8 +104,8 @@ pub struct TypeMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Namespace {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Value>")]
@@ -113,8 +115,8 @@ pub struct Namespace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Node {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: NodeSpec,
@@ -131,8 +133,8 @@ pub struct NodeSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Workload {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: WorkloadSpec,
 }
@@ -159,8 +161,8 @@ fn default_service_account() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: ServiceSpec,
 }
@@ -200,8 +202,8 @@ fn default_protocol() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicy {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: AuthorizationPolicySpec,
@@ -318,8 +320,8 @@ pub struct Operation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PeerAuthenticationSpec,

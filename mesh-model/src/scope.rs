@@ -7,35 +7,40 @@
 //! travel one per `Resource`, as the model's JSON with a hash; an object's JSON is
 //! made once and reused while the object does not change.
 use std::{
-    collections::{hash_map::DefaultHasher, BTreeMap, HashMap},
-    hash::{Hash, Hasher},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
 };
+
+use sha2::{Digest, Sha256};
 
 use crate::{
     model::{Decoder, Key, Kind, Object, Objects},
     proto::config::{ConfigUpdate, Resource, ResourceKey},
 };
 
+/// SHA-256 of an object's JSON.
+pub type Hash = [u8; 32];
+
 /// One object as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub json: Arc<[u8]>,
-    pub hash: u64,
+    /// Shared by every node's message that carries the object.
+    pub json: bytes::Bytes,
+    pub hash: Hash,
 }
 
 /// A node's resources.
 pub type Set = BTreeMap<Key, Entry>;
 
-/// The largest message the control plane sends (tonic's default limit is 4 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// The largest message the control plane sends (tonic's default limit is 4 MiB;
+/// the receiver keeps a buffer as large as the largest message it got).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
 
 fn entry(json: Vec<u8>) -> Entry {
-    let mut h = DefaultHasher::new();
-    json.hash(&mut h);
+    let hash = Sha256::digest(&json).into();
     Entry {
         json: json.into(),
-        hash: h.finish(),
+        hash,
     }
 }
 
@@ -106,8 +111,8 @@ fn key(k: &Key) -> ResourceKey {
 fn resource(k: &Key, e: &Entry) -> Resource {
     Resource {
         key: Some(key(k)),
-        json: e.json.to_vec(),
-        hash: e.hash,
+        json: e.json.clone(),
+        hash: e.hash.to_vec(),
     }
 }
 
@@ -188,38 +193,48 @@ fn decode_key(k: Option<&ResourceKey>) -> Result<Key, DecodeError> {
     })
 }
 
-/// What an agent holds: the objects the control plane sent it, decoded.
+/// A key as the view stores it: 16 bytes of SHA-256 of kind, namespace and name,
+/// so that holding thousands of objects costs no allocation per key.
+type ViewKey = [u8; 16];
+
+fn view_key(k: &Key) -> ViewKey {
+    let mut h = Sha256::new();
+    for part in [k.kind.as_str(), &k.namespace, &k.name] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// What an agent holds: the objects the control plane sent it, decoded, with the
+/// hash each came with.
 #[derive(Debug, Default, Clone)]
-pub struct View(BTreeMap<Key, Object>);
+pub struct View(HashMap<ViewKey, (Hash, Object)>);
 
 impl View {
-    /// Applies one message: only its resources are decoded. The first error is
+    /// Applies one message: only resources whose hash changed are decoded, so that a
+    /// snapshot after a reconnect reuses the objects already held. The first error is
     /// returned after the rest was applied, so the view follows the control plane.
     pub fn apply(&mut self, u: &ConfigUpdate) -> Result<(), DecodeError> {
-        if u.snapshot {
-            self.0.clear();
-        }
+        let mut held = if u.snapshot {
+            std::mem::take(&mut self.0)
+        } else {
+            HashMap::new()
+        };
         let mut first = Ok(());
         for r in &u.upserts {
-            let decoded = decode_key(r.key.as_ref()).and_then(|k| {
-                Object::decode(k.kind, Json(&r.json))
-                    .map(|o| (k.clone(), o))
-                    .map_err(|e| DecodeError::Json {
-                        key: k.to_string(),
-                        message: e.to_string(),
-                    })
-            });
-            match decoded {
-                Ok((k, o)) => {
-                    self.0.insert(k, o);
-                }
+            match self.upsert(r, &mut held) {
+                Ok(()) => {}
                 Err(e) => first = first.and(Err(e)),
             }
         }
         for k in &u.deletes {
             match decode_key(Some(k)) {
                 Ok(k) => {
-                    self.0.remove(&k);
+                    self.0.remove(&view_key(&k));
                 }
                 Err(e) => first = first.and(Err(e)),
             }
@@ -227,10 +242,43 @@ impl View {
         first
     }
 
-    /// The objects, for the same validation and compilation as a local file.
+    /// One resource; `held` has what a snapshot replaces (reused when unchanged).
+    fn upsert(
+        &mut self,
+        r: &Resource,
+        held: &mut HashMap<ViewKey, (Hash, Object)>,
+    ) -> Result<(), DecodeError> {
+        let k = decode_key(r.key.as_ref())?;
+        let vk = view_key(&k);
+        let hash: Hash = r.hash.as_slice().try_into().unwrap_or_default();
+        let known = held.remove(&vk).or_else(|| self.0.remove(&vk));
+        let o = match known {
+            Some((h, o)) if h == hash && hash != Hash::default() => o,
+            _ => Object::decode(k.kind, Json(&r.json)).map_err(|e| DecodeError::Json {
+                key: k.to_string(),
+                message: e.to_string(),
+            })?,
+        };
+        self.0.insert(vk, (hash, o));
+        Ok(())
+    }
+
+    /// The objects, sorted by kind, namespace and name, for the same validation and
+    /// compilation as a local file.
     pub fn objects(&self) -> Objects {
+        let mut all: Vec<&Object> = self.0.values().map(|(_, x)| x).collect();
+        fn order(o: &Object) -> (Kind, &str, &str) {
+            let m = o.metadata();
+            let ns = if o.kind().namespaced() {
+                m.namespace()
+            } else {
+                ""
+            };
+            (o.kind(), ns, m.name.as_str())
+        }
+        all.sort_by(|a, b| order(a).cmp(&order(b)));
         let mut o = Objects::default();
-        for x in self.0.values() {
+        for x in all {
             o.push(x.clone());
         }
         o

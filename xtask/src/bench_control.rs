@@ -147,6 +147,10 @@ pub fn run() -> Result<Value> {
     lab.start_control_plane()?;
     let resync_ms = converge(&lab, &before, start)?;
     let rss: Vec<u64> = NODES.iter().filter_map(|n| lab.agent_rss_kib(n)).collect();
+    let heap: Vec<Value> = NODES
+        .iter()
+        .map(|n| lab.stats(n).map(|s| s["heap"].clone()).unwrap_or_default())
+        .collect();
     let dump = lab
         .admin("a", "/config_dump")
         .map(|(_, d)| d.len())
@@ -166,12 +170,13 @@ pub fn run() -> Result<Value> {
         "  agent RSS with this config: {rss:?} KiB (before it: {rss_before:?} KiB); config dump on a: {} KiB",
         dump / 1024
     );
+    println!("  agent heap (bytes): {}", Value::from(heap.clone()));
     Ok(json!({
         "services": services, "pods": pods, "agents": NODES.len(),
         "grow_ms": grow_ms, "one_change_ms": change_ms, "one_change_ms_from_seen": seen_ms,
         "one_change_rounds_from_write_ms": from_write, "one_change_rounds_from_seen_ms": from_seen,
         "resync_after_restart_ms": resync_ms,
-        "agent_rss_kib": rss, "agent_rss_kib_before_scale_config": rss_before,
+        "agent_rss_kib": rss, "agent_rss_kib_before_scale_config": rss_before, "agent_heap": heap,
         "config_dump_bytes_node_a": dump,
     }))
 }

@@ -27,7 +27,7 @@ pub fn check(
     let jwt: Vec<&jwt::JwtPolicy> = table
         .jwt
         .iter()
-        .filter(|p| p.applies(&target.namespace(), &target.labels()))
+        .filter(|p| p.applies(target.namespace(), target.labels()))
         .collect();
     let authn = match jwt::authenticate(&jwt, &parts.headers) {
         Ok(a) => a,

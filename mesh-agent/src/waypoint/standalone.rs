@@ -394,8 +394,8 @@ async fn serve(args: Args) -> Result<(), Error> {
     let certs = Arc::new(certs);
     let identity = Identity::new(
         &args.identity.trust_domain,
-        &w.namespace(),
-        &w.service_account(),
+        w.namespace(),
+        w.service_account(),
     );
     certs.acquire(&identity);
     let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net"))

@@ -21,13 +21,13 @@ impl Checker<'_> {
         }
     }
 
-    fn workload(&mut self, w: &Workload, name: &str) -> Result<(), Error> {
+    fn workload(&mut self, w: &Workload, name: impl Fn() -> String) -> Result<(), Error> {
         let v4 = w.spec.addresses.iter().filter(|a| a.is_ipv4()).count();
         let v6 = w.spec.addresses.len() - v4;
         if w.spec.addresses.is_empty() || v4 > 1 || v6 > 1 {
             return Err(self.invalid(
                 "Workload",
-                name,
+                &name(),
                 "spec.addresses must hold one IPv4 and/or one IPv6 address".into(),
             ));
         }
@@ -35,7 +35,7 @@ impl Checker<'_> {
             if !self.ips.insert(*a) {
                 return Err(self.invalid(
                     "Workload",
-                    name,
+                    &name(),
                     format!("spec.addresses: {a} is already used by another workload"),
                 ));
             }
@@ -43,12 +43,12 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn service(&mut self, s: &Service, name: &str) -> Result<(), Error> {
+    fn service(&mut self, s: &Service, name: impl Fn() -> String) -> Result<(), Error> {
         for ip in &s.spec.cluster_ips {
             if !self.ips.insert(*ip) {
                 return Err(self.invalid(
                     "Service",
-                    name,
+                    &name(),
                     format!("spec.clusterIPs: {ip} is already used by another object"),
                 ));
             }
@@ -57,14 +57,14 @@ impl Checker<'_> {
             if p.port == 0 || p.target_port == Some(0) {
                 return Err(self.invalid(
                     "Service",
-                    name,
+                    &name(),
                     format!("spec.ports[{i}]: port 0 is not a valid port"),
                 ));
             }
             if p.protocol != "TCP" {
                 return Err(self.invalid(
                     "Service",
-                    name,
+                    &name(),
                     format!(
                         "spec.ports[{i}].protocol: {:?} is not supported; only TCP",
                         p.protocol
@@ -81,21 +81,23 @@ pub(super) fn objects(path: &str, o: &Objects) -> Result<(), Error> {
         path,
         ips: HashSet::new(),
     };
-    let mut names = HashSet::new();
+    let mut names = HashSet::with_capacity(o.workloads.len());
     for w in &o.workloads {
-        let name = format!("{}/{}", w.metadata.namespace(), w.metadata.name);
-        if !names.insert(name.clone()) {
-            return Err(c.invalid("Workload", &name, "defined twice".into()));
+        let m = &w.metadata;
+        let name = || format!("{}/{}", m.namespace(), m.name);
+        if !names.insert((m.namespace(), m.name.as_str())) {
+            return Err(c.invalid("Workload", &name(), "defined twice".into()));
         }
-        c.workload(w, &name)?;
+        c.workload(w, name)?;
     }
-    let mut names = HashSet::new();
+    let mut names = HashSet::with_capacity(o.services.len());
     for s in &o.services {
-        let name = format!("{}/{}", s.metadata.namespace(), s.metadata.name);
-        if !names.insert(name.clone()) {
-            return Err(c.invalid("Service", &name, "defined twice".into()));
+        let m = &s.metadata;
+        let name = || format!("{}/{}", m.namespace(), m.name);
+        if !names.insert((m.namespace(), m.name.as_str())) {
+            return Err(c.invalid("Service", &name(), "defined twice".into()));
         }
-        c.service(s, &name)?;
+        c.service(s, name)?;
     }
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! parentRef is the Service whose traffic it routes.
 use serde::{Deserialize, Serialize};
 
-use super::ObjectMeta;
+use super::{Interned, ObjectMeta};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: HttpRouteSpec,
 }
@@ -281,8 +281,8 @@ pub struct RouteRetry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcRoute {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: GrpcRouteSpec,
 }

@@ -105,9 +105,30 @@ impl Serialize for Labels {
     }
 }
 
+struct LabelsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LabelsVisitor {
+    type Value = Labels;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of strings to strings")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+        // Straight into the list: no map allocated on the way (config decoding
+        // must not leave holes in the heap).
+        let mut l = Labels(Vec::with_capacity(map.size_hint().unwrap_or(0)));
+        while let Some((k, v)) = map.next_entry::<String, String>()? {
+            l.insert(k, v);
+        }
+        l.0.shrink_to_fit();
+        Ok(l)
+    }
+}
+
 impl<'de> Deserialize<'de> for Labels {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
-        BTreeMap::<String, String>::deserialize(d).map(Labels::from)
+        d.deserialize_map(LabelsVisitor)
     }
 }
 

@@ -3,13 +3,13 @@
 //! target), and Istio's `RequestAuthentication` (JWT).
 use serde::{Deserialize, Serialize};
 
-use super::{HeaderValue, LabelSelector, ObjectMeta};
+use super::{HeaderValue, Interned, LabelSelector, ObjectMeta};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: TrafficPolicySpec,
 }
@@ -200,8 +200,8 @@ pub struct RateLimitResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DirectResponse {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: DirectResponseSpec,
 }
@@ -220,8 +220,8 @@ pub struct DirectResponseSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthentication {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Interned,
+    pub kind: Interned,
     pub metadata: ObjectMeta,
     pub spec: RequestAuthenticationSpec,
 }

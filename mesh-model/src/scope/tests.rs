@@ -142,7 +142,7 @@ fn an_unchanged_object_is_encoded_once() {
     let first = enc.for_node(1, &objects(), "a");
     let again = enc.for_node(2, &objects(), "a");
     for (k, e) in &first {
-        assert!(Arc::ptr_eq(&e.json, &again[k].json), "{k} encoded again");
+        assert_eq!(e.json.as_ptr(), again[k].json.as_ptr(), "{k} encoded again");
     }
 }
 
@@ -174,4 +174,19 @@ fn a_snapshot_over_the_message_limit_is_split_and_arrives_whole() {
     assert!(msgs.iter().rev().skip(1).all(|m| m.more) && !msgs[msgs.len() - 1].more);
     let v = view_of(&set);
     assert_eq!(v.objects().workloads.len(), 20_000);
+}
+
+#[test]
+fn a_snapshot_reuses_the_objects_the_agent_holds() {
+    let set = Encoder::default().for_node(1, &objects(), "a");
+    let mut v = view_of(&set);
+    let before = v.objects();
+    for u in updates(2, None, &set, MAX_MESSAGE_BYTES) {
+        v.apply(&u).expect("decodes");
+    }
+    let after = v.objects();
+    assert_eq!(after, before);
+    for (a, b) in after.workloads.iter().zip(&before.workloads) {
+        assert!(Arc::ptr_eq(a, b), "{} decoded again", a.metadata.name);
+    }
 }

@@ -105,18 +105,29 @@ pub struct ServicePortInfo {
 
 #[derive(Debug)]
 pub struct ServiceInfo {
-    pub name: String,
-    pub namespace: String,
-    pub labels: Labels,
-    pub vips: Vec<IpAddr>,
+    /// The Service (shared with the config, not copied).
+    pub object: Arc<model::Service>,
     pub ports: Vec<ServicePortInfo>,
     /// The shared waypoint its traffic goes through (`ferrymesh.io/use-waypoint`).
     pub waypoint: Option<Arc<WorkloadInfo>>,
 }
 
 impl ServiceInfo {
+    pub fn name(&self) -> &str {
+        &self.object.metadata.name
+    }
+    pub fn namespace(&self) -> &str {
+        self.object.metadata.namespace()
+    }
+    pub fn labels(&self) -> &Labels {
+        &self.object.metadata.labels
+    }
+    /// Its cluster IPs.
+    pub fn vips(&self) -> &[IpAddr] {
+        &self.object.spec.cluster_ips
+    }
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        format!("{}/{}", self.namespace(), self.name())
     }
 }
 
@@ -249,7 +260,7 @@ impl Topology {
                 .filter(|name| *name != "none")
                 .and_then(|name| by_name.get(&(ns, name.as_str())).map(|w| (*w).clone()));
             let info = Arc::new(service(s, endpoints, waypoint, l7));
-            for vip in &info.vips {
+            for vip in info.vips() {
                 t.services_by_vip.insert(*vip, info.clone());
             }
             t.services_by_key.insert(info.key(), info);
@@ -261,7 +272,7 @@ impl Topology {
 }
 
 fn service(
-    s: &model::Service,
+    s: &Arc<model::Service>,
     endpoints: Vec<Arc<WorkloadInfo>>,
     waypoint: Option<Arc<WorkloadInfo>>,
     l7: &Table,
@@ -289,10 +300,7 @@ fn service(
         })
         .collect();
     ServiceInfo {
-        name: s.metadata.name.clone(),
-        namespace: ns.to_owned(),
-        labels: s.metadata.labels.clone(),
-        vips: s.spec.cluster_ips.clone(),
+        object: s.clone(),
         ports,
         waypoint,
     }
