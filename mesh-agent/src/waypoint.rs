@@ -5,10 +5,12 @@
 //! each request is routed, filtered, checked and sent upstream with the source
 //! workload's identity.
 //!
-//! `mesh_model::l7` holds the compiled config; `router`, `filters` and `trace`
-//! decide without I/O; `backend` keeps state that outlives config changes;
-//! `upstream` sends requests over routes that `connect` executes; `server` and
-//! `body` do the HTTP.
+//! `server` terminates HTTP and runs each request through the named `phases`
+//! (route, filter, admit, choose, authorize, forward, respond; then `log`), which
+//! answer with a `reply::LocalReply` when they end a request. `mesh_model::l7`
+//! holds the compiled config; `router`, `filters` and `trace` decide without I/O;
+//! `backend` keeps state that outlives config changes; `attempt` and `upstream`
+//! send requests over routes that `connect` executes.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
@@ -20,8 +22,10 @@ mod attempt;
 pub mod backend;
 pub mod body;
 pub mod filters;
-pub mod policy;
+pub mod log;
+pub mod phases;
 pub mod ratelimit;
+pub mod reply;
 pub mod router;
 pub mod server;
 pub mod standalone;

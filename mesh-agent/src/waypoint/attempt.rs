@@ -15,9 +15,12 @@ use hyper::body::Incoming;
 
 use super::{
     backend::BackendStats,
-    server::{local, Conn, DownBody, RequestLog},
-    upstream::{self, BoxError, Clients, UpBody},
+    log::RequestLog,
+    reply::{DownBody, LocalReply, ResponseFlag},
+    server::Conn,
+    upstream::{self, BoxError, Clients, Side, UpBody},
 };
+use mesh_infra::backoff::Backoff;
 use mesh_model::l7::table::{Backend, BackendPolicy, Retry, RouteRule};
 
 /// A request body: kept (replayable) or streamed once.
@@ -145,13 +148,11 @@ pub(super) fn mirror(
     });
 }
 
-/// The circuit breaker refused the request.
-fn overflow(grpc: bool) -> Response<DownBody> {
-    local(
+fn overflow() -> LocalReply {
+    LocalReply::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "upstream overflow\n",
-        grpc,
-        None,
+        ResponseFlag::UpstreamOverflow,
     )
 }
 
@@ -168,164 +169,179 @@ pub(super) struct Attempts<'a> {
     pub policy: &'a BackendPolicy,
     pub eps: &'a [SocketAddr],
     pub first: SocketAddr,
-    pub grpc: bool,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    result: Result<Response<Incoming>, LocalReply>,
+    /// Counts against the endpoint (outlier detection).
+    failed: bool,
+    /// The retry policy allows another attempt.
+    retryable: bool,
 }
 
 impl Attempts<'_> {
-    pub(super) async fn run(self, body: &mut ReqBody, log: &mut RequestLog) -> Response<DownBody> {
-        let Attempts {
-            conn,
-            rule,
-            retry,
-            head,
-            h2,
-            upgrade,
-            clients,
-            stats,
-            policy,
-            eps,
-            first,
-            grpc,
-        } = self;
-        let runtime: &super::Runtime = &conn.dp.l7;
-        let mut endpoint = first;
-        let mut tries = 0u32;
+    /// What a failed send means, and whether the route's retry policy retries it.
+    fn failure(
+        &self,
+        e: upstream::Error,
+        endpoint: SocketAddr,
+        log: &RequestLog,
+    ) -> Result<Outcome, LocalReply> {
+        match e.side() {
+            Side::Local => return Err(overflow()),
+            Side::Downstream => {
+                tracing::info!(route = %log.route, "request body from the client failed: {e}");
+                return Err(LocalReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed request body\n",
+                    ResponseFlag::DownstreamProtocolError,
+                ));
+            }
+            Side::Upstream => {}
+        }
+        tracing::info!(route = %log.route, upstream = %endpoint, "{e}");
+        let (flag, retryable) = match e.retry() {
+            upstream::Retry::OnConnectFailure => (
+                ResponseFlag::UpstreamConnectFailure,
+                self.retry.is_some_and(|r| r.on_connect_failure),
+            ),
+            upstream::Retry::OnReset => (
+                ResponseFlag::UpstreamReset,
+                self.retry.is_some_and(|r| r.on_reset),
+            ),
+            upstream::Retry::Never => (ResponseFlag::UpstreamConnectFailure, false),
+        };
+        let reply = LocalReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or reset\n",
+            flag,
+        );
+        Ok(Outcome {
+            result: Err(reply),
+            failed: true,
+            retryable,
+        })
+    }
+
+    /// One attempt on `endpoint`.
+    async fn attempt(
+        &self,
+        endpoint: SocketAddr,
+        body: UpBody,
+        log: &mut RequestLog,
+    ) -> Result<Outcome, LocalReply> {
+        let runtime: &super::Runtime = &self.conn.dp.l7;
+        let _admitted = runtime
+            .backends
+            .admit(self.stats, endpoint, self.policy)
+            .map_err(|_| overflow())?;
+        let pending = runtime
+            .backends
+            .pending(self.stats, endpoint, self.policy)
+            .map_err(|_| overflow())?;
+        log.upstream = Some(endpoint);
+        let t = upstream::Target {
+            pod: &self.conn.pod,
+            dp: &self.conn.dp,
+            addr: endpoint,
+            stats: runtime.backends.endpoint(endpoint),
+            max_connections: self.policy.max_connections,
+        };
+        let sent = Instant::now();
+        let req = self.head.build(self.h2 && !self.upgrade, body);
+        let send = self.clients.send(t, req, self.h2, self.upgrade);
+        let result = match self.rule.backend_timeout {
+            Some(d) => tokio::time::timeout(d, send).await.map_err(|_| ()),
+            None => Ok(send.await),
+        };
+        drop(pending);
+        log.upstream_ms = Some(sent.elapsed().as_millis() as u64);
+        let outcome = match result {
+            Ok(Ok(resp)) => {
+                let s = resp.status().as_u16();
+                let retryable = self
+                    .retry
+                    .is_some_and(|r| r.codes.contains(&s) || (r.on_5xx && s >= 500));
+                Outcome {
+                    result: Ok(resp),
+                    failed: s >= 500,
+                    retryable,
+                }
+            }
+            Ok(Err(e)) => self.failure(e, endpoint, log)?,
+            Err(()) => Outcome {
+                result: Err(LocalReply::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout\n",
+                    ResponseFlag::UpstreamTimeout,
+                )),
+                failed: true,
+                retryable: self.retry.is_some_and(|r| r.on_reset),
+            },
+        };
+        runtime.backends.record(
+            endpoint,
+            outcome.failed,
+            self.eps,
+            self.policy,
+            Instant::now(),
+        );
+        Ok(outcome)
+    }
+
+    pub(super) async fn run(
+        self,
+        body: &mut ReqBody,
+        log: &mut RequestLog,
+    ) -> Result<Response<DownBody>, LocalReply> {
+        let runtime: &super::Runtime = &self.conn.dp.l7;
+        let mut endpoint = self.first;
+        let mut backoff = self
+            .retry
+            .map(|r| Backoff::retries(r.backoff, r.max_backoff));
         let mut _budget = None;
         loop {
             let Some(req_body) = body.take() else {
-                log.flags = "URX";
-                return local(
+                return Err(LocalReply::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream failed\n",
-                    grpc,
-                    None,
-                );
+                    ResponseFlag::UpstreamRetryLimitExceeded,
+                ));
             };
-            let admitted = match runtime.backends.admit(stats, endpoint, policy) {
-                Ok(h) => h,
-                Err(_) => {
-                    log.flags = "UO";
-                    return overflow(grpc);
-                }
-            };
-            let pending = match runtime.backends.pending(stats, endpoint, policy) {
-                Ok(p) => p,
-                Err(_) => {
-                    log.flags = "UO";
-                    return overflow(grpc);
-                }
-            };
-            log.upstream = Some(endpoint);
-            let t = upstream::Target {
-                pod: &conn.pod,
-                dp: &conn.dp,
-                addr: endpoint,
-                stats: runtime.backends.endpoint(endpoint),
-                max_connections: policy.max_connections,
-            };
-            let sent = Instant::now();
-            let send = clients.send(t, head.build(h2 && !upgrade, req_body), h2, upgrade);
-            let result = match rule.backend_timeout {
-                Some(d) => tokio::time::timeout(d, send).await.map_err(|_| ()),
-                None => Ok(send.await),
-            };
-            drop(pending);
-            log.upstream_ms = Some(sent.elapsed().as_millis() as u64);
-            // What happened, and whether a retry may help.
-            let (outcome, failed, retryable) = match result {
-                Ok(Ok(resp)) => {
-                    let s = resp.status().as_u16();
-                    let r = retry.is_some_and(|r| r.codes.contains(&s) || (r.on_5xx && s >= 500));
-                    (Ok(resp), s >= 500, r)
-                }
-                Ok(Err(upstream::Error::Overflow(_))) => {
-                    log.flags = "UO";
-                    return overflow(grpc);
-                }
-                Ok(Err(e)) if e.downstream() => {
-                    tracing::info!(route = %log.route, "request body from the client failed: {e}");
-                    log.flags = "DPE";
-                    return local(
-                        StatusCode::BAD_REQUEST,
-                        "malformed request body\n",
-                        grpc,
-                        None,
-                    );
-                }
-                Ok(Err(e)) => {
-                    let before = e.before_request();
-                    tracing::info!(route = %log.route, upstream = %endpoint, "{e}");
-                    let r = retry.is_some_and(|r| {
-                        if before {
-                            r.on_connect_failure
-                        } else {
-                            r.on_reset
-                        }
-                    });
-                    let flags = if before { "UF" } else { "UR" };
-                    (
-                        Err((
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            flags,
-                            "upstream connect error or reset\n",
-                        )),
-                        true,
-                        r,
-                    )
-                }
-                Err(()) => {
-                    let r = retry.is_some_and(|r| r.on_reset);
-                    (
-                        Err((
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "UT",
-                            "upstream request timeout\n",
-                        )),
-                        true,
-                        r,
-                    )
-                }
-            };
-            runtime
-                .backends
-                .record(endpoint, failed, eps, policy, Instant::now());
-            drop(admitted);
-            let more = retry.filter(|r| retryable && tries < r.attempts && body.replayable());
+            let outcome = self.attempt(endpoint, req_body, log).await?;
+            let more = self
+                .retry
+                .filter(|r| outcome.retryable && log.retries < r.attempts && body.replayable());
             let budget = more.and_then(|r| {
                 runtime
                     .backends
-                    .retry_budget(stats, endpoint, r.budget_percent, r.min_retries)
+                    .retry_budget(self.stats, endpoint, r.budget_percent, r.min_retries)
             });
-            if let (Some(r), Some(b)) = (more, budget) {
-                tries += 1;
-                log.retries = tries;
+            if let (Some(_), Some(b), Some(wait)) = (more, budget, backoff.as_mut()) {
+                log.retries += 1;
                 _budget = Some(b);
                 // The failed response is dropped unread; its connection closes
                 // rather than carry a half-read body.
                 drop(outcome);
-                tokio::time::sleep(super::backend::backoff(tries, r.backoff, r.max_backoff)).await;
+                wait.wait().await;
+                let now = Instant::now();
                 if let Some(next) =
                     runtime
                         .backends
-                        .pick(stats, eps, policy, Some(endpoint), Instant::now())
+                        .pick(self.stats, self.eps, self.policy, Some(endpoint), now)
                 {
                     endpoint = next;
                 }
                 continue;
             }
             // A retry was wanted but the attempts or the budget are spent.
-            if retryable && retry.is_some() {
-                log.flags = "URX";
+            if outcome.retryable && self.retry.is_some() {
+                log.flags = ResponseFlag::UpstreamRetryLimitExceeded;
             }
-            return match outcome {
-                Ok(resp) => resp.map(|b| b.map_err(BoxError::from).boxed()),
-                Err((status, flags, body)) => {
-                    if log.flags == "-" {
-                        log.flags = flags;
-                    }
-                    local(status, body, grpc, None)
-                }
-            };
+            return outcome
+                .result
+                .map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed()));
         }
     }
 }

@@ -44,17 +44,45 @@ pub enum Error {
     Http(SocketAddr, hyper::Error),
 }
 
+/// Who failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The endpoint, or the way to it.
+    Upstream,
+    /// The client (its request body).
+    Downstream,
+    /// This waypoint refused (circuit breaker).
+    Local,
+}
+
+/// Which retry policy may retry the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Never: the destination's policy refused, the client failed, or a limit here.
+    Never,
+    /// `retryOn: connect-failure`: the request never reached the upstream.
+    OnConnectFailure,
+    /// `retryOn: reset`: the upstream reset it after it was sent.
+    OnReset,
+}
+
 impl Error {
-    /// The client's own request body failed (malformed chunking, client gone).
-    pub fn downstream(&self) -> bool {
-        matches!(self, Error::Http(_, e) if e.is_user())
+    pub fn side(&self) -> Side {
+        match self {
+            Error::Http(_, e) if e.is_user() => Side::Downstream,
+            Error::Overflow(_) => Side::Local,
+            _ => Side::Upstream,
+        }
     }
 
-    /// The request never reached the upstream: safe to retry whatever its method.
-    pub fn before_request(&self) -> bool {
+    pub fn retry(&self) -> Retry {
         match self {
-            Error::Connect(..) | Error::Denied(..) | Error::Overflow(..) => true,
-            Error::Http(_, e) => e.is_canceled(),
+            // A refusal by policy stays a refusal on every endpoint.
+            Error::Denied(_) | Error::Overflow(_) => Retry::Never,
+            Error::Http(_, e) if e.is_user() => Retry::Never,
+            Error::Connect(..) => Retry::OnConnectFailure,
+            Error::Http(_, e) if e.is_canceled() => Retry::OnConnectFailure,
+            Error::Http(..) => Retry::OnReset,
         }
     }
 }
@@ -217,5 +245,38 @@ impl Clients {
             self.put_h1(addr, sender);
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_failed_and_whether_a_retry_may_help() {
+        let a: SocketAddr = "198.19.2.10:8080".parse().expect("addr");
+        let cases = [
+            (
+                "connect failed",
+                Error::Connect(a, "refused".into()),
+                Side::Upstream,
+                Retry::OnConnectFailure,
+            ),
+            (
+                "the destination's policy refused (401)",
+                Error::Denied(a),
+                Side::Upstream,
+                Retry::Never,
+            ),
+            (
+                "circuit breaker here",
+                Error::Overflow(a),
+                Side::Local,
+                Retry::Never,
+            ),
+        ];
+        for (name, e, side, retry) in cases {
+            assert_eq!((e.side(), e.retry()), (side, retry), "{name}");
+        }
     }
 }

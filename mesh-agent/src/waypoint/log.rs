@@ -1,0 +1,96 @@
+//! The log phase: per-request metrics and the access-log line, written when the
+//! response body has ended (or was cut), with what the other phases recorded.
+use std::{net::SocketAddr, time::Instant};
+
+use super::{reply::ResponseFlag, trace::TraceContext};
+use crate::{datapath::DataPath, telemetry::RequestLabels};
+
+/// What one request did, for the access log and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct RequestLog {
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub route: String,
+    pub destination_service: String,
+    pub destination_identity: Option<String>,
+    pub upstream: Option<SocketAddr>,
+    pub retries: u32,
+    pub flags: ResponseFlag,
+    pub request_bytes: u64,
+    pub trace: Option<TraceContext>,
+    pub upstream_ms: Option<u64>,
+}
+
+pub struct Finish {
+    pub dp: DataPath,
+    pub source: String,
+    pub status: u16,
+    pub grpc_status: Option<String>,
+    pub log: RequestLog,
+    pub start: Instant,
+    pub span: tracing::Span,
+}
+
+impl Finish {
+    /// The log phase: metrics and one access-log line, when the response ended.
+    pub fn emit(self, bytes: u64, trailers_grpc: Option<String>, cut: Option<ResponseFlag>) {
+        let mut log = self.log;
+        if let Some(flag) = cut {
+            log.flags = flag;
+        }
+        let grpc_status = trailers_grpc.or(self.grpc_status);
+        let elapsed = self.start.elapsed();
+        let t = &self.dp.inputs.telemetry;
+        let labels = RequestLabels {
+            reporter: "waypoint",
+            source_principal: self.source.clone(),
+            destination_service: log.destination_service.clone(),
+            destination_principal: log
+                .destination_identity
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+            request_protocol: log.protocol,
+            response_code: self.status,
+            grpc_response_status: grpc_status.clone().unwrap_or_default(),
+            response_flags: log.flags.as_str(),
+        };
+        t.requests.get_or_create(&labels).inc();
+        t.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        t.request_bytes
+            .get_or_create(&labels)
+            .observe(log.request_bytes as f64);
+        t.response_bytes
+            .get_or_create(&labels)
+            .observe(bytes as f64);
+        let trace = log.trace.as_ref();
+        let line = serde_json::json!({
+            "reporter": "waypoint",
+            "method": log.method,
+            "authority": log.authority,
+            "path": log.path,
+            "protocol": log.protocol,
+            "status": self.status,
+            "grpc_status": grpc_status,
+            "response_flags": log.flags.as_str(),
+            "route": log.route,
+            "destination_service": log.destination_service,
+            "upstream": log.upstream.map(|a| a.to_string()),
+            "upstream_ms": log.upstream_ms,
+            "retries": log.retries,
+            "duration_ms": elapsed.as_millis() as u64,
+            "bytes_sent": log.request_bytes,
+            "bytes_received": bytes,
+            "src.identity": self.source,
+            "dst.identity": log.destination_identity,
+            "trace_id": trace.map(|t| t.trace_id.as_str()),
+            "span_id": trace.map(|t| t.span_id.as_str()),
+            "parent_span_id": trace.and_then(|t| t.parent_id.as_deref()),
+        });
+        let _e = self.span.enter();
+        tracing::info!(target: "access", "{line}");
+    }
+}

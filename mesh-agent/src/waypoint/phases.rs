@@ -1,0 +1,92 @@
+//! One request through the waypoint, as named phases (pingora's model), each in its
+//! own file and returning `Result<_, LocalReply>`:
+//! `route` (which rule), `filter` (filters that answer or change the request),
+//! `admit` (rate limit, injected faults), `choose` (backend and endpoint),
+//! `authorize` (JWT and AuthorizationPolicy), `forward` (body, upstream head,
+//! mirrors, attempts), `respond` (response filters, upgrades); the log phase runs
+//! when the response body ends (`log`).
+use std::sync::Arc;
+
+use hyper::{body::Incoming, Request, Response};
+
+use super::{
+    log::RequestLog,
+    reply::{DownBody, LocalReply},
+    server::Conn,
+};
+
+mod admit;
+mod authorize;
+mod choose;
+mod filter;
+mod forward;
+pub mod respond;
+
+pub use respond::IdleTimeout;
+mod route;
+
+/// Runs the phases; a phase that answers ends the request with its reply.
+pub async fn run(
+    conn: &Conn,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+    grpc: bool,
+) -> Response<DownBody> {
+    // Boxed: the phases' state is large and the data path's threads have small stacks.
+    match Box::pin(phases(conn, req, log, grpc)).await {
+        Ok(resp) => resp,
+        Err(reply) => {
+            if log.flags == Default::default() {
+                log.flags = reply.flag;
+            }
+            reply.into_response(grpc)
+        }
+    }
+}
+
+async fn phases(
+    conn: &Conn,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+    grpc: bool,
+) -> Result<Response<DownBody>, LocalReply> {
+    let state = conn.dp.inputs.state.load();
+    let (mut parts, body) = req.into_parts();
+    let routed = route::select(conn, &state, &parts, grpc, log)?;
+    // The route's request timeout covers everything from here on.
+    let deadline = routed
+        .rule
+        .request_timeout
+        .map(|d| tokio::time::Instant::now() + d);
+    let filtered = filter::apply(&routed, &mut parts, log)?;
+    admit::check(conn, &routed.rule, deadline).await?;
+    let chosen = choose::backend(conn, &state, &routed.rule, log)?;
+    authorize::check(conn, &state, &chosen, &mut parts, log)?;
+    let request = forward::Request {
+        parts,
+        body,
+        grpc,
+        deadline,
+    };
+    let sent = Box::pin(forward::send(
+        conn,
+        &state,
+        &routed,
+        &chosen,
+        filtered.mirrors,
+        request,
+        log,
+    ))
+    .await?;
+    Ok(respond::finish(
+        sent,
+        &routed.rule,
+        &filtered.response_headers,
+    ))
+}
+
+/// The `route` phase's result: the rule and the path condition that matched.
+pub struct Routed {
+    pub rule: Arc<mesh_model::l7::table::RouteRule>,
+    pub matched: Option<mesh_model::l7::table::PathCond>,
+}

@@ -1,0 +1,114 @@
+//! Authorize: RequestAuthentication (JWT: a bad token answers 401 `UAEX`) then
+//! AuthorizationPolicy with the request's attributes (403 `AZ`), through the one
+//! enforcement point; at the edge for the gateway's own workload first, then for
+//! the destination workload. A validated token's claims may be copied to headers.
+use http::{header, request::Parts, HeaderValue, StatusCode};
+use mesh_model::{
+    authz,
+    identity::Identity,
+    l7::jwt,
+    state::{State, WorkloadInfo},
+};
+
+use super::choose::Chosen;
+use crate::{
+    enforce::{self, Caller},
+    waypoint::{
+        log::RequestLog,
+        reply::{LocalReply, ResponseFlag},
+        server::Conn,
+        Parent,
+    },
+};
+
+fn authenticate(
+    conn: &Conn,
+    state: &State,
+    target: &WorkloadInfo,
+    parts: &Parts,
+    log: &RequestLog,
+) -> Result<Option<jwt::Authenticated>, LocalReply> {
+    let rules: Vec<&jwt::JwtPolicy> = state
+        .l7
+        .jwt
+        .iter()
+        .filter(|p| p.applies(target.namespace(), target.labels()))
+        .collect();
+    jwt::authenticate(&rules, &parts.headers).map_err(|e| {
+        tracing::info!(route = %log.route, source = %conn.source_key(), destination = %target.key(), "{e}");
+        LocalReply::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid token\n",
+            ResponseFlag::Unauthenticated,
+        )
+        .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    })
+}
+
+/// One target workload's policy for this request.
+fn target_policy(
+    conn: &Conn,
+    state: &State,
+    target: &WorkloadInfo,
+    source: Option<&Identity>,
+    parts: &mut Parts,
+    log: &RequestLog,
+) -> Result<(), LocalReply> {
+    let authn = authenticate(conn, state, target, parts, log)?;
+    let path = parts.uri.path().to_owned();
+    let request = authz::Request {
+        method: parts.method.as_str(),
+        path: &path,
+        host: &log.authority,
+        headers: &parts.headers,
+        principal: authn.as_ref().map(|a| a.principal.as_str()),
+        claims: authn.as_ref().map(|a| &a.claims),
+    };
+    let caller = Caller {
+        identity: source,
+        ip: conn.client.ip(),
+    };
+    if enforce::request(target, caller, conn.original.port(), &request).is_err() {
+        return Err(LocalReply::new(
+            StatusCode::FORBIDDEN,
+            "access denied\n",
+            ResponseFlag::Unauthorized,
+        ));
+    }
+    if let Some(a) = authn {
+        if let Some(h) = &a.strip {
+            parts.headers.remove(h.as_str());
+        }
+        for (h, v) in &a.headers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(h.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                parts.headers.insert(n, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn check(
+    conn: &Conn,
+    state: &State,
+    chosen: &Chosen,
+    parts: &mut Parts,
+    log: &mut RequestLog,
+) -> Result<(), LocalReply> {
+    if let Parent::Gateway { workload, .. } = &conn.parent {
+        target_policy(conn, state, workload, conn.source.as_ref(), parts, log)?;
+    }
+    let Some(w) = state.workloads_by_ip.get(&chosen.first.ip()) else {
+        return Ok(());
+    };
+    log.destination_identity = Some(conn.dp.inputs.identity_of(w).to_string());
+    // Behind a gateway, the destination sees the gateway's identity.
+    let source = match &conn.parent {
+        Parent::Gateway { .. } => Some(&conn.pod.identity),
+        _ => conn.source.as_ref(),
+    };
+    target_policy(conn, state, w, source, parts, log)
+}

@@ -1,0 +1,127 @@
+//! Choose: the backend (by weight) and its endpoints in the caller's address family
+//! first; the first endpoint by the backend's load-balancing and outlier state. A
+//! route without a backend, or a backend Service that does not exist, answers 500
+//! (`NC`); no healthy endpoint answers 503 (`UH`).
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use http::StatusCode;
+use mesh_model::{
+    l7::table::{Backend, BackendPolicy, RouteRule},
+    state::State,
+};
+
+use crate::waypoint::{
+    backend::BackendStats,
+    log::RequestLog,
+    reply::{LocalReply, ResponseFlag},
+    server::Conn,
+    Parent,
+};
+
+/// Where the request goes.
+pub struct Chosen {
+    pub backend: Backend,
+    pub endpoints: Vec<SocketAddr>,
+    pub first: SocketAddr,
+    pub policy: BackendPolicy,
+    pub stats: Arc<BackendStats>,
+}
+
+/// Endpoints of a backend Service port, in the original address's family first.
+pub fn endpoints(state: &State, b: &Backend, v4: bool) -> Option<Vec<SocketAddr>> {
+    let svc = state.services_by_key.get(&b.service)?;
+    let port = svc.ports.iter().find(|p| p.port == b.port)?;
+    let pick = |want_v4: bool| -> Vec<SocketAddr> {
+        port.endpoints
+            .iter()
+            .filter_map(|w| if want_v4 { w.ipv4() } else { w.ipv6() })
+            .map(|ip| SocketAddr::new(ip, port.target_port))
+            .collect()
+    };
+    let first = pick(v4);
+    Some(if first.is_empty() { pick(!v4) } else { first })
+}
+
+fn weighted(rule: &RouteRule) -> Option<&Backend> {
+    let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for b in &rule.backends {
+        if n < u64::from(b.weight) {
+            return Some(&b.backend);
+        }
+        n -= u64::from(b.weight);
+    }
+    None
+}
+
+fn misconfigured(body: &'static str) -> LocalReply {
+    LocalReply::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        body,
+        ResponseFlag::NoClusterFound,
+    )
+}
+
+fn no_healthy_upstream() -> LocalReply {
+    LocalReply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no healthy upstream\n",
+        ResponseFlag::NoHealthyUpstream,
+    )
+}
+
+/// The backend and its endpoints.
+fn target(
+    conn: &Conn,
+    state: &State,
+    rule: &RouteRule,
+    log: &RequestLog,
+) -> Result<(Backend, Vec<SocketAddr>), LocalReply> {
+    if let Parent::Workload { .. } = &conn.parent {
+        let b = Backend {
+            service: log.destination_service.clone(),
+            port: conn.original.port(),
+        };
+        return Ok((b, vec![conn.original]));
+    }
+    let b = weighted(rule).ok_or_else(|| misconfigured("route has no backend\n"))?;
+    let eps = endpoints(state, b, conn.original.is_ipv4()).ok_or_else(|| {
+        tracing::warn!(route = %log.route, backend = %b.service, port = b.port, "backend Service or port not found; answering 500");
+        misconfigured("backend not found\n")
+    })?;
+    Ok((b.clone(), eps))
+}
+
+pub fn backend(
+    conn: &Conn,
+    state: &State,
+    rule: &RouteRule,
+    log: &mut RequestLog,
+) -> Result<Chosen, LocalReply> {
+    let (backend, endpoints) = target(conn, state, rule, log)?;
+    log.destination_service = backend.service.clone();
+    if endpoints.is_empty() {
+        return Err(no_healthy_upstream());
+    }
+    let policy = state
+        .l7
+        .backend_policies
+        .get(&backend.service)
+        .cloned()
+        .unwrap_or_default();
+    let backends = &conn.dp.l7.backends;
+    let stats = backends.backend(&backend.service);
+    let first = backends
+        .pick(&stats, &endpoints, &policy, None, Instant::now())
+        .ok_or_else(no_healthy_upstream)?;
+    Ok(Chosen {
+        backend,
+        endpoints,
+        first,
+        policy,
+        stats,
+    })
+}

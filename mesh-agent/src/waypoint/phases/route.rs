@@ -1,0 +1,77 @@
+//! Route: the rule a request follows. A Service parent with routes picks among
+//! them (no match: 404 `NR`), one without gets its implicit rule; a workload
+//! addressed directly goes to itself; a Gateway picks among its routes.
+use std::sync::Arc;
+
+use http::{request::Parts, StatusCode};
+use mesh_model::{
+    l7::table::{ParentKey, RouteRule},
+    state::State,
+};
+
+use super::Routed;
+use crate::waypoint::{
+    log::RequestLog,
+    reply::{LocalReply, ResponseFlag},
+    router::{self, RequestView},
+    server::Conn,
+    Parent,
+};
+
+fn no_route() -> LocalReply {
+    LocalReply::new(
+        StatusCode::NOT_FOUND,
+        "no route matches\n",
+        ResponseFlag::NoRoute,
+    )
+}
+
+pub fn select(
+    conn: &Conn,
+    state: &State,
+    parts: &Parts,
+    grpc: bool,
+    log: &mut RequestLog,
+) -> Result<Routed, LocalReply> {
+    let table = &state.l7;
+    let path = parts.uri.path();
+    let view = |port| RequestView {
+        method: parts.method.as_str(),
+        path,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        grpc,
+        port,
+    };
+    let (rule, matched) = match &conn.parent {
+        Parent::Service { service, port } => {
+            let key = service.key();
+            log.destination_service = key.clone();
+            match table.parents.get(&ParentKey::Service(key.clone())) {
+                Some(p) if p.entries.iter().any(|e| e.port.is_none_or(|x| x == *port)) => {
+                    let e = router::select(&p.entries, &view(*port)).ok_or_else(no_route)?;
+                    (e.rule.clone(), e.m.path.clone())
+                }
+                _ => (Arc::new(table.default_rule(&key, *port)), None),
+            }
+        }
+        Parent::Workload { workload } => {
+            log.destination_service = workload.key();
+            (Arc::new(RouteRule::direct(workload.key())), None)
+        }
+        Parent::Gateway { key, .. } => {
+            log.destination_service = format!("Gateway {key}");
+            let e = table
+                .parents
+                .get(&ParentKey::Gateway(key.clone()))
+                .and_then(|p| router::select(&p.entries, &view(conn.original.port())))
+                .ok_or_else(no_route)?;
+            (e.rule.clone(), e.m.path.clone())
+        }
+    };
+    log.route = match &rule.rule {
+        Some(r) => format!("{}/{r}", rule.route),
+        None => rule.route.clone(),
+    };
+    Ok(Routed { rule, matched })
+}
