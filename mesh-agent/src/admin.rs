@@ -1,19 +1,18 @@
-//! Admin endpoint (localhost only): readiness, counters, config dump.
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+//! The agent's admin endpoints on the shared server (`mesh_infra::admin`): on
+//! localhost `/stats` (JSON counters, eBPF counters, certificates), `/config_dump`,
+//! `/healthz/ready` and `/metrics`; on the public metrics port only `/metrics` and
+//! readiness.
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
 };
 
-use http_body_util::Full;
-use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use mesh_infra::admin::Reply;
+use serde_json::{json, Value};
 
 use crate::{datapath::DataPath, ebpf::KernelHandle, metrics::Metrics};
+
+pub use mesh_infra::admin::bind;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -27,107 +26,58 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn stats(&self) -> serde_json::Value {
+    fn stats(&self) -> Value {
         let kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
-        let ebpf: serde_json::Map<String, serde_json::Value> = kernel
+        let ebpf: serde_json::Map<String, Value> = kernel
             .counters()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into()))
             .collect();
         let enrolled_netns = kernel.enrolled_count();
         drop(kernel);
-        serde_json::json!({
+        let inputs = &self.dp.inputs;
+        let certificates: Vec<Value> = inputs
+            .certs
+            .summary()
+            .into_iter()
+            .map(|(id, left)| json!({"identity": id, "expires_in_s": left}))
+            .collect();
+        json!({
             "ready": self.ready.load(Ordering::Relaxed),
             "heap": crate::app::heap(),
-            "config": {
-                "generation": self.metrics.config.generation.get(),
-                "reloads": self.metrics.config.reloads.get(),
-                "errors": self.metrics.config.errors.get(),
-                "applied_unix_ms": self.metrics.config.applied_unix_ms.get(),
-                "last_error": self.metrics.last_config_error(),
-            },
+            "config": self.metrics.config.json(),
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
             "enrolled_netns": enrolled_netns,
-            "orig_dst_entries": self.dp.inputs.orig_dst.as_ref().map(|o| o.len()),
+            "orig_dst_entries": inputs.orig_dst.as_ref().map(|o| o.len()),
             "ebpf": ebpf,
             "workloads": self.metrics.workloads_json(),
-            "certificates": self.dp.inputs.certs.summary().into_iter()
-                .map(|(id, left)| serde_json::json!({"identity": id, "expires_in_s": left}))
-                .collect::<Vec<_>>(),
-            "certificate_counters": &*self.dp.inputs.certs.counters,
-            "hbone": {
-                "pool": &self.dp.inputs.pool.counters,
-            },
+            "certificates": certificates,
+            "certificate_counters": inputs.certs.counters.json(),
+            "hbone": {"pool": inputs.pool.counters.json()},
         })
     }
 
-    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        if self.public && !matches!(path, "/metrics" | "/healthz/ready" | "/ready") {
-            let mut r = Response::new(Full::new(Bytes::from(
-                "not found; this port serves /metrics and /healthz/ready\n",
-            )));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            return r;
+    pub fn respond(&self, path: &str) -> Reply {
+        let ready = || Reply::ready(self.ready.load(Ordering::Relaxed));
+        let metrics = || Reply::metrics(self.dp.inputs.telemetry.encode());
+        if self.public {
+            return match path {
+                "/metrics" => metrics(),
+                "/healthz/ready" | "/ready" => ready(),
+                _ => Reply::not_found("this port serves /metrics and /healthz/ready"),
+            };
         }
-        let (status, body) = match path {
-            "/healthz/ready" | "/ready" => {
-                if self.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready\n".to_owned())
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
-                }
-            }
-            "/stats" => (StatusCode::OK, self.stats().to_string()),
-            "/metrics" => (StatusCode::OK, self.dp.inputs.telemetry.encode()),
-            "/config_dump" => {
-                let state = self.dp.inputs.state.load();
-                (
-                    StatusCode::OK,
-                    serde_json::to_string(&*state.objects).unwrap_or_default(),
-                )
-            }
-            _ => (
-                StatusCode::NOT_FOUND,
-                "not found; try /stats, /config_dump or /healthz/ready\n".to_owned(),
-            ),
-        };
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        r
+        match path {
+            "/healthz/ready" | "/ready" => ready(),
+            "/stats" => Reply::json(&self.stats()),
+            "/metrics" => metrics(),
+            "/config_dump" => Reply::json(&*self.dp.inputs.state.load().objects),
+            _ => Reply::not_found("try /stats, /config_dump, /metrics or /healthz/ready"),
+        }
     }
 }
 
-pub async fn serve(listener: TcpListener, admin: Admin) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let r = admin.respond(&req);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-/// Binds with SO_REUSEPORT so that, during a surge upgrade of the DaemonSet, the new
-/// agent can listen before the old one has gone (both answer until it has).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    TcpListener::from_std(s.into())
+/// Serves `admin` on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
+    mesh_infra::admin::serve(listener, Arc::new(move |path: &str| admin.respond(path))).await
 }

@@ -114,11 +114,12 @@ pub async fn connect(
     match &result {
         Ok(up) => {
             c.outbound_connected.inc();
-            match up.transport {
-                Transport::Hbone => c.outbound_hbone.inc(),
-                Transport::Plaintext => c.outbound_plaintext.inc(),
-                Transport::SameNode => c.outbound_same_node.inc(),
-            }
+            let by_transport = match up.transport {
+                Transport::Hbone => &c.outbound_hbone,
+                Transport::Plaintext => &c.outbound_plaintext,
+                Transport::SameNode => &c.outbound_same_node,
+            };
+            by_transport.inc();
         }
         Err(e) => {
             c.outbound_failed.inc();

@@ -1,126 +1,196 @@
-//! Counters the agent keeps, per enrolled workload and for the agent as a whole.
+//! The agent's own counters, in prometheus-client and registered in the agent's
+//! registry (`ferrymesh_*` on :15020/metrics): per enrolled workload, of the
+//! config, of the HBONE pool and of certificates. `/stats` shows the same values
+//! as JSON.
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
 };
 
-use serde::Serialize;
+pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{encoding::EncodeLabelSet, metrics::family::Family, registry::Registry};
+use serde_json::{json, Map, Value};
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabel {
+    /// namespace/name
+    pub workload: String,
+}
+
+macro_rules! workload_counters {
+    ($($name:ident: $help:literal,)*) => {
+        /// Per workload: what its captured connections did.
+        #[derive(Debug, Default, Clone)]
+        pub struct WorkloadCounters {
+            $(pub $name: Counter,)*
+            /// Proxied connections open now.
+            pub active: Gauge,
+        }
+
+        /// The registered families the per-workload counters belong to.
+        #[derive(Debug, Default)]
+        struct WorkloadFamilies {
+            $($name: Family<WorkloadLabel, Counter>,)*
+            active: Family<WorkloadLabel, Gauge>,
+        }
+
+        impl WorkloadFamilies {
+            fn register(&self, r: &mut Registry) {
+                $(r.register(concat!("workload_", stringify!($name)), $help, self.$name.clone());)*
+                r.register("workload_active_connections", "Proxied connections open now", self.active.clone());
+            }
+
+            fn counters(&self, key: &str) -> WorkloadCounters {
+                let l = WorkloadLabel { workload: key.to_owned() };
+                WorkloadCounters {
+                    $($name: self.$name.get_or_create(&l).clone(),)*
+                    active: self.active.get_or_create(&l).clone(),
+                }
+            }
+        }
+
+        impl WorkloadCounters {
+            pub fn json(&self) -> Value {
+                let mut m = Map::new();
+                $(m.insert(stringify!($name).into(), self.$name.get().into());)*
+                m.insert("active".into(), self.active.get().into());
+                Value::Object(m)
+            }
+        }
+    };
+}
+
+workload_counters! {
+    outbound_captured: "Connections the workload's applications made, captured",
+    outbound_connected: "Captured connections sent on (any way)",
+    outbound_failed: "Captured connections that could not be sent on",
+    outbound_no_orig_dst: "Captured connections without a recorded original destination",
+    outbound_hbone: "Connections sent on over HBONE",
+    outbound_plaintext: "Connections sent on in plaintext",
+    outbound_same_node: "Connections to a pod of this node, delivered without a network hop",
+    outbound_waypoint: "Captured connections served by the L7 waypoint",
+    inbound_captured: "Connections to the workload, captured",
+    inbound_delivered: "Connections delivered to the workload's application",
+    inbound_failed: "Connections the application did not accept",
+    inbound_denied: "Connections refused by AuthorizationPolicy",
+    inbound_refused_plaintext: "Plaintext connections refused by STRICT mTLS",
+    hbone_refused_tls: "HBONE connections refused at TLS",
+    bytes_sent: "Bytes from the workload's side",
+    bytes_received: "Bytes to the workload's side",
+}
+
+/// What the config source did.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Serialize for Counter {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.get())
-    }
-}
-
-/// Per workload: what its captured connections did.
-#[derive(Debug, Default, Serialize)]
-pub struct WorkloadCounters {
-    pub outbound_captured: Counter,
-    pub outbound_connected: Counter,
-    pub outbound_failed: Counter,
-    pub outbound_no_orig_dst: Counter,
-    pub inbound_captured: Counter,
-    pub inbound_delivered: Counter,
-    pub inbound_failed: Counter,
-    pub inbound_denied: Counter,
-    pub inbound_refused_plaintext: Counter,
-    pub hbone_refused_tls: Counter,
-    pub outbound_hbone: Counter,
-    /// Captured connections served by the L7 waypoint.
-    pub outbound_waypoint: Counter,
-    pub outbound_plaintext: Counter,
-    /// Connections to a pod of this node, delivered without a network hop.
-    pub outbound_same_node: Counter,
-    pub bytes_sent: Counter,
-    pub bytes_received: Counter,
-    pub active: ActiveGauge,
-}
-
-#[derive(Debug, Default)]
-pub struct ActiveGauge(AtomicU64);
-impl ActiveGauge {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-impl Serialize for ActiveGauge {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0.load(Ordering::Relaxed))
-    }
-}
-
-#[derive(Debug, Default, Serialize)]
 pub struct ConfigCounters {
     pub generation: Counter,
     pub reloads: Counter,
     pub errors: Counter,
     /// When the config in force was applied (Unix ms).
-    pub applied_unix_ms: Counter,
-    #[serde(skip)]
-    pub last_error: Mutex<Option<String>>,
+    pub applied_unix_ms: Gauge,
+    last_error: Mutex<Option<String>>,
 }
 
 impl ConfigCounters {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "config_generation",
+            "Configs applied",
+            self.generation.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config versions received",
+            self.reloads.clone(),
+        );
+        r.register(
+            "config_errors",
+            "Config versions refused",
+            self.errors.clone(),
+        );
+        r.register(
+            "config_applied_unix_ms",
+            "When the config in force was applied",
+            self.applied_unix_ms.clone(),
+        );
+    }
+
     /// A config was put in force now.
     pub fn applied(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        self.applied_unix_ms.0.store(now, Ordering::Relaxed);
+        self.applied_unix_ms.set(now);
         self.generation.inc();
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "generation": self.generation.get(),
+            "reloads": self.reloads.get(),
+            "errors": self.errors.get(),
+            "applied_unix_ms": self.applied_unix_ms.get(),
+            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+        })
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub config: ConfigCounters,
-    workloads: Mutex<BTreeMap<String, Arc<WorkloadCounters>>>,
+    families: WorkloadFamilies,
+    workloads: Mutex<BTreeMap<String, WorkloadCounters>>,
 }
 
 impl Metrics {
+    /// The agent's counters, registered in `r`.
+    pub fn new(r: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        m.families.register(r);
+        m.config.register(r);
+        m
+    }
+
     /// Counters of a workload, kept across unenrol/enrol so totals never go back.
     pub fn workload(&self, key: &str) -> Arc<WorkloadCounters> {
         let mut w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
-        w.entry(key.to_owned()).or_default().clone()
+        let c = w
+            .entry(key.to_owned())
+            .or_insert_with(|| self.families.counters(key));
+        Arc::new(c.clone())
     }
-    pub fn workloads_json(&self) -> serde_json::Value {
+
+    pub fn workloads_json(&self) -> Value {
         let w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
-        serde_json::to_value(&*w).unwrap_or_default()
+        Value::Object(w.iter().map(|(k, c)| (k.clone(), c.json())).collect())
     }
-    pub fn last_config_error(&self) -> Option<String> {
-        self.config
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
+
     pub fn set_config_error(&self, e: Option<String>) {
         *self
             .config
             .last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_counters_are_prometheus_series_and_json() {
+        let mut r = Registry::with_prefix("ferrymesh");
+        let m = Metrics::new(&mut r);
+        let c = m.workload("shop/client");
+        c.outbound_captured.inc();
+        m.workload("shop/client").outbound_captured.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
+        assert!(
+            text.contains("ferrymesh_workload_outbound_captured_total{workload=\"shop/client\"} 2"),
+            "{text}"
+        );
+        assert_eq!(m.workloads_json()["shop/client"]["outbound_captured"], 2);
     }
 }

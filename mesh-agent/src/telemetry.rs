@@ -151,6 +151,11 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// To register more metrics (the agent's own counters) before serving.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

@@ -23,7 +23,7 @@ use crate::ca_service::authenticate_node;
 pub use crate::source::Current;
 
 /// What each node last acknowledged (for status and logs).
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     pub connected: bool,
     pub sent_version: u64,

@@ -3,5 +3,6 @@
 //! backoff (`backoff`). Builds without eBPF.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backoff;
 pub mod watch;

@@ -232,15 +232,19 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let (certs, roots) = cert_manager(&args.node, &args.identity)?;
     let listeners = bind_admin(&args).await?;
     let (kernel, orig_dst) = attach(&args)?;
-    let metrics = Arc::new(Metrics::default());
+    let mut telemetry = Telemetry::default();
+    let metrics = Arc::new(Metrics::new(telemetry.registry()));
+    let pool = Pool::new(Duration::from_secs(60));
+    pool.counters.register(telemetry.registry());
+    certs.counters.register(telemetry.registry());
     let dp = DataPath::new(Inputs {
         orig_dst: Some(orig_dst),
         state: state.clone(),
         trust_domain: args.identity.trust_domain.clone(),
         certs: Arc::new(certs),
         roots,
-        pool: Pool::new(Duration::from_secs(60)),
-        telemetry: Telemetry::default(),
+        pool,
+        telemetry,
         tunnel: args.tunnel,
     });
     spawn_pool_expiry(&dp);

@@ -103,10 +103,29 @@ struct Slot {
     task: JoinHandle<()>,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default)]
 pub struct CertCounters {
     pub issued: Counter,
     pub failures: Counter,
+}
+
+impl CertCounters {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "certificates_issued",
+            "Workload certificates received from the CA",
+            self.issued.clone(),
+        );
+        r.register(
+            "certificate_failures",
+            "Certificate requests that failed",
+            self.failures.clone(),
+        );
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"issued": self.issued.get(), "failures": self.failures.get()})
+    }
 }
 
 pub struct CertManager {

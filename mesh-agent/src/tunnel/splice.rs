@@ -47,8 +47,8 @@ async fn either_readable<A: WaitReadable, B: WaitReadable>(a: &mut A, b: &mut B)
 fn account(r: io::Result<(u64, u64)>, counters: &WorkloadCounters) -> Option<(u64, u64)> {
     match r {
         Ok((sent, received)) => {
-            counters.bytes_sent.add(sent);
-            counters.bytes_received.add(received);
+            counters.bytes_sent.inc_by(sent);
+            counters.bytes_received.inc_by(received);
             Some((sent, received))
         }
         Err(e) => {

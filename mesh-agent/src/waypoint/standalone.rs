@@ -9,7 +9,6 @@
 //!   selects the gateway's workload (JWT, authorization) and route rate limits apply
 //!   at the edge.
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
     sync::{
@@ -22,9 +21,7 @@ use std::{
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_infra::admin::Reply;
 use tokio::{
     net::TcpListener,
     signal::unix::{signal, SignalKind},
@@ -245,38 +242,22 @@ async fn edge(
     }
 }
 
+/// Metrics, readiness and the config generation, on the shared admin server.
 async fn admin(
     listener: TcpListener,
     dp: DataPath,
     ready: Arc<AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
+    generation: Arc<AtomicU64>,
 ) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let (dp, ready, generation) = (dp.clone(), ready.clone(), generation.clone());
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (status, body) = match req.uri().path() {
-                    "/metrics" => (StatusCode::OK, dp.inputs.telemetry.encode()),
-                    "/healthz/ready" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
-                    "/healthz/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
-                    "/stats" => (
-                        StatusCode::OK,
-                        serde_json::json!({"config": {"generation": generation.load(Ordering::Relaxed)}}).to_string(),
-                    ),
-                    _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
-                };
-                let mut r = Response::new(Full::new(Bytes::from(body)));
-                *r.status_mut() = status;
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
+    let handler = move |path: &str| match path {
+        "/metrics" => Reply::metrics(dp.inputs.telemetry.encode()),
+        "/healthz/ready" => Reply::ready(ready.load(Ordering::Relaxed)),
+        "/stats" => Reply::json(
+            &serde_json::json!({"config": {"generation": generation.load(Ordering::Relaxed)}}),
+        ),
+        _ => Reply::not_found("try /metrics, /stats or /healthz/ready"),
+    };
+    mesh_infra::admin::serve(listener, Arc::new(handler)).await
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -400,7 +381,11 @@ async fn serve(args: Args) -> Result<(), Error> {
     certs.acquire(&identity);
     let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net"))
         .map_err(|e| Error::Identity(e.to_string()))?;
-    let metrics = Metrics::default();
+    let mut telemetry = Telemetry::default();
+    let metrics = Metrics::new(telemetry.registry());
+    let pool = Pool::new(Duration::from_secs(60));
+    pool.counters.register(telemetry.registry());
+    certs.counters.register(telemetry.registry());
     let pod = Arc::new(Pod {
         key: w.key(),
         netns,
@@ -414,8 +399,8 @@ async fn serve(args: Args) -> Result<(), Error> {
         trust_domain: args.identity.trust_domain.clone(),
         certs: certs.clone(),
         roots,
-        pool: Pool::new(Duration::from_secs(60)),
-        telemetry: Telemetry::default(),
+        pool,
+        telemetry,
         tunnel: Tunnel::Hbone,
     });
     let ready = Arc::new(AtomicBool::new(false));

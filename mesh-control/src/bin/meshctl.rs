@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use mesh_control::admin::api;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -65,7 +66,8 @@ enum NsAction {
     Disable { namespace: String },
 }
 
-async fn get(control: &str, path: &str) -> Result<(u16, Value), String> {
+/// GETs `path` from the admin API and decodes its typed answer (or its error).
+async fn get<T: serde::de::DeserializeOwned>(control: &str, path: &str) -> Result<T, String> {
     let tcp = tokio::net::TcpStream::connect(control)
         .await
         .map_err(|e| format!("cannot reach the control plane admin API at {control}: {e}; is mesh-control running, and --control right?"))?;
@@ -78,24 +80,39 @@ async fn get(control: &str, path: &str) -> Result<(u16, Value), String> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
+    let ok = resp.status().is_success();
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    let v = serde_json::from_slice(&body)
-        .map_err(|e| format!("the admin API answered non-JSON: {e}"))?;
-    Ok((status, v))
+    if !ok {
+        let e: api::ApiError = serde_json::from_slice(&body)
+            .map_err(|e| format!("the admin API answered an error that is not JSON: {e}"))?;
+        return Err(e.error);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the admin API answered what this meshctl does not understand: {e}; are meshctl and mesh-control the same version?"))
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+fn dash(s: Option<&str>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
     }
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(v).map_err(|e| e.to_string())
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -146,18 +163,88 @@ async fn ns(namespace: &str, enable: bool) -> Result<String, String> {
     })
 }
 
+async fn status(control: &str, as_json: bool) -> Result<String, String> {
+    let st: api::Status = get(control, "/v1/status").await?;
+    if as_json {
+        return json(&st);
+    }
+    let rows: Vec<Vec<String>> = st
+        .nodes
+        .iter()
+        .map(|(n, s)| {
+            vec![
+                n.clone(),
+                yes(s.connected),
+                s.sent_version.to_string(),
+                s.acked_version.to_string(),
+                dash(s.last_error.as_deref()),
+            ]
+        })
+        .collect();
+    let header = ["NODE", "CONNECTED", "SENT", "ACKED", "LAST ERROR"];
+    Ok(format!(
+        "config version {}\n{}",
+        st.version,
+        table(&header, &rows)
+    ))
+}
+
+async fn config_dump(control: &str, node: &str, as_json: bool) -> Result<String, String> {
+    let c: api::NodeConfig = get(control, &format!("/v1/config/{node}")).await?;
+    if as_json {
+        return json(&c);
+    }
+    let mut out = format!("# config version {} for node {node}\n", c.version);
+    for o in &c.objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&o.object).unwrap_or_default());
+    }
+    Ok(out)
+}
+
+async fn check(control: &str, pod: &str, as_json: bool) -> Result<String, String> {
+    let (ns, name) = pod
+        .split_once('/')
+        .ok_or_else(|| format!("{pod:?}: give namespace/pod"))?;
+    let c: api::Check = get(control, &format!("/v1/check/{ns}/{name}")).await?;
+    if as_json {
+        return json(&c);
+    }
+    let policies: Vec<String> = c
+        .authorization_policies
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({}{})",
+                p.name,
+                p.action,
+                if p.l7 { ", L7" } else { "" }
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
+    let rows = [
+        ("pod", c.pod.clone()),
+        ("node", c.node.clone()),
+        ("captured", format!("{} ({})", yes(c.captured), c.reason)),
+        ("identity", c.identity.clone()),
+        ("addresses", list(&addresses)),
+        ("services", list(&c.services)),
+        ("routes", list(&c.routes)),
+        ("policies", list(&policies)),
+        ("L7 (waypoint)", yes(c.l7)),
+    ]
+    .map(|(k, v)| vec![k.to_owned(), v]);
+    Ok(table(&["", ""], &rows)
+        .lines()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 async fn run(cli: Cli) -> Result<String, String> {
-    let json = cli.output == Output::Json;
-    let fetch = |path: String| {
-        let control = cli.control.clone();
-        async move {
-            let (status, v) = get(&control, &path).await?;
-            if status != 200 {
-                return Err(s(&v["error"]));
-            }
-            Ok(v)
-        }
-    };
+    let as_json = cli.output == Output::Json;
+    let control = cli.control.as_str();
     match cli.command {
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -168,114 +255,9 @@ async fn run(cli: Cli) -> Result<String, String> {
             NsAction::Enable { namespace } => ns(&namespace, true).await,
             NsAction::Disable { namespace } => ns(&namespace, false).await,
         },
-        Command::Status => {
-            let v = fetch("/v1/status".into()).await?;
-            if json {
-                return Ok(format!("{v:#}"));
-            }
-            let rows: Vec<Vec<String>> = v["nodes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(n, st)| {
-                    vec![
-                        n.clone(),
-                        if st["connected"] == true {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                        s(&st["sent_version"]),
-                        s(&st["acked_version"]),
-                        s(&st["last_error"]),
-                    ]
-                })
-                .collect();
-            Ok(format!(
-                "config version {}\n{}",
-                s(&v["version"]),
-                table(&["NODE", "CONNECTED", "SENT", "ACKED", "LAST ERROR"], &rows)
-            ))
-        }
-        Command::ConfigDump { node } => {
-            let v = fetch(format!("/v1/config/{node}")).await?;
-            if json {
-                return Ok(format!("{v:#}"));
-            }
-            let mut out = format!("# config version {} for node {node}\n", s(&v["version"]));
-            for o in v["objects"].as_array().into_iter().flatten() {
-                out.push_str("---\n");
-                out.push_str(&serde_yaml::to_string(&o["object"]).unwrap_or_default());
-            }
-            Ok(out)
-        }
-        Command::Check { pod } => {
-            let (ns, name) = pod
-                .split_once('/')
-                .ok_or_else(|| format!("{pod:?}: give namespace/pod"))?;
-            let v = fetch(format!("/v1/check/{ns}/{name}")).await?;
-            if json {
-                return Ok(format!("{v:#}"));
-            }
-            let list = |x: &Value| {
-                let items: Vec<String> = x.as_array().into_iter().flatten().map(s).collect();
-                if items.is_empty() {
-                    "-".to_owned()
-                } else {
-                    items.join(", ")
-                }
-            };
-            let policies: Vec<String> = v["authorization_policies"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    format!(
-                        "{} ({}{})",
-                        s(&p["name"]),
-                        s(&p["action"]),
-                        if p["l7"] == true { ", L7" } else { "" }
-                    )
-                })
-                .collect();
-            let rows = vec![
-                vec!["pod".into(), s(&v["pod"])],
-                vec!["node".into(), s(&v["node"])],
-                vec![
-                    "captured".into(),
-                    format!(
-                        "{} ({})",
-                        if v["captured"] == true { "yes" } else { "no" },
-                        s(&v["reason"])
-                    ),
-                ],
-                vec!["identity".into(), s(&v["identity"])],
-                vec!["addresses".into(), list(&v["addresses"])],
-                vec!["services".into(), list(&v["services"])],
-                vec!["routes".into(), list(&v["routes"])],
-                vec![
-                    "policies".into(),
-                    if policies.is_empty() {
-                        "-".into()
-                    } else {
-                        policies.join(", ")
-                    },
-                ],
-                vec![
-                    "L7 (waypoint)".into(),
-                    if v["l7"] == true {
-                        "yes".into()
-                    } else {
-                        "no".into()
-                    },
-                ],
-            ];
-            Ok(table(&["", ""], &rows)
-                .lines()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
+        Command::Status => status(control, as_json).await,
+        Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
+        Command::Check { pod } => check(control, &pod, as_json).await,
     }
 }
 

@@ -20,7 +20,10 @@ use super::{
     io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
     STREAM_WINDOW,
 };
-use crate::{metrics::Counter, tls};
+use crate::{
+    metrics::{Counter, Gauge},
+    tls,
+};
 use mesh_model::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +76,48 @@ impl Drop for StreamGuard {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default)]
 pub struct PoolCounters {
     pub connections_opened: Counter,
     /// Connections open now.
-    pub connections_open: Arc<AtomicUsize>,
+    pub connections_open: Gauge,
     pub streams_opened: Counter,
     pub refused: Counter,
+}
+
+impl PoolCounters {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        let c = self;
+        r.register(
+            "hbone_connections_opened",
+            "HBONE client connections opened",
+            c.connections_opened.clone(),
+        );
+        r.register(
+            "hbone_connections_open",
+            "HBONE client connections open now",
+            c.connections_open.clone(),
+        );
+        r.register(
+            "hbone_streams_opened",
+            "HBONE CONNECT streams opened",
+            c.streams_opened.clone(),
+        );
+        r.register(
+            "hbone_streams_refused",
+            "HBONE CONNECT streams the peer refused",
+            c.refused.clone(),
+        );
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections_opened": self.connections_opened.get(),
+            "connections_open": self.connections_open.get(),
+            "streams_opened": self.streams_opened.get(),
+            "refused": self.refused.get(),
+        })
+    }
 }
 
 pub struct Pool {
@@ -195,13 +233,13 @@ impl Pool {
         let done = closed.clone();
         let peer = key.destination.clone();
         let open = self.counters.connections_open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
+        open.inc();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "HBONE connection ended: {e}");
             }
             done.store(true, Ordering::Relaxed);
-            open.fetch_sub(1, Ordering::Relaxed);
+            open.dec();
         });
         self.counters.connections_opened.inc();
         tracing::debug!(source = %key.source, destination = %key.destination, %hbone, "HBONE connection opened");
