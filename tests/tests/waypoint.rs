@@ -504,6 +504,56 @@ spec:
   outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 60s, maxEjectionPercent: 50}
 "#;
 
+/// The same-node counters a connection moves, on node a.
+fn same_node_counters(lab: &Lab) -> [u64; 5] {
+    let c = |w: &str, n: &str| lab.counter("a", w, n).expect("stats");
+    [
+        c("shop/web-v2", "inbound_captured"),
+        c("shop/web-v2", "inbound_delivered"),
+        c("shop/web-v2", "inbound_denied"),
+        c("shop/client", "outbound_same_node"),
+        c("shop/client", "outbound_failed"),
+    ]
+}
+
+fn delta(before: [u64; 5], after: [u64; 5]) -> [u64; 5] {
+    std::array::from_fn(|i| after[i] - before[i])
+}
+
+#[test]
+fn same_node_counters_agree_between_l4_and_l7() {
+    // One executor delivers same-node connections for the L4 path and for the
+    // waypoint's upstream: one connection moves the same counters either way.
+    let mut l = l7_lab(&[]);
+    l.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules: [{backendRefs: [{name: web-v2, port: 80}]}]\n",
+    );
+    let direct = format!("http://{}/", l.lab.pod("web-v2").addr4(8080));
+    let before = same_node_counters(&l.lab);
+    let (code, v) = l.echo("client", &[&direct]);
+    let server = |v: &Value| v["server"].as_str().unwrap_or("?").to_owned();
+    assert_eq!(
+        (code, server(&v).as_str()),
+        (200, "v2"),
+        "L4 to the pod: {v}"
+    );
+    let l4 = delta(before, same_node_counters(&l.lab));
+    let before = same_node_counters(&l.lab);
+    let (code, v) = l.echo("client", &[&url("/")]);
+    assert_eq!(
+        (code, server(&v).as_str()),
+        (200, "v2"),
+        "L7 through the waypoint: {v}"
+    );
+    let l7 = delta(before, same_node_counters(&l.lab));
+    assert_eq!(
+        l4,
+        [1, 1, 0, 1, 0],
+        "L4: captured, delivered, denied, same-node, failed"
+    );
+    assert_eq!(l7, l4, "L7 counts the same-node delivery as L4 does");
+}
+
 #[test]
 fn retries_timeouts_breakers_limits_and_faults() {
     let mut l = l7_lab(&[]);
