@@ -246,7 +246,7 @@ impl Enroller {
             key: key.clone(),
             source,
         };
-        let resolver = Arc::new(tls::PodCertResolver {
+        let resolver = Arc::new(crate::identity::manager::PodCertResolver {
             manager: self.dp.inputs.certs.clone(),
             identity: pod.identity.clone(),
         });

@@ -14,7 +14,6 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::identity::manager::CertManager;
 use mesh_model::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,28 +80,6 @@ pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, Error> {
         return Err(Error::Roots("no certificate in the trust bundle".into()));
     }
     Ok(Arc::new(roots))
-}
-
-/// Serves the current certificate of one pod's identity (renewals apply to new
-/// handshakes at once).
-#[derive(Debug)]
-pub struct PodCertResolver {
-    pub manager: Arc<CertManager>,
-    pub identity: Identity,
-}
-
-impl std::fmt::Debug for CertManager {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CertManager")
-    }
-}
-
-impl ResolvesServerCert for PodCertResolver {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.manager
-            .current(&self.identity)
-            .map(|c| c.certified.clone())
-    }
 }
 
 /// HBONE server side: TLS 1.3, client certificate required and chained to the roots.
@@ -206,3 +183,6 @@ impl ServerCertVerifier for SpiffeVerifier {
         algorithms().supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests;

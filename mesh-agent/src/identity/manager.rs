@@ -260,3 +260,28 @@ async fn refresh(
         }
     }
 }
+
+/// Serves the current certificate of one pod's identity (renewals apply to new
+/// handshakes at once).
+#[derive(Debug)]
+pub struct PodCertResolver {
+    pub manager: Arc<CertManager>,
+    pub identity: Identity,
+}
+
+impl std::fmt::Debug for CertManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertManager")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for PodCertResolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.manager
+            .current(&self.identity)
+            .map(|c| c.certified.clone())
+    }
+}

@@ -295,7 +295,7 @@ fn edge_acceptor(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, Error
 async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error> {
     let edge_tls = edge_acceptor(args)?;
     if args.hbone {
-        let resolver = Arc::new(tls::PodCertResolver {
+        let resolver = Arc::new(crate::identity::manager::PodCertResolver {
             manager: dp.inputs.certs.clone(),
             identity: pod.identity.clone(),
         });

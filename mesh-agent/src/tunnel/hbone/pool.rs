@@ -123,6 +123,10 @@ impl PoolCounters {
 pub struct Pool {
     keys: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Vec<Conn>>>>>,
     idle: Duration,
+    /// CONNECT streams one connection carries at most.
+    max_streams: usize,
+    /// The peers' HBONE port (15008; another only in tests).
+    port: u16,
     pub counters: PoolCounters,
 }
 
@@ -138,8 +142,22 @@ impl Pool {
         Pool {
             keys: Mutex::default(),
             idle,
+            max_streams: MAX_STREAMS_PER_CONNECTION,
+            port: mesh_common::ports::HBONE,
             counters: PoolCounters::default(),
         }
+    }
+
+    /// At most `n` streams per connection (tests).
+    pub fn with_max_streams(mut self, n: usize) -> Pool {
+        self.max_streams = n.max(1);
+        self
+    }
+
+    /// Peers listen on `port` (tests).
+    pub fn with_port(mut self, port: u16) -> Pool {
+        self.port = port;
+        self
     }
 
     /// Opens a CONNECT stream to `target` through a pooled connection for `key`.
@@ -150,7 +168,7 @@ impl Pool {
         client: SocketAddr,
         dial: Dial<'_>,
     ) -> Result<(H2Io, StreamGuard), Error> {
-        let hbone = SocketAddr::new(key.address, mesh_common::ports::HBONE);
+        let hbone = SocketAddr::new(key.address, self.port);
         let slot = {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             keys.entry(key.clone()).or_default().clone()
@@ -160,7 +178,7 @@ impl Pool {
             conns.retain(|c| !c.closed.load(Ordering::Relaxed));
             let found = conns
                 .iter_mut()
-                .find(|c| c.streams.load(Ordering::Relaxed) < MAX_STREAMS_PER_CONNECTION);
+                .find(|c| c.streams.load(Ordering::Relaxed) < self.max_streams);
             let conn = match found {
                 Some(c) => c,
                 None => {
@@ -268,3 +286,6 @@ impl Pool {
         keys.retain(|_, slot| slot.try_lock().map(|c| !c.is_empty()).unwrap_or(true));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The HBONE client pool against a real HBONE peer on 127.0.0.1 (TLS 1.3 with
+//! client certificates, HTTP/2 CONNECT): connections are reused per key, a full
+//! connection makes a new one, idle ones expire.
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use mesh_model::{ca::Ca, identity::Identity};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::{identity::manager::WorkloadCert, inpod::Netns, tls};
+
+struct Peer {
+    port: u16,
+    client: Arc<rustls::sign::CertifiedKey>,
+    roots: Arc<rustls::RootCertStore>,
+    server_id: Identity,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn cert(ca: &Ca, id: &Identity) -> Arc<rustls::sign::CertifiedKey> {
+    let now = std::time::SystemTime::now();
+    let (chain, key) = ca
+        .issue(
+            id,
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        )
+        .expect("issue");
+    WorkloadCert::from_pem(id, &[chain], &key)
+        .expect("cert")
+        .certified
+}
+
+/// Answers every CONNECT with 200 and holds the stream open.
+async fn serve(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+    while let Ok((tcp, _)) = l.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut h2) = h2::server::handshake(tls).await else {
+                return;
+            };
+            // The streams stay open as long as the connection.
+            let mut open = Vec::new();
+            while let Some(Ok((req, mut respond))) = h2.accept().await {
+                let send: Result<h2::SendStream<Bytes>, _> =
+                    respond.send_response(http::Response::new(()), false);
+                open.push((req, send));
+            }
+        });
+    }
+}
+
+async fn peer(name: &str) -> Peer {
+    let dir = std::env::temp_dir().join(format!("fm-pool-{name}-{}", std::process::id()));
+    let ca = Ca::load_or_create(&dir, "cluster.local").expect("ca");
+    let roots = tls::roots_from_pem(ca.root_pem()).expect("roots");
+    let server_id: Identity = "spiffe://cluster.local/ns/shop/sa/server"
+        .parse()
+        .expect("id");
+    let client_id: Identity = "spiffe://cluster.local/ns/shop/sa/client"
+        .parse()
+        .expect("id");
+    let cfg =
+        tls::server_config(Arc::new(Fixed(cert(&ca, &server_id))), roots.clone()).expect("tls");
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(serve(l, tokio_rustls::TlsAcceptor::from(cfg)));
+    Peer {
+        port,
+        client: cert(&ca, &client_id),
+        roots,
+        server_id,
+        _dir: TempDir(dir),
+    }
+}
+
+fn key(p: &Peer) -> Key {
+    Key {
+        source: "spiffe://cluster.local/ns/shop/sa/client"
+            .parse()
+            .expect("id"),
+        destination: p.server_id.clone(),
+        address: "127.0.0.1".parse().expect("ip"),
+    }
+}
+
+async fn open(pool: &Pool, p: &Peer, netns: &Netns) -> (H2Io, StreamGuard) {
+    let dial = Dial {
+        netns,
+        source_cert: p.client.clone(),
+        roots: p.roots.clone(),
+    };
+    let target: SocketAddr = "198.19.2.10:8080".parse().expect("addr");
+    let client: SocketAddr = "198.19.1.10:40000".parse().expect("addr");
+    pool.connect(&key(p), target, client, dial)
+        .await
+        .expect("stream")
+}
+
+fn netns() -> Netns {
+    crate::inpod::init_home().expect("home netns");
+    Netns::open(std::path::Path::new("/proc/self/ns/net")).expect("own netns")
+}
+
+#[tokio::test]
+async fn streams_share_a_connection_until_it_is_full() {
+    let p = peer("reuse").await;
+    let pool = Pool::new(Duration::from_secs(60))
+        .with_port(p.port)
+        .with_max_streams(2);
+    let netns = netns();
+    let a = open(&pool, &p, &netns).await;
+    let b = open(&pool, &p, &netns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        1,
+        "the second stream reuses the connection"
+    );
+    let c = open(&pool, &p, &netns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        2,
+        "a full connection makes a new one"
+    );
+    drop((a, b));
+    let _d = open(&pool, &p, &netns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        2,
+        "freed places are used again"
+    );
+    assert_eq!(pool.counters.streams_opened.get(), 4);
+    drop(c);
+}
+
+#[tokio::test]
+async fn idle_connections_expire_busy_ones_stay() {
+    let p = peer("expiry").await;
+    let pool = Pool::new(Duration::ZERO).with_port(p.port);
+    let netns = netns();
+    let busy = open(&pool, &p, &netns).await;
+    pool.expire_idle().await;
+    let _second = open(&pool, &p, &netns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        1,
+        "a connection with a stream stays"
+    );
+    drop((busy, _second));
+    pool.expire_idle().await;
+    let _third = open(&pool, &p, &netns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        2,
+        "an idle connection expired"
+    );
+}
