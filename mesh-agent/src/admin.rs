@@ -44,7 +44,7 @@ impl Admin {
             .collect();
         json!({
             "ready": self.ready.load(Ordering::Relaxed),
-            "heap": crate::app::heap(),
+            "heap": crate::app::memory::heap(),
             "config": self.metrics.config.json(),
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
             "enrolled_netns": enrolled_netns,

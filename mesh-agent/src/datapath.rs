@@ -1,9 +1,9 @@
 //! What the data path reads, split by who writes it:
 //! - `Inputs`: set up once (certificates and the HBONE pool change inside, the state
 //!   is swapped by the config source) and only read by connections;
-//! - `LocalPods`: the enrolled pods (the enroller writes);
-//! - `waypoint::Runtime`: L7 state that outlives config changes (backends, buckets,
-//!   upstream connections), used only by the L7 path.
+//! - `LocalPods`: the enrolled pods (the enroller writes).
+//!
+//! The L7 path has state of its own (`waypoint::Runtime`), held apart from these.
 use std::sync::Arc;
 
 use mesh_model::{
@@ -13,17 +13,10 @@ use mesh_model::{
 
 use crate::{
     ebpf::OrigDst, identity::manager::CertManager, local::LocalPods, telemetry::Telemetry,
-    tunnel::hbone::pool::Pool, waypoint,
+    tunnel::hbone::pool::Pool,
 };
 
-/// How meshed destinations on other nodes are reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tunnel {
-    /// HBONE: mutual TLS.
-    Hbone,
-    /// Plaintext, for measurements and debugging only.
-    Plaintext,
-}
+pub use crate::plan::Tunnel;
 
 /// The read-only inputs of every connection.
 pub struct Inputs {
@@ -49,7 +42,6 @@ impl Inputs {
 pub struct DataPath {
     pub inputs: Arc<Inputs>,
     pub pods: Arc<LocalPods>,
-    pub l7: Arc<waypoint::Runtime>,
 }
 
 impl DataPath {
@@ -57,7 +49,6 @@ impl DataPath {
         DataPath {
             inputs: Arc::new(inputs),
             pods: Arc::default(),
-            l7: Arc::default(),
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct Enroller {
     node: String,
     kernel: KernelHandle,
     dp: DataPath,
+    /// The waypoint's state, for connections handed to it.
+    l7: Arc<crate::waypoint::Runtime>,
     metrics: Arc<Metrics>,
     active: BTreeMap<String, Enrolled>,
     /// Where to find pods' namespaces when the config does not say (cluster mode).
@@ -110,6 +112,7 @@ impl Enroller {
             node,
             kernel,
             dp,
+            l7: Arc::default(),
             metrics,
             active: BTreeMap::new(),
             places: Default::default(),
@@ -265,6 +268,7 @@ impl Enroller {
                 out,
                 pod.clone(),
                 self.dp.clone(),
+                self.l7.clone(),
             )));
         }
         let hb = tokio_listener(l.hbone)?;

@@ -10,7 +10,14 @@ use mesh_model::{
     state::{ServiceInfo, State, WorkloadInfo},
 };
 
-use crate::datapath::Tunnel;
+/// How meshed destinations on other nodes are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    /// HBONE: mutual TLS.
+    Hbone,
+    /// Plaintext, for measurements and debugging only.
+    Plaintext,
+}
 
 /// What the waypoint serves a connection as.
 #[derive(Debug, Clone)]

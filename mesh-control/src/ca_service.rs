@@ -37,7 +37,7 @@ pub enum Error {
 use mesh_model::ca::CA_SERVER_NAME;
 
 /// Which workloads run where: the control plane's current objects.
-pub struct Inventory(pub crate::distribution::Current);
+pub struct Inventory(pub crate::source::Current);
 
 impl Inventory {
     fn has_workload(&self, node: &str, id: &Identity) -> bool {
@@ -55,42 +55,6 @@ pub struct CaService {
     token_dir: PathBuf,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Checks a node's bootstrap token (metadata `authorization: Bearer <token>`) against
-/// `<token_dir>/<node>`.
-pub fn authenticate_node(
-    token_dir: &Path,
-    node: &str,
-    metadata: &tonic::metadata::MetadataMap,
-) -> Result<(), Status> {
-    {
-        if node.is_empty() || node.contains('/') || node.starts_with('.') {
-            return Err(Status::invalid_argument(
-                "node name is empty or not a plain name",
-            ));
-        }
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("missing bootstrap token (authorization: Bearer <token>)")
-            })?;
-        let expected = std::fs::read_to_string(token_dir.join(node)).map_err(|_| {
-            Status::unauthenticated(format!("no bootstrap token is registered for node {node}"))
-        })?;
-        if !constant_time_eq(expected.trim().as_bytes(), presented.trim().as_bytes()) {
-            return Err(Status::unauthenticated(format!(
-                "wrong bootstrap token for node {node}"
-            )));
-        }
-        Ok(())
-    }
-}
-
 impl CaService {
     pub fn new(ca: Arc<Ca>, inventory: Inventory, token_dir: &Path) -> CaService {
         CaService {
@@ -105,7 +69,7 @@ impl CaService {
         node: &str,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<(), Status> {
-        authenticate_node(&self.token_dir, node, metadata)
+        crate::node_auth::authenticate_node(&self.token_dir, node, metadata)
     }
 }
 

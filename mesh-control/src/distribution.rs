@@ -18,7 +18,7 @@ use mesh_model::{
     scope,
 };
 
-use crate::ca_service::authenticate_node;
+use crate::node_auth::authenticate_node;
 
 pub use crate::source::Current;
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod ca_service;
 pub mod distribution;
+pub mod node_auth;
 pub mod serve;
 pub mod source;
 pub mod translate;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
-use crate::{bootstrap, bootstrap::step, build};
+use crate::{bootstrap, build, sh::step};
 
 /// Bytes per throughput run; FERRYMESH_BENCH_QUICK=1 makes every run smaller.
 fn stream_bytes() -> u64 {

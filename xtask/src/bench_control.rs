@@ -14,7 +14,7 @@ use anyhow::Result;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
-use crate::bootstrap::step;
+use crate::sh::step;
 
 const NODES: [&str; 2] = ["a", "b"];
 /// Rounds of "one Service changed".

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
-use crate::bootstrap::step;
+use crate::sh::step;
 
 const SERVICE: &str = r#"
 apiVersion: v1

@@ -6,6 +6,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::sh::{have, output, run, run_quietly, step};
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PACKAGE: &str = "libllvm22";
 const LLVM_FEATURE: &str = "llvm-22";
@@ -26,52 +28,6 @@ pub fn prerequisites() -> Vec<&'static str> {
     let mut all = vec!["rust-src", "bpf-linker", LLVM_PACKAGE];
     all.extend(PACKAGES.iter().map(|(p, _)| *p));
     all
-}
-
-pub fn step(msg: &str) {
-    println!("==> {msg}");
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
-}
-
-/// Runs a command whose progress is noise (apt-get): its output is shown only
-/// when it fails, with the command.
-fn run_quietly(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The machine requirements that cannot be installed: one sentence each.
@@ -173,7 +129,7 @@ fn ensure_bpf_linker() -> Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&lib, &link)?;
-    run(crate::build::cargo()
+    run(crate::sh::cargo()
         .args([
             "install",
             "bpf-linker",

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{bootstrap, build};
+use crate::{bootstrap, sh};
 
 /// The build-dependency that marks a package whose build script builds eBPF.
 const EBPF_BUILD_DEP: &str = "aya-build";
@@ -177,8 +177,8 @@ fn list_problems(readme: &str) -> Result<Vec<String>> {
 
 /// Runs both checks on this workspace.
 pub fn run() -> Result<()> {
-    bootstrap::step("checking that xtask, mesh-model, mesh-infra and mesh-control build without eBPF, and that README.md lists what the bootstrap installs");
-    let out = build::cargo()
+    sh::step("checking that xtask, mesh-model, mesh-infra and mesh-control build without eBPF, and that README.md lists what the bootstrap installs");
+    let out = sh::cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .output()
         .context("cannot run cargo metadata")?;
@@ -189,7 +189,7 @@ pub fn run() -> Result<()> {
         );
     }
     let metadata: Value = serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
-    let readme = std::fs::read_to_string(build::workspace_root().join("README.md"))
+    let readme = std::fs::read_to_string(sh::workspace_root().join("README.md"))
         .context("reading README.md")?;
     let mut problems = graph_problems(&metadata)?;
     problems.extend(list_problems(&readme)?);

@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use ferrymesh_tests::{eventually, App, Lab};
 
-use crate::{bootstrap, bootstrap::step, build, lab::demo_spec};
+use crate::{bootstrap, build, lab::demo_spec, sh::step};
 
 fn show_counters(lab: &Lab, node: &str, workload: &str) -> Result<()> {
     let s = lab.stats(node)?;

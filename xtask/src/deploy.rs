@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use mesh_model::model::{ApiKind, CUSTOM_KINDS};
 
-use crate::{bootstrap::step, build::workspace_root};
+use crate::sh::{step, workspace_root};
 
 const RELEASE_NAMESPACE: &str = "ferrymesh-system";
 

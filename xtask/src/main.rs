@@ -12,6 +12,7 @@ mod check;
 mod demo;
 mod deploy;
 mod lab;
+mod sh;
 mod test;
 
 #[derive(Parser)]

@@ -2,13 +2,13 @@
 use anyhow::Result;
 
 use crate::{
-    bootstrap::{self, run as sh, step},
-    build,
+    bootstrap, build,
+    sh::{self, run as sh_run, step},
 };
 
 pub fn run_tests(args: &[String]) -> Result<()> {
     step("running unit tests and lab integration tests (real eBPF, network namespaces)");
-    sh(build::cargo().args(["test", "--workspace"]).args(args))
+    sh_run(sh::cargo().args(["test", "--workspace"]).args(args))
 }
 
 pub fn run(lint: bool, args: &[String]) -> Result<()> {
@@ -17,9 +17,9 @@ pub fn run(lint: bool, args: &[String]) -> Result<()> {
     build::all(false)?;
     if lint {
         step("cargo fmt --check");
-        sh(build::cargo().args(["fmt", "--all", "--", "--check"]))?;
+        sh_run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
         step("cargo clippy -D warnings");
-        sh(build::cargo().args([
+        sh_run(sh::cargo().args([
             "clippy",
             "--quiet",
             "--workspace",

@@ -14,7 +14,7 @@ use tokio::{
 
 use mesh_model::state::{State, StateHandle};
 
-use super::{cert_manager, CaSource, ConfigSource, Error, RunArgs};
+use super::args::{cert_manager, CaSource, ConfigSource, Error, RunArgs};
 use crate::{
     admin,
     datapath::{DataPath, Inputs},
@@ -25,16 +25,6 @@ use crate::{
     telemetry::Telemetry,
     tunnel::hbone::pool::Pool,
 };
-
-/// Loading parses the kernel's BTF (several MiB) and frees it again, and each config
-/// version frees the one before; hand those pages back to the system so the agent's
-/// resident size reflects its steady state.
-pub(super) fn release_free_memory() {
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 fn read(p: &PathBuf) -> Result<String, Error> {
     std::fs::read_to_string(p)
@@ -89,7 +79,7 @@ fn attach(args: &RunArgs) -> Result<(KernelHandle, ebpf::OrigDst), Error> {
         tokio::spawn(ebpf::forward_logs(logger));
     }
     tracing::info!(cgroup = %args.cgroup.display(), "eBPF programs attached");
-    release_free_memory();
+    super::memory::release_free_memory();
     kernel.set_excluded_ports(&args.excluded_ports)?;
     Ok((Arc::new(Mutex::new(kernel)), orig_dst))
 }
@@ -175,7 +165,7 @@ impl Agent {
                 let generation = s.generation;
                 self.state.store(*s);
                 m.config.applied();
-                release_free_memory();
+                super::memory::release_free_memory();
                 m.set_config_error(None);
                 tracing::info!(generation, source_version = version, "config reloaded");
                 self.reconcile();

@@ -13,13 +13,19 @@ use crate::{
     plan::{self, Parent, Plan},
 };
 
-pub async fn serve(listener: TcpListener, pod: Arc<Pod>, dp: DataPath) {
+pub async fn serve(
+    listener: TcpListener,
+    pod: Arc<Pod>,
+    dp: DataPath,
+    l7: Arc<crate::waypoint::Runtime>,
+) {
     let mut backoff = mesh_infra::backoff::Backoff::accept();
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
                 backoff.reset();
-                tokio::spawn(handle(conn, peer, pod.clone(), dp.clone()));
+                let ctx = (pod.clone(), dp.clone(), l7.clone());
+                tokio::spawn(handle(conn, peer, ctx));
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "outbound accept failed: {e}");
@@ -44,7 +50,10 @@ pub fn plan_for(dp: &DataPath, original: SocketAddr) -> Result<Plan, plan::PlanE
     )
 }
 
-async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) {
+/// What a connection's handling needs: its pod, the data path, the L7 state.
+type Ctx = (Arc<Pod>, DataPath, Arc<crate::waypoint::Runtime>);
+
+async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
     let c = &pod.counters;
     c.outbound_captured.inc();
     let _ = conn.set_nodelay(true);
@@ -60,7 +69,9 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         return;
     };
     let route = match plan_for(&dp, original) {
-        Ok(Plan::Waypoint(parent)) => return waypoint(conn, peer, original, parent, pod, dp).await,
+        Ok(Plan::Waypoint(parent)) => {
+            return waypoint(conn, peer, original, parent, (pod, dp, l7)).await
+        }
         Ok(Plan::Connect(route)) => route,
         Err(e) => {
             c.outbound_failed.inc();
@@ -96,17 +107,17 @@ async fn waypoint(
     peer: SocketAddr,
     original: SocketAddr,
     parent: Parent,
-    pod: Arc<Pod>,
-    dp: DataPath,
+    (pod, dp, l7): Ctx,
 ) {
     let c = pod.counters.clone();
     c.outbound_waypoint.inc();
     c.active.inc();
     let key = pod.key.clone();
-    let wc = Arc::new(crate::waypoint::server::Conn {
+    let wc = Arc::new(crate::waypoint::conn::Conn {
         source: Some(pod.identity.clone()),
         pod,
         dp,
+        l7,
         parent,
         client: peer,
         original,

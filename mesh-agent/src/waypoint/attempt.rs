@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 
 use super::{
     backend::BackendStats,
+    conn::Conn,
     log::RequestLog,
     reply::{DownBody, LocalReply, ResponseFlag},
-    server::Conn,
+    runtime::Runtime,
     upstream::{self, BoxError, Clients, Side, UpBody},
 };
 use mesh_infra::backoff::Backoff;
@@ -114,7 +115,7 @@ pub(super) fn mirror(
     req: Request<UpBody>,
     h2: bool,
 ) {
-    let runtime = &conn.dp.l7;
+    let runtime = &conn.l7;
     let stats = runtime.backends.backend(&backend.service);
     let Some(addr) = runtime.backends.pick(
         &stats,
@@ -128,14 +129,15 @@ pub(super) fn mirror(
     let (pod, dp, clients) = (
         conn.pod.clone(),
         conn.dp.clone(),
-        conn.dp.l7.clients(&conn.pod),
+        conn.l7.clients(&conn.pod),
     );
+    let stats = runtime.backends.endpoint(addr);
     tokio::spawn(async move {
         let t = upstream::Target {
             pod: &pod,
             dp: &dp,
             addr,
-            stats: dp.l7.backends.endpoint(addr),
+            stats,
             max_connections: None,
         };
         match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false)).await {
@@ -231,7 +233,7 @@ impl Attempts<'_> {
         body: UpBody,
         log: &mut RequestLog,
     ) -> Result<Outcome, LocalReply> {
-        let runtime: &super::Runtime = &self.conn.dp.l7;
+        let runtime: &Runtime = &self.conn.l7;
         let _admitted = runtime
             .backends
             .admit(self.stats, endpoint, self.policy)
@@ -295,7 +297,7 @@ impl Attempts<'_> {
         body: &mut ReqBody,
         log: &mut RequestLog,
     ) -> Result<Response<DownBody>, LocalReply> {
-        let runtime: &super::Runtime = &self.conn.dp.l7;
+        let runtime: &Runtime = &self.conn.l7;
         let mut endpoint = self.first;
         let mut backoff = self
             .retry

@@ -5,14 +5,12 @@
 //! `authorize` (JWT and AuthorizationPolicy), `forward` (body, upstream head,
 //! mirrors, attempts), `respond` (response filters, upgrades); the log phase runs
 //! when the response body ends (`log`).
-use std::sync::Arc;
-
 use hyper::{body::Incoming, Request, Response};
 
 use super::{
+    conn::Conn,
     log::RequestLog,
     reply::{DownBody, LocalReply},
-    server::Conn,
 };
 
 mod admit;
@@ -83,10 +81,4 @@ async fn phases(
         &routed.rule,
         &filtered.response_headers,
     ))
-}
-
-/// The `route` phase's result: the rule and the path condition that matched.
-pub struct Routed {
-    pub rule: Arc<mesh_model::l7::table::RouteRule>,
-    pub matched: Option<mesh_model::l7::table::PathCond>,
 }

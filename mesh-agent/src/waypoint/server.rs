@@ -3,7 +3,6 @@
 //! and a trace span, and its response body runs the log phase when it ends.
 use std::{
     convert::Infallible,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,38 +22,14 @@ use super::{
     reply::DownBody,
     trace::TraceContext,
     upstream::BoxError,
-    Parent,
 };
-use crate::{datapath::DataPath, local::Pod};
-use mesh_model::identity::Identity;
 
 /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 << 10;
 /// A client must send a whole request head within this (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One connection served by the waypoint.
-pub struct Conn {
-    /// Whose identity and network namespace upstream connections use.
-    pub pod: Arc<Pod>,
-    pub dp: DataPath,
-    pub parent: Parent,
-    /// Who is calling: the pod itself (node waypoint), the HBONE peer (shared
-    /// waypoint) or nobody known (a client outside the mesh at the edge).
-    pub source: Option<Identity>,
-    pub client: SocketAddr,
-    pub original: SocketAddr,
-}
-
-impl Conn {
-    /// Rate-limit and log key of the caller: its identity, else its address.
-    pub(super) fn source_key(&self) -> String {
-        match &self.source {
-            Some(id) => id.to_string(),
-            None => self.client.ip().to_string(),
-        }
-    }
-}
+pub use super::conn::Conn;
 
 pub async fn serve<I>(io: I, conn: Arc<Conn>) -> Result<(), BoxError>
 where

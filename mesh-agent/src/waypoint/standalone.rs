@@ -27,7 +27,8 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use super::{server, Parent};
+use super::{conn, runtime::Runtime, server};
+use crate::plan::Parent;
 use crate::{
     app::{self, IdentityArgs},
     datapath::{DataPath, Inputs, Tunnel},
@@ -122,7 +123,7 @@ fn edge_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, 
 
 /// Shared-waypoint streams: the target is a Service address.
 #[derive(Clone)]
-struct Streams;
+struct Streams(Arc<Runtime>);
 
 impl hbone_server::OnStream for Streams {
     async fn on_stream(
@@ -134,17 +135,19 @@ impl hbone_server::OnStream for Streams {
         pod: Arc<Pod>,
         dp: DataPath,
     ) {
-        stream(req, respond, peer, source, pod, dp).await
+        stream(req, respond, peer, source, (pod, dp, self.0.clone())).await
     }
 }
+
+/// The waypoint's own pod, the data path and the L7 state.
+type Ctx = (Arc<Pod>, DataPath, Arc<Runtime>);
 
 async fn stream(
     req: Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     source: Arc<Identity>,
-    pod: Arc<Pod>,
-    dp: DataPath,
+    (pod, dp, l7): Ctx,
 ) {
     let target = match hbone_server::connect_authority(&req) {
         Ok(t) => t,
@@ -173,9 +176,10 @@ async fn stream(
         Err(_) => return,
     };
     let io = H2Io::new(send, req.into_body());
-    let conn = Arc::new(server::Conn {
+    let conn = Arc::new(conn::Conn {
         pod,
         dp,
+        l7,
         parent,
         source: Some((*source).clone()),
         client: peer,
@@ -189,8 +193,7 @@ async fn stream(
 async fn edge(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    pod: Arc<Pod>,
-    dp: DataPath,
+    (pod, dp, l7): Ctx,
     gateway: String,
 ) {
     let mut backoff = mesh_infra::backoff::Backoff::accept();
@@ -206,16 +209,23 @@ async fn edge(
         backoff.reset();
         let _ = tcp.set_nodelay(true);
         let original = tcp.local_addr().unwrap_or(client);
-        let (pod, dp, tls, gateway) = (pod.clone(), dp.clone(), tls.clone(), gateway.clone());
+        let (pod, dp, l7, tls, gateway) = (
+            pod.clone(),
+            dp.clone(),
+            l7.clone(),
+            tls.clone(),
+            gateway.clone(),
+        );
         tokio::spawn(async move {
             let state = dp.inputs.state.load();
             let Some(workload) = state.workloads_by_ip.get(&pod.addresses[0]).cloned() else {
                 return;
             };
             drop(state);
-            let conn = Arc::new(server::Conn {
+            let conn = Arc::new(conn::Conn {
                 pod,
                 dp,
+                l7,
                 parent: Parent::Gateway {
                     key: gateway,
                     workload,
@@ -293,6 +303,7 @@ fn edge_acceptor(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, Error
 
 /// Starts the HBONE server (shared waypoint) and the edge listeners (gateway).
 async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error> {
+    let l7 = Arc::new(Runtime::default());
     let edge_tls = edge_acceptor(args)?;
     if args.hbone {
         let resolver = Arc::new(crate::identity::manager::PodCertResolver {
@@ -309,7 +320,7 @@ async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error>
             acceptor,
             pod.clone(),
             dp.clone(),
-            Streams,
+            Streams(l7.clone()),
         ));
     }
     let Some(gw) = &args.gateway else {
@@ -318,7 +329,8 @@ async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error>
     for (addr, tls) in [(args.http, None), (args.https, edge_tls)] {
         if let Some(addr) = addr {
             let l = bind(addr).await?;
-            tokio::spawn(edge(l, tls, pod.clone(), dp.clone(), gw.clone()));
+            let ctx = (pod.clone(), dp.clone(), l7.clone());
+            tokio::spawn(edge(l, tls, ctx, gw.clone()));
         }
     }
     Ok(())

@@ -230,7 +230,7 @@ fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
         })
         .collect();
     Ok(Rule {
-        l7: super::rule_has_l7(r),
+        l7: rule_has_l7(r),
         from,
         to,
         when,
@@ -253,4 +253,20 @@ pub fn policy(p: &AuthorizationPolicy) -> Result<Policy, String> {
         selector: p.spec.selector.as_ref().map(|s| s.match_labels.clone()),
         rules,
     })
+}
+
+/// The rule names attributes only a request has.
+pub fn rule_has_l7(r: &crate::model::Rule) -> bool {
+    !r.when.is_empty()
+        || r.from.iter().any(|f| {
+            !f.source.request_principals.is_empty() || !f.source.not_request_principals.is_empty()
+        })
+        || r.to.iter().any(|t| {
+            let o = &t.operation;
+            !(o.methods.is_empty()
+                && o.not_methods.is_empty()
+                && o.paths.is_empty()
+                && o.not_paths.is_empty()
+                && o.hosts.is_empty())
+        })
 }

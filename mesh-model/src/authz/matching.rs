@@ -1,7 +1,7 @@
 //! Whether a compiled rule matches a connection or request (Istio semantics).
 use super::{
     compile::{Condition, ConditionKey, Operation, Pattern, Policy, Rule, Source},
-    Connection, Request, L7,
+    types::{Connection, Request, L7},
 };
 use crate::model::Action;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config;
+use crate::{config, identity::Identity, model::Labels};
 
 fn policies(yaml: &str) -> Vec<Policy> {
     config::parse("t", yaml)

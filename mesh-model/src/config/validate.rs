@@ -3,7 +3,7 @@
 //! checked when they are compiled (`state::State::compile`).
 use std::{collections::HashSet, net::IpAddr};
 
-use super::Error;
+use super::error::Error;
 use crate::model::{Objects, Service, Workload};
 
 struct Checker<'a> {

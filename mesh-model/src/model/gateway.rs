@@ -2,7 +2,7 @@
 //! parentRef is the Service whose traffic it routes.
 use serde::{Deserialize, Serialize};
 
-use super::{Interned, ObjectMeta};
+use super::{interned::Interned, meta::ObjectMeta};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr, sync::Arc};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::*;
+use super::{core::*, gateway::*, meta::ObjectMeta, security::*, traffic::*};
 
 /// (kind, namespace, name); the namespace is empty for cluster-scoped kinds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

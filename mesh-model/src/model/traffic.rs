@@ -3,7 +3,11 @@
 //! target), and Istio's `RequestAuthentication` (JWT).
 use serde::{Deserialize, Serialize};
 
-use super::{HeaderValue, Interned, LabelSelector, ObjectMeta};
+use super::{
+    gateway::HeaderValue,
+    interned::Interned,
+    meta::{LabelSelector, ObjectMeta},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! is decided once, when the topology binds them (`for_workload`).
 use std::sync::Arc;
 
-use super::CompileError;
+use crate::l7::table::BuildError as CompileError;
 use crate::{
     authz::{self, Policy, ROOT_NAMESPACE},
     model::{Labels, MtlsMode, Objects},

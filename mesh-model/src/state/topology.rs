@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use super::Policies;
+use super::policy::Policies;
 use crate::{
     authz::Policy,
     l7::table::Table,

@@ -129,6 +129,6 @@ fn the_readme_lists_what_the_bootstrap_installs() {
 
 #[test]
 fn this_readme_agrees_with_the_bootstrap() {
-    let text = std::fs::read_to_string(build::workspace_root().join("README.md")).expect("README");
+    let text = std::fs::read_to_string(sh::workspace_root().join("README.md")).expect("README");
     assert_eq!(list_problems(&text).expect("table"), Vec::<String>::new());
 }

@@ -7,18 +7,13 @@ use http::{header, HeaderValue, StatusCode};
 use mesh_model::l7::table::{Fault, RateLimit, RouteRule};
 
 use crate::waypoint::{
+    conn::Conn,
     ratelimit,
     reply::{LocalReply, ResponseFlag},
-    server::Conn,
 };
 
 fn rate_limit(conn: &Conn, rl: &RateLimit) -> Result<(), LocalReply> {
-    if conn
-        .dp
-        .l7
-        .buckets
-        .take(rl, &conn.source_key(), Instant::now())
-    {
+    if conn.l7.buckets.take(rl, &conn.source_key(), Instant::now()) {
         return Ok(());
     }
     let status = LocalReply::status_or(rl.status, StatusCode::TOO_MANY_REQUESTS);

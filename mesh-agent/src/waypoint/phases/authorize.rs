@@ -13,11 +13,11 @@ use mesh_model::{
 use super::choose::Chosen;
 use crate::{
     enforce::{self, Caller},
+    plan::Parent,
     waypoint::{
+        conn::Conn,
         log::RequestLog,
         reply::{LocalReply, ResponseFlag},
-        server::Conn,
-        Parent,
     },
 };
 

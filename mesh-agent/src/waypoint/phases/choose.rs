@@ -10,12 +10,12 @@ use mesh_model::{
     state::State,
 };
 
+use crate::plan::Parent;
 use crate::waypoint::{
     backend::BackendStats,
+    conn::Conn,
     log::RequestLog,
     reply::{LocalReply, ResponseFlag},
-    server::Conn,
-    Parent,
 };
 
 /// Where the request goes.
@@ -112,7 +112,7 @@ pub fn backend(
         .get(&backend.service)
         .cloned()
         .unwrap_or_default();
-    let backends = &conn.dp.l7.backends;
+    let backends = &conn.l7.backends;
     let stats = backends.backend(&backend.service);
     let first = backends
         .pick(&stats, &endpoints, &policy, None, Instant::now())

@@ -8,7 +8,7 @@ use mesh_model::{
     model::HeaderModifier,
 };
 
-use super::Routed;
+use super::route::Routed;
 use crate::waypoint::{
     filters,
     log::RequestLog,

@@ -12,13 +12,13 @@ use mesh_model::{
 
 use super::{
     choose::{self, Chosen},
-    Routed,
+    route::Routed,
 };
 use crate::waypoint::{
     attempt::{self, Attempts, Head, ReqBody},
+    conn::Conn,
     log::RequestLog,
     reply::{DownBody, LocalReply, ResponseFlag},
-    server::Conn,
     trace::TraceContext,
 };
 
@@ -128,7 +128,7 @@ pub async fn send(
     if let ReqBody::Replay(b) = &body {
         mirror(conn, state, mirrors, &head, h2, b);
     }
-    let clients = conn.dp.l7.clients(&conn.pod);
+    let clients = conn.l7.clients(&conn.pod);
     let attempts = Box::pin(
         Attempts {
             conn,

@@ -9,13 +9,12 @@ use mesh_model::{
     state::State,
 };
 
-use super::Routed;
+use crate::plan::Parent;
 use crate::waypoint::{
+    conn::Conn,
     log::RequestLog,
     reply::{LocalReply, ResponseFlag},
     router::{self, RequestView},
-    server::Conn,
-    Parent,
 };
 
 fn no_route() -> LocalReply {
@@ -74,4 +73,10 @@ pub fn select(
         None => rule.route.clone(),
     };
     Ok(Routed { rule, matched })
+}
+
+/// The `route` phase's result: the rule and the path condition that matched.
+pub struct Routed {
+    pub rule: Arc<RouteRule>,
+    pub matched: Option<mesh_model::l7::table::PathCond>,
 }

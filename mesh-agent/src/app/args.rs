@@ -1,0 +1,120 @@
+//! What `mesh-agent run` is told, and where its certificates come from.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use mesh_model::{ca::Ca, config};
+
+use crate::{
+    ebpf,
+    identity::{
+        client::CaClient,
+        manager::{CertManager, Signer},
+    },
+    source::control_plane as cp,
+    tls,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    #[error("{0}")]
+    Ebpf(#[from] ebpf::Error),
+    #[error("cannot bind the admin endpoint {addr}: {source}; is another agent running?")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("config from the control plane needs --ca-address, --ca-root and --ca-token-file (it is served with the CA)")]
+    ControlPlaneNeedsCa,
+    #[error("{0}")]
+    Control(#[from] cp::Error),
+}
+
+/// Where the agent's config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A local file, reloaded when it changes.
+    File(PathBuf),
+    /// The control plane's config stream (same address, root and token as the CA).
+    ControlPlane,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub config: ConfigSource,
+    pub node: String,
+    pub cgroup: PathBuf,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    /// bpffs directory for this node's pinned attachments.
+    pub pin_dir: PathBuf,
+    pub excluded_ports: Vec<u16>,
+    pub reload_interval: Duration,
+    pub worker_threads: usize,
+    /// How meshed destinations on other nodes are reached.
+    pub tunnel: crate::datapath::Tunnel,
+    pub identity: IdentityArgs,
+    /// Where pods' network namespaces are found when the config has none.
+    pub netns_places: crate::inpod::discover::Places,
+}
+
+/// Where certificates come from.
+#[derive(Debug, Clone)]
+pub struct IdentityArgs {
+    pub trust_domain: String,
+    pub cert_ttl: Duration,
+    pub ca: CaSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// An in-process CA with its root in this directory (single node).
+    Local { dir: PathBuf },
+    /// The CA service: address, trust bundle file, this node's bootstrap token file.
+    Remote {
+        address: String,
+        root: PathBuf,
+        token: PathBuf,
+    },
+}
+
+pub(crate) fn cert_manager(
+    node: &str,
+    args: &IdentityArgs,
+) -> Result<(CertManager, Arc<rustls::RootCertStore>), Error> {
+    match &args.ca {
+        CaSource::Local { dir } => {
+            let ca = Arc::new(
+                Ca::load_or_create(dir, &args.trust_domain)
+                    .map_err(|e| Error::Identity(e.to_string()))?,
+            );
+            let roots =
+                tls::roots_from_pem(ca.root_pem()).map_err(|e| Error::Identity(e.to_string()))?;
+            Ok((CertManager::new(Signer::Local(ca), args.cert_ttl), roots))
+        }
+        CaSource::Remote {
+            address,
+            root,
+            token,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Identity(format!("cannot read {}: {e}", p.display())))
+            };
+            let root_pem = read(root)?;
+            let token = read(token)?;
+            let roots =
+                tls::roots_from_pem(&root_pem).map_err(|e| Error::Identity(e.to_string()))?;
+            let client = CaClient::new(address, &root_pem, node, &token)
+                .map_err(|e| Error::Identity(e.to_string()))?;
+            Ok((
+                CertManager::new(Signer::Remote(Box::new(client)), args.cert_ttl),
+                roots,
+            ))
+        }
+    }
+}

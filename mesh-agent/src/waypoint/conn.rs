@@ -1,0 +1,33 @@
+//! One connection the waypoint serves: whose identity and network namespace its
+//! upstream requests use, what it serves (its parent), and who is calling.
+use std::{net::SocketAddr, sync::Arc};
+
+use mesh_model::identity::Identity;
+
+use super::runtime::Runtime;
+use crate::{datapath::DataPath, local::Pod, plan::Parent};
+
+/// One connection served by the waypoint.
+pub struct Conn {
+    /// Whose identity and network namespace upstream connections use.
+    pub pod: Arc<Pod>,
+    pub dp: DataPath,
+    /// L7 state that outlives config changes.
+    pub l7: Arc<Runtime>,
+    pub parent: Parent,
+    /// Who is calling: the pod itself (node waypoint), the HBONE peer (shared
+    /// waypoint) or nobody known (a client outside the mesh at the edge).
+    pub source: Option<Identity>,
+    pub client: SocketAddr,
+    pub original: SocketAddr,
+}
+
+impl Conn {
+    /// Rate-limit and log key of the caller: its identity, else its address.
+    pub fn source_key(&self) -> String {
+        match &self.source {
+            Some(id) => id.to_string(),
+            None => self.client.ip().to_string(),
+        }
+    }
+}
