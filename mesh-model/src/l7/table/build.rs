@@ -1,0 +1,384 @@
+//! Building the table from the objects.
+use std::{sync::Arc, time::Duration};
+
+use crate::model::{
+    self, BackendObjectRef, GrpcRoute, HttpRoute, Objects, ParentRef, PathMatchType, RouteFilter,
+};
+
+use super::{ctx::*, filters::*, policy::*, types::*};
+
+pub(super) struct RuleInput<'a> {
+    pub(super) protocol: Protocol,
+    pub(super) kind: &'static str,
+    pub(super) ns: &'a str,
+    pub(super) name: &'a str,
+    pub(super) index: usize,
+    pub(super) rule_name: Option<&'a str>,
+    pub(super) filters: &'a [RouteFilter],
+    pub(super) backends: &'a [model::BackendRef],
+    pub(super) timeouts: Option<&'a model::RouteTimeouts>,
+    pub(super) retry: Option<&'a model::RouteRetry>,
+    pub(super) matches: Vec<Match>,
+    pub(super) parents: &'a [ParentRef],
+}
+
+impl Table {
+    pub fn build(o: &Objects) -> Result<Table, BuildError> {
+        let mut t = Table::default();
+        // Route-side policy per parent Service; backend-side per backend Service.
+        for p in &o.traffic_policies {
+            let ns = p.metadata.namespace();
+            let ctx = Ctx {
+                kind: "TrafficPolicy",
+                name: format!("{ns}/{}", p.metadata.name),
+                objects: o,
+            };
+            if p.spec.target_refs.is_empty() {
+                return Err(ctx.err("spec.targetRefs: at least one target is required".into()));
+            }
+            for r in &p.spec.target_refs {
+                match r.kind.as_str() {
+                    "Service" | "HTTPRoute" | "GRPCRoute" => {}
+                    k => {
+                        return Err(ctx.err(format!(
+                        "spec.targetRefs: kind {k:?} is not one of Service, HTTPRoute, GRPCRoute"
+                    )))
+                    }
+                }
+                if r.kind != "Service" {
+                    continue;
+                }
+                let key = format!("{ns}/{}", r.name);
+                t.service_policies.entry(key.clone()).or_default().merge(p);
+                let bp = t.backend_policies.entry(key).or_default();
+                if let Some(lb) = &p.spec.load_balancer {
+                    bp.lb = lb.kind;
+                }
+                if let Some(cb) = &p.spec.circuit_breaker {
+                    bp.max_connections = cb.max_connections;
+                    bp.max_pending = cb.max_pending_requests;
+                    bp.max_parallel = cb.max_parallel_requests;
+                }
+                if let Some(od) = &p.spec.outlier_detection {
+                    let base = ctx
+                        .duration(
+                            "spec.outlierDetection.baseEjectionTime",
+                            &od.base_ejection_time,
+                        )?
+                        .unwrap_or(Duration::from_secs(30));
+                    bp.outlier = Some((
+                        od.consecutive5xx_errors.max(1),
+                        base,
+                        od.max_ejection_percent.unwrap_or(50).min(100),
+                    ));
+                }
+            }
+            // Validate route-side parts once, whatever they attach to.
+            let mut probe = RouteRule::empty(String::new());
+            let mut rp = RoutePolicy::default();
+            rp.merge(p);
+            apply_policy(&ctx, &mut probe, None, &rp)?;
+        }
+        for r in &o.http_routes {
+            t.add_http(o, r)?;
+        }
+        for r in &o.grpc_routes {
+            t.add_grpc(o, r)?;
+        }
+        for p in t.parents.values_mut() {
+            p.entries.sort_by(|a, b| b.rank.cmp(&a.rank));
+        }
+        t.jwt = crate::l7::jwt::compile(o).map_err(|(name, message)| BuildError {
+            kind: "RequestAuthentication",
+            name,
+            message,
+        })?;
+        Ok(t)
+    }
+
+    pub(super) fn add_http(&mut self, o: &Objects, r: &HttpRoute) -> Result<(), BuildError> {
+        let ns = r.metadata.namespace();
+        let ctx = Ctx {
+            kind: "HTTPRoute",
+            name: format!("{ns}/{}", r.metadata.name),
+            objects: o,
+        };
+        for (i, rule) in r.spec.rules.iter().enumerate() {
+            let mut matches = Vec::new();
+            for (j, m) in rule.matches.iter().enumerate() {
+                let field = format!("spec.rules[{i}].matches[{j}]");
+                let path = match &m.path {
+                    // Gateway API default: PathPrefix "/".
+                    None => Some(PathCond::Prefix(String::new())),
+                    Some(p) => Some(match p.kind {
+                        PathMatchType::Exact => {
+                            if !p.value.starts_with('/') {
+                                return Err(ctx.err(format!(
+                                    "{field}.path.value: {:?} must start with /",
+                                    p.value
+                                )));
+                            }
+                            PathCond::Exact(p.value.clone())
+                        }
+                        PathMatchType::PathPrefix => {
+                            if !p.value.starts_with('/') {
+                                return Err(ctx.err(format!(
+                                    "{field}.path.value: {:?} must start with /",
+                                    p.value
+                                )));
+                            }
+                            PathCond::Prefix(p.value.trim_end_matches('/').to_owned())
+                        }
+                        PathMatchType::RegularExpression => {
+                            PathCond::Regex(ctx.regex(&format!("{field}.path.value"), &p.value)?)
+                        }
+                    }),
+                };
+                if let Some(method) = &m.method {
+                    http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+                        ctx.err(format!("{field}.method: {method:?} is not an HTTP method"))
+                    })?;
+                }
+                matches.push(Match {
+                    path,
+                    method: m.method.clone(),
+                    headers: headers(&ctx, &format!("{field}.headers"), &m.headers)?,
+                    query: ctx.values(&format!("{field}.queryParams"), &m.query_params, false)?,
+                    grpc_service: None,
+                    grpc_method: None,
+                });
+            }
+            self.add_rule(
+                &ctx,
+                RuleInput {
+                    protocol: Protocol::Http,
+                    kind: "HTTPRoute",
+                    ns,
+                    name: &r.metadata.name,
+                    index: i,
+                    rule_name: rule.name.as_deref(),
+                    filters: &rule.filters,
+                    backends: &rule.backend_refs,
+                    timeouts: rule.timeouts.as_ref(),
+                    retry: rule.retry.as_ref(),
+                    matches,
+                    parents: &r.spec.parent_refs,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_grpc(&mut self, o: &Objects, r: &GrpcRoute) -> Result<(), BuildError> {
+        let ns = r.metadata.namespace();
+        let ctx = Ctx {
+            kind: "GRPCRoute",
+            name: format!("{ns}/{}", r.metadata.name),
+            objects: o,
+        };
+        for (i, rule) in r.spec.rules.iter().enumerate() {
+            let mut matches = Vec::new();
+            for (j, m) in rule.matches.iter().enumerate() {
+                let field = format!("spec.rules[{i}].matches[{j}]");
+                let (service, method) = match &m.method {
+                    None => (None, None),
+                    Some(mm) => {
+                        if mm.service.is_none() && mm.method.is_none() {
+                            return Err(ctx
+                                .err(format!("{field}.method: give a service, a method or both")));
+                        }
+                        (
+                            mm.service
+                                .as_deref()
+                                .map(|s| ctx.cond(&format!("{field}.method.service"), mm.kind, s))
+                                .transpose()?,
+                            mm.method
+                                .as_deref()
+                                .map(|s| ctx.cond(&format!("{field}.method.method"), mm.kind, s))
+                                .transpose()?,
+                        )
+                    }
+                };
+                matches.push(Match {
+                    headers: headers(&ctx, &format!("{field}.headers"), &m.headers)?,
+                    grpc_service: service,
+                    grpc_method: method,
+                    ..Match::default()
+                });
+            }
+            self.add_rule(
+                &ctx,
+                RuleInput {
+                    protocol: Protocol::Grpc,
+                    kind: "GRPCRoute",
+                    ns,
+                    name: &r.metadata.name,
+                    index: i,
+                    rule_name: rule.name.as_deref(),
+                    filters: &rule.filters,
+                    backends: &rule.backend_refs,
+                    timeouts: None,
+                    retry: None,
+                    matches,
+                    parents: &r.spec.parent_refs,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The weighted backends of a rule, for one parent.
+    pub(super) fn backends(
+        ctx: &Ctx<'_>,
+        input: &RuleInput<'_>,
+        field: &str,
+        parent: &ParentRef,
+    ) -> Result<Vec<WeightedBackend>, BuildError> {
+        let mut weighted = Vec::new();
+        for (b, br) in input.backends.iter().enumerate() {
+            let obj = BackendObjectRef {
+                group: br.group.clone(),
+                kind: br.kind.clone(),
+                name: br.name.clone(),
+                namespace: br.namespace.clone(),
+                port: br.port,
+            };
+            let at = format!("{field}.backendRefs[{b}]");
+            let backend = backend_of(ctx, input.ns, &at, &obj, parent.port)?.ok_or_else(|| {
+                ctx.err(format!(
+                    "{at}.port: required (the parent has no port either)"
+                ))
+            })?;
+            weighted.push(WeightedBackend {
+                backend,
+                weight: br.weight,
+            });
+        }
+        Ok(weighted)
+    }
+
+    /// Route-side policy of a rule: the parent Service's, then the route's, then
+    /// the rule's.
+    pub(super) fn rule_policy(
+        &self,
+        ctx: &Ctx<'_>,
+        input: &RuleInput<'_>,
+        key: &ParentKey,
+    ) -> RoutePolicy {
+        let mut policy = match key {
+            ParentKey::Service(s) => self.service_policies.get(s).cloned().unwrap_or_default(),
+            ParentKey::Gateway(_) => RoutePolicy::default(),
+        };
+        let own = policies_for(
+            &ctx.objects.traffic_policies,
+            input.ns,
+            input.kind,
+            input.name,
+            input.rule_name,
+        );
+        if own.retry.is_some() {
+            policy.retry = own.retry;
+        }
+        if own.timeout.is_some() {
+            policy.timeout = own.timeout;
+        }
+        if own.fault.is_some() {
+            policy.fault = own.fault;
+        }
+        if own.rate_limit.is_some() {
+            policy.rate_limit = own.rate_limit;
+        }
+        policy
+    }
+
+    /// One rule for one parent, compiled.
+    pub(super) fn rule(
+        &self,
+        ctx: &Ctx<'_>,
+        input: &RuleInput<'_>,
+        filters: &[Filter],
+        parent: &ParentRef,
+        key: &ParentKey,
+    ) -> Result<RouteRule, BuildError> {
+        let field = format!("spec.rules[{}]", input.index);
+        let mut rule = RouteRule::empty(format!("{} {}/{}", input.kind, input.ns, input.name));
+        rule.rule = input.rule_name.map(str::to_owned);
+        rule.filters = filters.to_vec();
+        rule.backends = Self::backends(ctx, input, &field, parent)?;
+        if let Some(t) = input.timeouts {
+            rule.request_timeout =
+                ctx.duration(&format!("{field}.timeouts.request"), &t.request)?;
+            rule.backend_timeout = ctx.duration(
+                &format!("{field}.timeouts.backendRequest"),
+                &t.backend_request,
+            )?;
+        }
+        let policy = self.rule_policy(ctx, input, key);
+        apply_policy(ctx, &mut rule, input.retry, &policy)?;
+        Ok(rule)
+    }
+
+    pub(super) fn add_rule(
+        &mut self,
+        ctx: &Ctx<'_>,
+        mut input: RuleInput<'_>,
+    ) -> Result<(), BuildError> {
+        if input.parents.is_empty() {
+            return Err(
+                ctx.err("spec.parentRefs: at least one parent (a Service) is required".into())
+            );
+        }
+        let field = format!("spec.rules[{}]", input.index);
+        let filters = filters(ctx, input.ns, &field, input.filters)?;
+        if input.matches.is_empty() {
+            input.matches.push(Match {
+                path: (input.protocol == Protocol::Http).then(|| PathCond::Prefix(String::new())),
+                ..Match::default()
+            });
+        }
+        for parent in input.parents {
+            let key = parent_key(ctx, input.ns, parent)?;
+            let rule = Arc::new(self.rule(ctx, &input, &filters, parent, &key)?);
+            let entries = &mut self.parents.entry(key).or_default().entries;
+            for (j, m) in input.matches.iter().enumerate() {
+                let rank = rank(&input, m, j);
+                entries.push(Entry {
+                    protocol: input.protocol,
+                    port: parent.port,
+                    m: m.clone(),
+                    rule: rule.clone(),
+                    rank,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A match's precedence among the parent's entries.
+fn rank(input: &RuleInput<'_>, m: &Match, j: usize) -> Rank {
+    let (path_kind, path_len) = match &m.path {
+        Some(PathCond::Exact(p)) => (3, p.len()),
+        Some(PathCond::Regex(r)) => (2, r.as_str().len()),
+        Some(PathCond::Prefix(p)) => (1, p.len()),
+        None => {
+            // GRPCRoute: exact over regex, then the longest service, method.
+            let (s, mm) = (&m.grpc_service, &m.grpc_method);
+            let exact = !matches!(s, Some(Cond::Regex(_))) && !matches!(mm, Some(Cond::Regex(_)));
+            let len = |c: &Option<Cond>| match c {
+                Some(Cond::Exact(e)) => e.len(),
+                Some(Cond::Regex(r)) => r.as_str().len(),
+                None => 0,
+            };
+            (if exact { 2 } else { 1 }, len(s) * 1000 + len(mm))
+        }
+    };
+    Rank {
+        path_kind,
+        path_len,
+        method: m.method.is_some(),
+        headers: m.headers.len(),
+        query: m.query.len(),
+        order: std::cmp::Reverse((format!("{}/{}", input.ns, input.name), input.index, j)),
+    }
+}
