@@ -80,12 +80,21 @@ pub fn clean_all() -> Result<Vec<String>> {
 /// Kills every process below `dir` (cgroup.kill) and removes the cgroups, deepest first.
 pub fn kill_cgroup_tree(dir: &std::path::Path) {
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    for _ in 0..50 {
-        remove_cgroups(dir);
-        if !dir.exists() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // A cgroup can be removed once its killed processes are gone.
+    let gone = crate::eventually(
+        std::time::Duration::from_secs(1),
+        "the cgroups to go",
+        || {
+            remove_cgroups(dir);
+            if dir.exists() {
+                Err(dir.display().to_string())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    if let Err(e) = gone {
+        eprintln!("lab cleanup: {e:#}");
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::assert_intact;
-use ferrymesh_tests::{Lab, LabSpec, PodSpec, ServiceSpec};
+use ferrymesh_tests::{eventually, Lab, LabSpec, PodSpec, ServiceSpec};
 
 /// a: client (shop), outsider (plain); b: server (shop) behind Service server.
 fn spec() -> LabSpec {
@@ -103,15 +103,19 @@ fn agents_take_their_config_from_the_control_plane() {
         "kind: Service\nmetadata: {name: x}\nspec: [not a map\n",
     )
     .expect("write");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !lab.ca_log().contains("config refused") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "control plane did not refuse: {}",
-            lab.ca_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the control plane to refuse",
+        || {
+            let log = lab.ca_log();
+            if log.contains("config refused") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .expect("refused");
     assert!(
         lab.ca_log().contains("broken.yaml"),
         "the error names the file: {}",
@@ -125,7 +129,22 @@ fn agents_take_their_config_from_the_control_plane() {
     lab.kill_control_plane().expect("kill control plane");
     connect(&lab);
     lab.set_meshed("plain", false).expect("config");
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent tried to reach the control plane again after the change, and
+    // failed: it still has the config it had.
+    let failures = || lab.agent_log("a").matches("config stream:").count();
+    let before = failures();
+    eventually(
+        Duration::from_secs(30),
+        "a failed reconnect of agent a",
+        || {
+            if failures() >= before + 2 {
+                Ok(())
+            } else {
+                Err(failures())
+            }
+        },
+    )
+    .expect("reconnect attempts");
     assert!(
         enrolled(&lab, "a", "plain/outsider"),
         "no control plane, no change"
@@ -159,19 +178,20 @@ fn agents_take_their_config_from_the_control_plane() {
                 && x["acked_version"] == x["sent_version"]
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&meshctl(&["status", "-o", "json"])).expect("json");
-        if settled(&status) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "every agent connected and acked what it was sent: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        Duration::from_secs(30),
+        "every agent to connect and ack what it was sent",
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&meshctl(&["status", "-o", "json"])).expect("json");
+            if settled(&status) {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .expect("settled");
     let table = meshctl(&["status"]);
     assert!(
         table.contains("NODE")

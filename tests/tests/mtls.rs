@@ -5,11 +5,12 @@ mod common;
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{assert_intact, two_node_lab, two_node_lab_with};
 use ferrymesh_tests::{
+    eventually,
     lab::{agent_binary, control_binary},
     Lab,
 };
@@ -36,12 +37,15 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
         .spawn()
         .expect("tcpdump (installed by cargo xtask)");
     // tcpdump writes the file header once it captures.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) < 24 {
-        assert!(Instant::now() < deadline, "tcpdump did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    eventually(
+        Duration::from_secs(10),
+        "tcpdump to start capturing",
+        || match std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) {
+            n if n >= 24 => Ok(()),
+            n => Err(format!("{n} bytes")),
+        },
+    )
+    .expect("tcpdump");
     let to = lab.pod("server").addr4(8080).to_string();
     let secret = "FERRYMESH-SECRET-MARKER";
     let r = lab
@@ -70,10 +74,13 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
             .windows(control.len())
             .any(|w| w == control.as_bytes())
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !has_control() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The capture has the control marker (then it has the meshed bytes too).
+    eventually(
+        Duration::from_secs(10),
+        "the plaintext marker in the capture",
+        || has_control().then_some(()).ok_or("not yet"),
+    )
+    .expect("control marker captured");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dump.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -320,16 +327,21 @@ fn certificates_rotate_under_a_short_ttl_while_a_connection_flows() {
             .unwrap()
     };
     let start = issued(&lab);
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut i = 0;
-    while issued(&lab) < start + 3 {
-        assert!(Instant::now() < deadline, "no renewals within 30 s");
+    // The held connection keeps working through every renewal.
+    eventually(Duration::from_secs(30), "three renewals", || {
         held.send_line(&format!("ping {i}")).unwrap();
         held.expect_line(&format!("echo ping {i}"), Duration::from_secs(5))
             .unwrap();
         i += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let n = issued(&lab);
+        if n >= start + 3 {
+            Ok(())
+        } else {
+            Err(format!("{} renewals", n - start))
+        }
+    })
+    .expect("renewals");
     held.send_line("still here").unwrap();
     held.expect_line("echo still here", Duration::from_secs(5))
         .unwrap();

@@ -2,7 +2,7 @@
 //! a WebSocket client in meshed pods; lab-http servers behind Services with routes.
 use std::time::Duration;
 
-use ferrymesh_tests::{App, Lab, LabSpec, PodSpec};
+use ferrymesh_tests::{eventually, App, Lab, LabSpec, PodSpec};
 use serde_json::Value;
 
 /// Nodes a and b; `shop` is meshed. web-v1 (b) and web-v2 (a) back Service `web`;
@@ -315,14 +315,15 @@ fn http_routes_match_filter_and_split() {
     // Mirror: the mirror service gets a copy; the caller gets web-v1's answer.
     let (code, v) = l.echo("client", &[&url("/mirrored/1")]);
     assert_eq!((code, server(&v).as_str()), (200, "v1"), "{v}");
-    let mut mirrored = Value::Null;
-    for _ in 0..50 {
-        mirrored = l.seen("198.18.100.53");
-        if mirrored["/mirrored/1"].as_u64() == Some(1) {
-            break;
+    let mirrored = eventually(Duration::from_secs(10), "the mirror to see a copy", || {
+        let seen = l.seen("198.18.100.53");
+        if seen["/mirrored/1"].as_u64().is_some() {
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .expect("mirrored");
     assert_eq!(
         mirrored["/mirrored/1"], 1,
         "mirror saw one copy: {mirrored}"
@@ -915,7 +916,18 @@ fn grpc_websocket_h2load_and_live_config_change() {
         .lab
         .http_app("client", &["get", "--url", &url("/delay/1500")])
         .expect("in-flight request");
-    std::thread::sleep(Duration::from_millis(300));
+    // The request reached a backend before the route changes.
+    eventually(
+        Duration::from_secs(10),
+        "the delayed request at a backend",
+        || {
+            let at = |ip| l.seen(ip)["/delay/1500"].as_u64().unwrap_or(0);
+            (at("198.18.100.51") + at("198.18.100.52") > 0)
+                .then_some(())
+                .ok_or("not yet")
+        },
+    )
+    .expect("in flight");
     l.apply(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules: [{backendRefs: [{name: web-v2, port: 80}]}]\n",
     );

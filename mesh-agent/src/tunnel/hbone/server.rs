@@ -90,6 +90,38 @@ pub async fn serve_with<S: OnStream>(
     }
 }
 
+/// Mutual TLS with the peer: the stream and the SPIFFE identity it proved, or None
+/// (logged) when it proved none.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    pod: &Pod,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Identity)> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake refused: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake timed out");
+            return None;
+        }
+    };
+    match tls.get_ref().1.peer_certificates().map(tls::peer_identity) {
+        Some(Ok(id)) => Some((tls, id)),
+        Some(Err(e)) => {
+            tracing::info!(pod = %pod.key, %peer, "HBONE peer refused: {e}");
+            None
+        }
+        None => {
+            tracing::info!(pod = %pod.key, %peer, "HBONE peer presented no certificate");
+            None
+        }
+    }
+}
+
 async fn connection<S: OnStream>(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -112,31 +144,9 @@ async fn connection<S: OnStream>(
         tracing::warn!(pod = %pod.key, identity = %pod.identity, "HBONE connection dropped: no certificate for this pod yet; is the CA reachable?");
         return;
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            c.hbone_refused_tls.inc();
-            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake refused: {e}");
-            return;
-        }
-        Err(_) => {
-            c.hbone_refused_tls.inc();
-            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake timed out");
-            return;
-        }
-    };
-    let source = match tls.get_ref().1.peer_certificates().map(tls::peer_identity) {
-        Some(Ok(id)) => id,
-        Some(Err(e)) => {
-            c.hbone_refused_tls.inc();
-            tracing::info!(pod = %pod.key, %peer, "HBONE peer refused: {e}");
-            return;
-        }
-        None => {
-            c.hbone_refused_tls.inc();
-            tracing::info!(pod = %pod.key, %peer, "HBONE peer presented no certificate");
-            return;
-        }
+    let Some((tls, source)) = handshake(tcp, peer, &acceptor, &pod).await else {
+        c.hbone_refused_tls.inc();
+        return;
     };
     let mut h2 = match h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
