@@ -38,7 +38,7 @@ fn spec() -> LabSpec {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -117,7 +117,9 @@ fn combine(rounds: &[Value]) -> Value {
     Value::Object(out)
 }
 
-fn set_mode(lab: &mut Lab, meshed: bool) -> Result<()> {
+/// Labels (or unlabels) the bench namespace and waits until both agents have
+/// enrolled (or released) its pods.
+pub(crate) fn set_meshed(lab: &mut Lab, meshed: bool) -> Result<()> {
     lab.set_meshed("bench", meshed)?;
     for n in ["a", "b"] {
         lab.wait_stats(n, "enrolment to settle", |s| {
@@ -126,6 +128,8 @@ fn set_mode(lab: &mut Lab, meshed: bool) -> Result<()> {
                 .is_some_and(|a| a.is_empty() != meshed)
         })?;
     }
+    // Settling, not synchronisation: the previous mode's connections close
+    // before the next one is measured.
     std::thread::sleep(Duration::from_millis(300));
     Ok(())
 }
@@ -221,7 +225,7 @@ pub fn run(out: &Path) -> Result<()> {
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
     let mut lab = Lab::new(spec())?;
     lab.start_agents()?;
-    let _servers = [
+    let mut servers = [
         lab.app("local", &["serve", "--port", "8080", "--sink", "9000"])?,
         lab.app(
             "remote",
@@ -230,47 +234,101 @@ pub fn run(out: &Path) -> Result<()> {
             ],
         )?,
     ];
-    std::thread::sleep(Duration::from_millis(300));
+    for s in &mut servers {
+        s.expect_line("listening", Duration::from_secs(30))?;
+    }
+    let rounds = l4_rounds(&mut lab)?;
+    let memory = memory(&mut lab)?;
+    drop(servers);
+    drop(lab);
 
+    let (base, plain, mtls) = (
+        combine(&rounds.no_mesh),
+        combine(&rounds.plaintext),
+        combine(&rounds.mtls),
+    );
+    let mut verdicts = Vec::new();
+    let rows = l4_table(&base, &plain, &mtls, &mut verdicts);
+    memory.report(&mut verdicts);
+    let l7 = crate::bench_l7::run(quick())?;
+    if let Some(t) = l7["targets"].as_array() {
+        verdicts.extend(t.iter().cloned());
+    }
+    let control = crate::bench_control::run()?;
+    let missed = verdicts.iter().filter(|v| v["met"] == false).count();
+    if missed > 0 {
+        println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
+    }
+    let report = json!({
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "stream_bytes": stream_bytes(), "rounds": rounds.no_mesh.len(),
+        "no_mesh": base, "plaintext": plain, "mtls": mtls, "rows": rows, "targets": verdicts,
+        "per_round": {"no_mesh": rounds.no_mesh, "plaintext": rounds.plaintext, "mtls": rounds.mtls},
+        "agent_rss_kib": memory.json(),
+        "hbone_pool_node_a": memory.pool,
+        "l7": l7,
+        "control": control,
+    });
+    write(out, &report)
+}
+
+/// Every round's figures, by mode.
+struct Rounds {
+    no_mesh: Vec<Value>,
+    plaintext: Vec<Value>,
+    mtls: Vec<Value>,
+}
+
+/// Interleaved rounds: no mesh, plaintext capture, mTLS, then again.
+fn l4_rounds(lab: &mut Lab) -> Result<Rounds> {
     let rounds = if quick() { 1 } else { REPEATS };
-    let (mut base_r, mut plain_r, mut mtls_r) = (Vec::new(), Vec::new(), Vec::new());
+    let mut r = Rounds {
+        no_mesh: Vec::new(),
+        plaintext: Vec::new(),
+        mtls: Vec::new(),
+    };
     for round in 1..=rounds {
         step(&format!(
             "round {round}/{rounds}: no mesh (namespace not labelled)"
         ));
-        set_mode(&mut lab, false)?;
-        base_r.push(measure(&lab)?);
+        set_meshed(lab, false)?;
+        r.no_mesh.push(measure(lab)?);
         step(&format!(
             "round {round}/{rounds}: plaintext capture (labelled; agents with --tunnel plaintext)"
         ));
         lab.restart_agents(&["--tunnel", "plaintext"])?;
-        set_mode(&mut lab, true)?;
-        plain_r.push(measure(&lab)?);
+        set_meshed(lab, true)?;
+        r.plaintext.push(measure(lab)?);
         step(&format!(
             "round {round}/{rounds}: mTLS (labelled; HBONE between nodes)"
         ));
         lab.restart_agents(&[])?;
-        set_mode(&mut lab, true)?;
-        mtls_r.push(measure(&lab)?);
+        set_meshed(lab, true)?;
+        r.mtls.push(measure(lab)?);
     }
-    let (base, plain, mtls) = (combine(&base_r), combine(&plain_r), combine(&mtls_r));
+    Ok(r)
+}
 
+/// The agents' RSS idle and with many open idle connections through the mesh.
+struct Memory {
+    idle: Vec<u64>,
+    loaded: Vec<u64>,
+    conns: u64,
+    pool: Value,
+}
+
+fn memory(lab: &mut Lab) -> Result<Memory> {
     step("agent memory: idle, then with 10,000 open idle connections through the mesh (mTLS)");
     lab.restart_agents(&[])?;
-    set_mode(&mut lab, true)?;
+    set_meshed(lab, true)?;
+    // Settling, not synchronisation: the enrolment's transient allocations are
+    // returned before the idle figure is read.
     std::thread::sleep(Duration::from_millis(500));
-    let idle = rss(&lab);
+    let idle = rss(lab);
     let conns: u64 = if quick() { 2000 } else { 10_000 };
-    let mut holder = lab.app(
-        "client",
-        &[
-            "hold-many",
-            "--to",
-            &format!("{}:7000", lab.pod("remote").ip4),
-            "--conns",
-            &conns.to_string(),
-        ],
-    )?;
+    let to = format!("{}:7000", lab.pod("remote").ip4);
+    let conns_arg = conns.to_string();
+    let mut holder = lab.app("client", &["hold-many", "--to", &to, "--conns", &conns_arg])?;
     holder.expect_line("open", Duration::from_secs(300))?;
     // The client counts a connection once the kernel queued it; wait until the
     // agent has carried every one over HBONE.
@@ -280,19 +338,70 @@ pub fn run(out: &Path) -> Result<()> {
         Duration::from_secs(120),
         |s| s["hbone"]["pool"]["streams_opened"].as_u64() >= Some(conns),
     )?;
+    // Settling: the last handshakes' buffers are freed before RSS is read.
     std::thread::sleep(Duration::from_secs(1));
-    let loaded = rss(&lab);
+    let loaded = rss(lab);
     let pool = lab.stats("a")?["hbone"].clone();
     drop(holder);
-    drop(lab);
+    Ok(Memory {
+        idle,
+        loaded,
+        conns,
+        pool,
+    })
+}
 
+impl Memory {
+    fn growth(&self) -> Vec<f64> {
+        self.loaded
+            .iter()
+            .zip(&self.idle)
+            .map(|(l, i)| (*l as f64 - *i as f64) * 1024.0 / self.conns as f64)
+            .collect()
+    }
+
+    fn report(&self, verdicts: &mut Vec<Value>) {
+        let idle_max = self.idle.iter().copied().max().unwrap_or(0);
+        let growth = self.growth();
+        let growth_max = growth.iter().copied().fold(0.0, f64::max);
+        println!(
+            "agent RSS idle: {:?} KiB (target <= 8192 {}); with {} open connections: {:?} KiB, growth per connection {:?} bytes (target <= 8192 {})",
+            self.idle,
+            met(idle_max <= 8192),
+            self.conns,
+            self.loaded,
+            growth.iter().map(|g| g.round() as i64).collect::<Vec<_>>(),
+            met(growth_max <= 8192.0),
+        );
+        println!(
+            "HBONE pool on node a after the open connections: {}",
+            self.pool
+        );
+        verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": idle_max <= 8192}));
+        verdicts.push(json!({"metric": "RSS growth per open connection bytes", "value": growth_max, "target": "<= 8192", "met": growth_max <= 8192.0}));
+    }
+
+    fn json(&self) -> Value {
+        json!({"idle": self.idle, "with_open_connections": self.loaded, "open_connections": self.conns, "growth_bytes_per_connection": self.growth()})
+    }
+}
+
+pub(crate) fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// Prints the L4 table (each metric beside no mesh) and adds the targets' verdicts.
+fn l4_table(base: &Value, plain: &Value, mtls: &Value, verdicts: &mut Vec<Value>) -> Vec<Value> {
     println!();
     println!(
         "{:<11} {:<18} {:>9} {:>10} {:>9} {:>14}  target",
         "path", "metric", "no mesh", "plaintext", "mTLS", "mTLS vs none"
     );
     let mut rows = Vec::new();
-    let mut verdicts = Vec::new();
     for path in ["cross-node", "same-node"] {
         for (metric, label) in METRICS {
             let (b, p, m) = (
@@ -312,12 +421,7 @@ pub fn run(out: &Path) -> Result<()> {
             {
                 let v = if t.mode == "mtls" { m } else { p };
                 let ok = (t.check)(b, v);
-                target_text.push(format!(
-                    "{} {} {}",
-                    t.mode,
-                    t.text,
-                    if ok { "met" } else { "MISSED" }
-                ));
+                target_text.push(format!("{} {} {}", t.mode, t.text, met(ok)));
                 verdicts.push(json!({"path": path, "metric": metric, "mode": t.mode, "target": t.text, "value": v, "no_mesh": b, "met": ok}));
             }
             println!(
@@ -329,42 +433,7 @@ pub fn run(out: &Path) -> Result<()> {
             );
         }
     }
-    let idle_max = idle.iter().copied().max().unwrap_or(0);
-    let growth: Vec<f64> = loaded
-        .iter()
-        .zip(&idle)
-        .map(|(l, i)| (*l as f64 - *i as f64) * 1024.0 / conns as f64)
-        .collect();
-    let growth_max = growth.iter().copied().fold(0.0, f64::max);
-    println!(
-        "agent RSS idle: {idle:?} KiB (target <= 8192 {}); with {conns} open connections: {loaded:?} KiB, growth per connection {:?} bytes (target <= 8192 {})",
-        if idle_max <= 8192 { "met" } else { "MISSED" },
-        growth.iter().map(|g| g.round() as i64).collect::<Vec<_>>(),
-        if growth_max <= 8192.0 { "met" } else { "MISSED" },
-    );
-    println!("HBONE pool on node a after the 10k connections: {pool}");
-    let l7 = crate::bench_l7::run(quick())?;
-    if let Some(t) = l7["targets"].as_array() {
-        verdicts.extend(t.iter().cloned());
-    }
-    let control = crate::bench_control::run()?;
-    verdicts.push(json!({"metric": "agent idle RSS KiB", "value": idle_max, "target": "<= 8192", "met": idle_max <= 8192}));
-    verdicts.push(json!({"metric": "RSS growth per open connection bytes", "value": growth_max, "target": "<= 8192", "met": growth_max <= 8192.0}));
-    let missed = verdicts.iter().filter(|v| v["met"] == false).count();
-    if missed > 0 {
-        println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
-    }
-    let report = json!({
-        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "stream_bytes": stream_bytes(), "rounds": rounds,
-        "no_mesh": base, "plaintext": plain, "mtls": mtls, "rows": rows, "targets": verdicts,
-        "per_round": {"no_mesh": base_r, "plaintext": plain_r, "mtls": mtls_r},
-        "agent_rss_kib": {"idle": idle, "with_open_connections": loaded, "open_connections": conns, "growth_bytes_per_connection": growth},
-        "hbone_pool_node_a": pool,
-        "l7": l7,
-        "control": control,
-    });
-    write(out, &report)
+    rows
 }
 
 fn write(out: &Path, report: &Value) -> Result<()> {
