@@ -1,14 +1,20 @@
 //! The agent's own counters, in prometheus-client and registered in the agent's
 //! registry (`ferrymesh_*` on :15020/metrics): per enrolled workload, of the
-//! config, of the HBONE pool and of certificates. `/stats` shows the same values
-//! as JSON.
+//! config, of the HBONE pool and of certificates, and the eBPF programs' counters
+//! (read from their per-CPU map at each scrape). `/stats` shows the same values as
+//! JSON.
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
 pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use prometheus_client::{encoding::EncodeLabelSet, metrics::family::Family, registry::Registry};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{counter::ConstCounter, family::Family, MetricType},
+    registry::Registry,
+};
 use serde_json::{json, Map, Value};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,6 +180,51 @@ impl Metrics {
     }
 }
 
+/// `ferrymesh_ebpf_events_total{event="connect_captured"}` and the rest of the
+/// programs' counters, summed over CPUs when scraped.
+pub struct KernelCounters(pub crate::ebpf::KernelHandle);
+
+impl std::fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelCounters")
+    }
+}
+
+impl KernelCounters {
+    pub fn register(self, r: &mut Registry) {
+        r.register_collector(Box::new(self));
+    }
+}
+
+#[derive(EncodeLabelSet, Debug, Clone, Hash, PartialEq, Eq)]
+struct EventLabel {
+    event: &'static str,
+}
+
+impl Collector for KernelCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters = self.0.lock().unwrap_or_else(|p| p.into_inner()).counters();
+        encode_events(&mut encoder, &counters)
+    }
+}
+
+fn encode_events(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&'static str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "ebpf_events",
+        "What the eBPF programs did (captures, skips, original-destination records, drops)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (event, v) in counters {
+        let label = EventLabel { event };
+        ConstCounter::new(*v).encode(family.encode_family(&label)?)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +243,30 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.workloads_json()["shop/client"]["outbound_captured"], 2);
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode_events(&mut e, &[("connect_captured", 7), ("map_full", 0)])
+        }
+    }
+
+    #[test]
+    fn kernel_counters_are_one_prometheus_family_by_event() {
+        let mut r = Registry::with_prefix("ferrymesh");
+        r.register_collector(Box::new(Fixed));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
+        assert!(
+            text.contains("ferrymesh_ebpf_events_total{event=\"connect_captured\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ferrymesh_ebpf_events counter"),
+            "{text}"
+        );
     }
 }

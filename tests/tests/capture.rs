@@ -248,6 +248,14 @@ fn no_loops_delivery_is_not_recaptured_and_agent_sockets_pass() {
         b["ebpf"]["lookup_skipped_delivery"].as_u64().unwrap() >= 1,
         "{b:#}"
     );
+    // The same kernel counters are Prometheus series; only pods' connects are
+    // captured and none happens meanwhile, so both views agree.
+    let metrics = lab.metrics("a").unwrap();
+    let captured = format!(
+        "ferrymesh_ebpf_events_total{{event=\"connect_captured\"}} {}\n",
+        a["ebpf"]["connect_captured"]
+    );
+    assert!(metrics.contains(&captured), "{captured} in\n{metrics}");
 }
 
 #[test]

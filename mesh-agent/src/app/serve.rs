@@ -20,7 +20,7 @@ use crate::{
     datapath::{DataPath, Inputs},
     ebpf::{self, Kernel, KernelHandle},
     enrol::Enroller,
-    metrics::Metrics,
+    metrics::{KernelCounters, Metrics},
     source::{self, control_plane as cp, Compiler, Update},
     telemetry::Telemetry,
     tunnel::hbone::pool::Pool,
@@ -227,6 +227,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
     certs.counters.register(telemetry.registry());
+    KernelCounters(kernel.clone()).register(telemetry.registry());
     let dp = DataPath::new(Inputs {
         orig_dst: Some(orig_dst),
         state: state.clone(),
