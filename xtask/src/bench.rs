@@ -6,7 +6,11 @@ use anyhow::Result;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
-use crate::{bootstrap, build, sh::step};
+use crate::{
+    bench_util::{median, met, set_meshed},
+    bootstrap, build,
+    sh::step,
+};
 
 /// Bytes per throughput run; FERRYMESH_BENCH_QUICK=1 makes every run smaller.
 fn stream_bytes() -> u64 {
@@ -36,11 +40,6 @@ fn spec() -> LabSpec {
         agent_args: vec![],
         local_ca: false,
     }
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// One round of one mode (no mesh or captured): every scenario on both paths.
@@ -115,23 +114,6 @@ fn combine(rounds: &[Value]) -> Value {
         out.insert(path.to_owned(), Value::Object(m));
     }
     Value::Object(out)
-}
-
-/// Labels (or unlabels) the bench namespace and waits until both agents have
-/// enrolled (or released) its pods.
-pub(crate) fn set_meshed(lab: &mut Lab, meshed: bool) -> Result<()> {
-    lab.set_meshed("bench", meshed)?;
-    for n in ["a", "b"] {
-        lab.wait_stats(n, "enrolment to settle", |s| {
-            s["enrolled"]
-                .as_array()
-                .is_some_and(|a| a.is_empty() != meshed)
-        })?;
-    }
-    // Settling, not synchronisation: the previous mode's connections close
-    // before the next one is measured.
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
 }
 
 fn f(v: &Value) -> f64 {
@@ -383,14 +365,6 @@ impl Memory {
 
     fn json(&self) -> Value {
         json!({"idle": self.idle, "with_open_connections": self.loaded, "open_connections": self.conns, "growth_bytes_per_connection": self.growth()})
-    }
-}
-
-pub(crate) fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
     }
 }
 

@@ -14,7 +14,7 @@ use anyhow::Result;
 use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
-use crate::sh::step;
+use crate::{bench_util::median, sh::step};
 
 const NODES: [&str; 2] = ["a", "b"];
 /// Rounds of "one Service changed".
@@ -95,11 +95,6 @@ fn one_change(lab: &mut Lab, services: usize, pods: usize, marker: &str) -> Resu
         applied.saturating_sub(written) as f64,
         applied.saturating_sub(seen) as f64,
     ))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn generations(lab: &Lab) -> Result<Vec<u64>> {

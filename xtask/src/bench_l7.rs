@@ -10,7 +10,7 @@ use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 use serde_json::{json, Value};
 
 use crate::{
-    bench::{median, met, set_meshed},
+    bench_util::{median, met, set_meshed},
     sh::step,
 };
 
