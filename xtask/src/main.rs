@@ -10,6 +10,7 @@ mod bench_util;
 mod bootstrap;
 mod build;
 mod check;
+mod cycles;
 mod demo;
 mod deploy;
 mod lab;

@@ -13,6 +13,7 @@ pub fn run_tests(args: &[String]) -> Result<()> {
 
 pub fn run(lint: bool, args: &[String]) -> Result<()> {
     crate::check::run()?;
+    crate::cycles::run(&sh::workspace_root())?;
     bootstrap::ensure()?;
     build::all(false)?;
     if lint {
