@@ -148,7 +148,7 @@ async fn same_node(
         local.counters.inbound_denied.inc();
         return Err(Error::Denied(d));
     }
-    let app = inbound::connect_app(&local, addr)
+    let app = inbound::connect_app(&local, addr, &dp.inputs.guard)
         .await
         .ok_or(Error::App(addr))?;
     Ok(Connected {

@@ -12,7 +12,8 @@ use mesh_model::{
 };
 
 use crate::{
-    ebpf::OrigDst, identity::manager::CertManager, local::LocalPods, telemetry::Telemetry,
+    ebpf::OrigDst,
+    guard::Guard, identity::manager::CertManager, local::LocalPods, telemetry::Telemetry,
     tunnel::hbone::pool::Pool,
 };
 
@@ -29,6 +30,8 @@ pub struct Inputs {
     pub pool: Pool,
     pub telemetry: Telemetry,
     pub tunnel: Tunnel,
+    /// Hardening limits and the counter of what they refused.
+    pub guard: Guard,
 }
 
 impl Inputs {

@@ -21,7 +21,7 @@ pub mod ports {
     /// Node readiness.
     pub const READINESS: u16 = 15021;
 
-    /// Ports that are never captured inbound: the agent's own.
+    /// The agent's ports: never a destination the agent delivers to.
     pub const AGENT_PORTS: [u16; 6] = [OUTBOUND, INBOUND, HBONE, ADMIN, METRICS, READINESS];
 }
 
@@ -147,7 +147,8 @@ pub mod counters {
     pub const LOOKUP_SKIPPED_DELIVERY: u32 = 7;
     pub const MAP_FULL: u32 = 8;
     pub const LOOKUP_DROPPED_NO_AGENT: u32 = 9;
-    pub const COUNT: u32 = 10;
+    pub const LOOKUP_DROPPED_UNATTRIBUTED: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "connect_captured",
@@ -160,6 +161,7 @@ pub mod counters {
         "lookup_skipped_delivery",
         "map_full",
         "lookup_dropped_no_agent",
+        "lookup_dropped_unattributed",
     ];
 }
 

@@ -1,8 +1,15 @@
-//! sk_lookup: inbound capture. A TCP connection to an enrolled pod's address is
-//! handed to the agent's 15006 listener in that pod's netns, except
-//! - connections to the agent's own ports,
+//! sk_lookup (attached to enrolled pods' netns only): inbound capture. A TCP
+//! connection to an enrolled pod's address is handed to the agent's 15006 listener
+//! in that pod's netns, except
+//! - connections to the HBONE port (the agent's own 15008 listener takes them; every
+//!   other agent port is steered like an app port, and the agent refuses it),
 //! - the agent's delivery connections (source 127.0.0.6, or the pod's own address
-//!   for IPv6, which also covers a pod talking to itself).
+//!   for IPv6, which also covers a pod talking to itself),
+//! - loopback destinations (they never come from outside the pod).
+//!
+//! What it cannot attribute to an enrolled pod's address (a secondary or link-local
+//! address, or the pod's address after the agent left) is dropped: never delivered
+//! around the mesh.
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
@@ -12,7 +19,10 @@ use aya_ebpf::{
 };
 use mesh_common::{counters, ports, IpWords, AF_INET, INBOUND_DELIVERY_SRC_V4};
 
-use crate::maps::{count, ENROLLED_ADDRS, INBOUND_LISTENERS};
+use crate::{
+    decide::is_loopback_or_unspecified,
+    maps::{count, ENROLLED_ADDRS, INBOUND_LISTENERS},
+};
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -30,12 +40,8 @@ fn try_lookup(ctx: &SkLookupContext) -> u32 {
             return SK_PASS;
         }
         let port = (*l).local_port as u16;
-        let mut i = 0;
-        while i < ports::AGENT_PORTS.len() {
-            if ports::AGENT_PORTS[i] == port {
-                return SK_PASS;
-            }
-            i += 1;
+        if port == ports::HBONE {
+            return SK_PASS;
         }
         // Read every field at a constant offset first (see orig_dst.rs for why).
         let family = read_volatile(&(*l).family);
@@ -66,6 +72,9 @@ fn try_lookup(ctx: &SkLookupContext) -> u32 {
             count(counters::LOOKUP_SKIPPED_DELIVERY);
             return SK_PASS;
         }
+        if is_loopback_or_unspecified(&local) {
+            return SK_PASS;
+        }
         if INBOUND_LISTENERS.redirect_sk_lookup(ctx, local, 0).is_ok() {
             count(counters::LOOKUP_STEERED);
             return SK_PASS;
@@ -76,6 +85,7 @@ fn try_lookup(ctx: &SkLookupContext) -> u32 {
             count(counters::LOOKUP_DROPPED_NO_AGENT);
             return SK_DROP;
         }
-        SK_PASS
+        count(counters::LOOKUP_DROPPED_UNATTRIBUTED);
+        SK_DROP
     }
 }

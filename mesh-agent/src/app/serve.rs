@@ -227,6 +227,8 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
     certs.counters.register(telemetry.registry());
+    let guard = crate::guard::Guard::new(crate::guard::Limits::for_open_files(crate::app::open_file_limit()));
+    guard.register(telemetry.registry());
     KernelCounters(kernel.clone()).register(telemetry.registry());
     let dp = DataPath::new(Inputs {
         orig_dst: Some(orig_dst),
@@ -237,6 +239,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         pool,
         telemetry,
         tunnel: args.tunnel,
+        guard,
     });
     spawn_pool_expiry(&dp);
     let ready = Arc::new(AtomicBool::new(false));

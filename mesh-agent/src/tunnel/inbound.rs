@@ -13,6 +13,7 @@ use super::{access::Access, reset::ResetOnDrop, splice};
 use crate::{
     datapath::DataPath,
     enforce::{self, Caller},
+    guard::{self, Guard, Reason},
     local::Pod,
 };
 
@@ -25,7 +26,15 @@ pub async fn serve(listener: TcpListener, pod: Arc<Pod>, dp: DataPath) {
             Ok((conn, peer)) => {
                 backoff.reset();
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                tokio::spawn(handle(conn, peer, pod.clone(), dp.clone()));
+                let Ok(permit) = dp.inputs.guard.admit(peer.ip()) else {
+                    drop(ResetOnDrop::new(conn));
+                    continue;
+                };
+                let (pod, dp) = (pod.clone(), dp.clone());
+                tokio::spawn(async move {
+                    handle(conn, peer, pod, dp).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "inbound accept failed: {e}");
@@ -56,8 +65,16 @@ pub fn delivery_source(original: &SocketAddr) -> IpAddr {
 
 /// Connects to the application in `pod` at `original`, from a source the sk_lookup
 /// program lets through, and counts the delivery on the pod.
-pub async fn connect_app(pod: &Pod, original: SocketAddr) -> Option<TcpStream> {
+pub async fn connect_app(pod: &Pod, original: SocketAddr, guard: &Guard) -> Option<TcpStream> {
     let c = &pod.counters;
+    if guard::is_agent_port(original.port()) {
+        // Delivering would reach the agent's own listener again: a loop.
+        c.inbound_failed.inc();
+        guard.refuse(Reason::AgentPort, || {
+            tracing::warn!(pod = %pod.key, %original, "connection refused: the destination port is one of the agent's own (a loop)");
+        });
+        return None;
+    }
     let app = match pod
         .netns
         .outbound_socket(&original, Some(delivery_source(&original)))
@@ -123,7 +140,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         c.inbound_denied.inc();
         return;
     }
-    let Some(app) = connect_app(&pod, original).await else {
+    let Some(app) = connect_app(&pod, original, &dp.inputs.guard).await else {
         return;
     };
     let access = Access {

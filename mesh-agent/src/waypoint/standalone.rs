@@ -398,6 +398,8 @@ async fn serve(args: Args) -> Result<(), Error> {
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
     certs.counters.register(telemetry.registry());
+    let guard = crate::guard::Guard::new(crate::guard::Limits::for_open_files(crate::app::open_file_limit()));
+    guard.register(telemetry.registry());
     let pod = Arc::new(Pod {
         key: w.key(),
         netns,
@@ -414,6 +416,7 @@ async fn serve(args: Args) -> Result<(), Error> {
         pool,
         telemetry,
         tunnel: Tunnel::Hbone,
+        guard,
     });
     let ready = Arc::new(AtomicBool::new(false));
     let generation = Arc::new(AtomicU64::new(1));

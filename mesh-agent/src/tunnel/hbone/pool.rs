@@ -17,8 +17,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpSocket;
 
 use super::{
-    io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
-    STREAM_WINDOW,
+    io::H2Io, CONNECTION_WINDOW, DIAL_TIMEOUT, MAX_FRAME, MAX_STREAMS_PER_CONNECTION,
+    REASON_HEADER, STREAM_WINDOW,
 };
 use crate::{
     metrics::{Counter, Gauge},
@@ -32,7 +32,7 @@ pub enum Error {
         "connecting to HBONE port {0}: {1}; is port 15008 reachable (NetworkPolicy, node down)?"
     )]
     Connect(SocketAddr, std::io::Error),
-    #[error("connecting to HBONE port {0}: timed out")]
+    #[error("HBONE with {0}: no answer within {DIAL_TIMEOUT:?} (connect, handshake or CONNECT)")]
     Timeout(SocketAddr),
     #[error("TLS with {peer} ({addr}): {source}")]
     Tls {
@@ -176,13 +176,18 @@ impl Pool {
         let (mut send, guard) = {
             let mut conns = slot.lock().await;
             conns.retain(|c| !c.closed.load(Ordering::Relaxed));
-            let found = conns
-                .iter_mut()
-                .find(|c| c.streams.load(Ordering::Relaxed) < self.max_streams);
+            // The peer's SETTINGS_MAX_CONCURRENT_STREAMS bounds ours: a stream
+            // beyond it would wait inside h2 until an earlier one closed.
+            let found = conns.iter_mut().find(|c| {
+                let limit = self.max_streams.min(c.send.current_max_send_streams());
+                c.streams.load(Ordering::Relaxed) < limit
+            });
             let conn = match found {
                 Some(c) => c,
                 None => {
-                    let c = self.open(key, hbone, dial).await?;
+                    let c = tokio::time::timeout(DIAL_TIMEOUT, self.open(key, hbone, dial))
+                        .await
+                        .map_err(|_| Error::Timeout(hbone))??;
                     conns.push(c);
                     conns.last_mut().expect("just pushed")
                 }
@@ -191,7 +196,10 @@ impl Pool {
             conn.streams.fetch_add(1, Ordering::Relaxed);
             (conn.send.clone(), StreamGuard(conn.streams.clone()))
         };
-        send = send.ready().await.map_err(|e| Error::H2(hbone, e))?;
+        send = tokio::time::timeout(DIAL_TIMEOUT, send.ready())
+            .await
+            .map_err(|_| Error::Timeout(hbone))?
+            .map_err(|e| Error::H2(hbone, e))?;
         let req = http::Request::builder()
             .method(http::Method::CONNECT)
             .uri(target.to_string())
@@ -206,7 +214,10 @@ impl Pool {
             .send_request(req, false)
             .map_err(|e| Error::H2(hbone, e))?;
         self.counters.streams_opened.inc();
-        let resp = resp.await.map_err(|e| Error::H2(hbone, e))?;
+        let resp = tokio::time::timeout(DIAL_TIMEOUT, resp)
+            .await
+            .map_err(|_| Error::Timeout(hbone))?
+            .map_err(|e| Error::H2(hbone, e))?;
         if resp.status() != http::StatusCode::OK {
             self.counters.refused.inc();
             let reason = resp
@@ -226,10 +237,7 @@ impl Pool {
 
     async fn open(&self, key: &Key, hbone: SocketAddr, dial: Dial<'_>) -> Result<Conn, Error> {
         let sock: TcpSocket = dial.netns.outbound_socket(&hbone, None)?;
-        let tcp = tokio::time::timeout(Duration::from_secs(10), sock.connect(hbone))
-            .await
-            .map_err(|_| Error::Timeout(hbone))?
-            .map_err(|e| Error::Connect(hbone, e))?;
+        let tcp = sock.connect(hbone).await.map_err(|e| Error::Connect(hbone, e))?;
         let cfg = tls::client_config(dial.source_cert, key.destination.clone(), dial.roots)?;
         let name = ServerName::IpAddress(key.address.into());
         let tls_stream = tokio_rustls::TlsConnector::from(cfg)

@@ -9,13 +9,11 @@ use http::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::{
-    io::H2Io, CONNECTION_WINDOW, MAX_FRAME, MAX_STREAMS_PER_CONNECTION, REASON_HEADER,
-    STREAM_WINDOW,
-};
+use super::{io::H2Io, CONNECTION_WINDOW, MAX_FRAME, REASON_HEADER, STREAM_WINDOW};
 use crate::{
     datapath::DataPath,
     enforce::{self, Caller},
+    guard::{self, Guard, Reason},
     local::Pod,
     tls,
     tunnel::{access::Access, inbound, splice},
@@ -73,14 +71,15 @@ pub async fn serve_with<S: OnStream>(
             Ok((tcp, peer)) => {
                 backoff.reset();
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                tokio::spawn(connection(
-                    tcp,
-                    peer,
-                    acceptor.clone(),
-                    pod.clone(),
-                    dp.clone(),
-                    on.clone(),
-                ));
+                let Ok(permit) = dp.inputs.guard.admit(peer.ip()) else {
+                    let _ = tcp.set_zero_linger();
+                    continue;
+                };
+                let (acceptor, pod, dp, on) = (acceptor.clone(), pod.clone(), dp.clone(), on.clone());
+                tokio::spawn(async move {
+                    connection(tcp, peer, acceptor, pod, dp, on).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(pod = %pod.key, "HBONE accept failed: {e}");
@@ -97,15 +96,19 @@ async fn handshake(
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
     pod: &Pod,
+    guard: &Guard,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Identity)> {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let limit = guard.limits.handshake_timeout;
+    let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake refused: {e}");
             return None;
         }
         Err(_) => {
-            tracing::info!(pod = %pod.key, %peer, "HBONE TLS handshake timed out");
+            guard.refuse(Reason::HandshakeTimeout, || {
+                tracing::info!(pod = %pod.key, %peer, ?limit, "HBONE TLS handshake timed out");
+            });
             return None;
         }
     };
@@ -144,40 +147,93 @@ async fn connection<S: OnStream>(
         tracing::warn!(pod = %pod.key, identity = %pod.identity, "HBONE connection dropped: no certificate for this pod yet; is the CA reachable?");
         return;
     }
-    let Some((tls, source)) = handshake(tcp, peer, &acceptor, &pod).await else {
+    let guard = &dp.inputs.guard;
+    let Some((tls, source)) = handshake(tcp, peer, &acceptor, &pod, guard).await else {
         c.hbone_refused_tls.inc();
         return;
     };
-    let mut h2 = match h2::server::Builder::new()
+    let limits = &guard.limits;
+    let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION as u32)
+        .max_concurrent_streams(limits.hbone_streams)
+        .max_header_list_size(limits.header_list_bytes)
         // Rapid-reset protection: a client that resets streams as fast as it opens
         // them is disconnected.
         .max_pending_accept_reset_streams(100)
-        .handshake::<_, Bytes>(tls)
-        .await
-    {
-        Ok(h) => h,
-        Err(e) => {
+        .handshake::<_, Bytes>(tls);
+    let mut h2 = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             tracing::info!(pod = %pod.key, %peer, %source, "HBONE HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            guard.refuse(Reason::HandshakeTimeout, || {
+                tracing::info!(pod = %pod.key, %peer, %source, "HBONE HTTP/2 handshake timed out");
+            });
             return;
         }
     };
     let source = Arc::new(source);
-    while let Some(next) = h2.accept().await {
+    let keepalive = Keepalive::new(h2.ping_pong(), limits).until_lost();
+    tokio::pin!(keepalive);
+    loop {
+        let next = tokio::select! {
+            next = h2.accept() => next,
+            () = &mut keepalive => {
+                guard.refuse(Reason::KeepaliveTimeout, || {
+                    tracing::info!(pod = %pod.key, %peer, %source, "HBONE connection closed: no answer to a keepalive PING");
+                });
+                return;
+            }
+        };
         match next {
-            Ok((req, respond)) => {
+            Some(Ok((req, respond))) => {
                 let on = on.clone();
                 let (source, pod, dp) = (source.clone(), pod.clone(), dp.clone());
                 tokio::spawn(
                     async move { on.on_stream(req, respond, peer, source, pod, dp).await },
                 );
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::debug!(pod = %pod.key, %peer, "HBONE connection ended: {e}");
                 break;
+            }
+            None => break,
+        }
+    }
+}
+
+/// HTTP/2 keepalive: a PING after every interval; a peer that does not answer
+/// within the timeout is gone (its connection and streams are dropped).
+struct Keepalive {
+    ping: Option<h2::PingPong>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Keepalive {
+    fn new(ping: Option<h2::PingPong>, limits: &crate::guard::Limits) -> Keepalive {
+        Keepalive {
+            ping,
+            interval: limits.keepalive_interval,
+            timeout: limits.keepalive_timeout,
+        }
+    }
+
+    /// PINGs after every interval; resolves when a PONG did not come back in time.
+    /// Never cancelled mid-PING (h2 allows one outstanding user PING).
+    async fn until_lost(mut self) {
+        let Some(ping) = self.ping.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(self.interval).await;
+            let pong = tokio::time::timeout(self.timeout, ping.ping(h2::Ping::opaque())).await;
+            if !matches!(pong, Ok(Ok(_))) {
+                return;
             }
         }
     }
@@ -198,6 +254,8 @@ pub fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, reason: &str
 pub struct Refusal {
     pub status: StatusCode,
     pub reason: &'static str,
+    /// Set when the request is hostile (counted as such).
+    pub hostile: Option<Reason>,
 }
 
 /// The target of a CONNECT request: CONNECT and an `ip:port` authority. Pure.
@@ -206,6 +264,7 @@ pub fn connect_authority<B>(req: &Request<B>) -> Result<SocketAddr, Refusal> {
         return Err(Refusal {
             status: StatusCode::METHOD_NOT_ALLOWED,
             reason: "HBONE accepts CONNECT only",
+            hostile: None,
         });
     }
     let target = req
@@ -215,7 +274,16 @@ pub fn connect_authority<B>(req: &Request<B>) -> Result<SocketAddr, Refusal> {
         .ok_or(Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: "authority must be ip:port",
+            hostile: None,
         })?;
+    if guard::is_agent_port(target.port()) {
+        // The agent's own port in the pod: delivering there would loop back.
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "the target port is one of the agent's own",
+            hostile: Some(Reason::AgentPort),
+        });
+    }
     Ok(SocketAddr::new(target.ip().to_canonical(), target.port()))
 }
 
@@ -230,6 +298,7 @@ pub fn connect_target<B>(
         return Err(Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: "authority is not an address of this workload",
+            hostile: None,
         });
     }
     Ok(target)
@@ -250,6 +319,11 @@ async fn stream(
         Ok(t) => t,
         Err(r) => {
             c.inbound_failed.inc();
+            let log = || tracing::info!(target: "access", pod = %pod.key, %peer, %source, authority = ?req.uri().authority(), status = r.status.as_u16(), "CONNECT refused: {}", r.reason);
+            match r.hostile {
+                Some(h) => dp.inputs.guard.refuse(h, log),
+                None => log(),
+            }
             return refuse(respond, r.status, r.reason);
         }
     };
@@ -261,7 +335,7 @@ async fn stream(
         c.inbound_denied.inc();
         return refuse(respond, StatusCode::UNAUTHORIZED, &denied.to_string());
     }
-    let Some(app) = inbound::connect_app(&pod, target).await else {
+    let Some(app) = inbound::connect_app(&pod, target, &dp.inputs.guard).await else {
         return refuse(
             respond,
             StatusCode::SERVICE_UNAVAILABLE,

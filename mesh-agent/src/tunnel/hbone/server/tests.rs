@@ -17,7 +17,11 @@ fn addr(s: &str) -> Result<SocketAddr, Refusal> {
 }
 
 fn refused(status: StatusCode, reason: &'static str) -> Result<SocketAddr, Refusal> {
-    Err(Refusal { status, reason })
+    Err(Refusal {
+        status,
+        reason,
+        hostile: None,
+    })
 }
 
 #[test]
@@ -59,6 +63,24 @@ fn which_connect_requests_are_delivered() {
                 StatusCode::BAD_REQUEST,
                 "authority is not an address of this workload",
             ),
+        ),
+        (
+            "the agent's own inbound port: a loop",
+            req(Method::CONNECT, "198.19.2.10:15006"),
+            Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason: "the target port is one of the agent's own",
+                hostile: Some(Reason::AgentPort),
+            }),
+        ),
+        (
+            "the agent's HBONE port: a nested tunnel",
+            req(Method::CONNECT, "198.19.2.10:15008"),
+            Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason: "the target port is one of the agent's own",
+                hostile: Some(Reason::AgentPort),
+            }),
         ),
     ];
     for (name, r, want) in cases {

@@ -1,0 +1,276 @@
+//! Limits that hold off hostile peers, and the one counter of what they refused
+//! (`ferrymesh_hostile_refused_total{reason}`). Every refusal here is logged once
+//! by its caller with the peer and the reason, and counted under a typed reason.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+/// Why a hostile or over-limit input was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A connection or CONNECT aimed at one of the agent's own ports in a pod.
+    AgentPort,
+    /// The agent's cap on concurrent inbound connections.
+    ConnectionLimit,
+    /// The per-peer-address cap on concurrent inbound connections.
+    PeerConnectionLimit,
+    /// TLS or HTTP/2 handshake not finished in time.
+    HandshakeTimeout,
+    /// An HTTP/2 peer that stopped answering keepalive PINGs.
+    KeepaliveTimeout,
+    /// A client that sent no complete request head in time.
+    HeaderTimeout,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::AgentPort,
+        Reason::ConnectionLimit,
+        Reason::PeerConnectionLimit,
+        Reason::HandshakeTimeout,
+        Reason::KeepaliveTimeout,
+        Reason::HeaderTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AgentPort => "agent_port",
+            Reason::ConnectionLimit => "connection_limit",
+            Reason::PeerConnectionLimit => "peer_connection_limit",
+            Reason::HandshakeTimeout => "handshake_timeout",
+            Reason::KeepaliveTimeout => "keepalive_timeout",
+            Reason::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for Reason {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: Reason,
+}
+
+/// The limits, with defaults in line with Envoy's and ztunnel's hardening.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// CONNECT streams one HBONE connection carries (server and client side).
+    pub hbone_streams: u32,
+    /// Largest HTTP/2 header list accepted.
+    pub header_list_bytes: u32,
+    /// TLS plus HTTP/2 handshake.
+    pub handshake_timeout: Duration,
+    /// An HBONE connection is PINGed after this long without a frame...
+    pub keepalive_interval: Duration,
+    /// ...and closed when the PONG does not come within this.
+    pub keepalive_timeout: Duration,
+    /// Concurrent inbound connections the agent accepts (all pods, all listeners).
+    pub connections: usize,
+    /// Of which from one peer address.
+    pub connections_per_peer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hbone_streams: 100,
+            header_list_bytes: 64 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(10),
+            connections: 8192,
+            connections_per_peer: 2048,
+        }
+    }
+}
+
+impl Limits {
+    /// Connection caps that leave room in the process's open-file limit: every
+    /// accepted connection holds about two descriptors.
+    pub fn for_open_files(nofile: u64) -> Limits {
+        let d = Limits::default();
+        let connections = usize::try_from(nofile / 3).unwrap_or(usize::MAX);
+        let connections = connections.clamp(64, d.connections);
+        Limits {
+            connections,
+            connections_per_peer: (connections / 4).max(16),
+            ..d
+        }
+    }
+}
+
+/// Refusal counter plus the inbound connection caps.
+#[derive(Clone)]
+pub struct Guard {
+    pub limits: Limits,
+    refused: Family<ReasonLabel, Counter>,
+    open: Arc<Mutex<Open>>,
+    /// Per reason: the second (since `epoch`, plus one) of its last log line.
+    logged: Arc<[AtomicU64; Reason::ALL.len()]>,
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard::new(Limits::default())
+    }
+}
+
+impl Guard {
+    pub fn new(limits: Limits) -> Guard {
+        let refused = Family::<ReasonLabel, Counter>::default();
+        for reason in Reason::ALL {
+            let _ = refused.get_or_create(&ReasonLabel { reason });
+        }
+        Guard {
+            limits,
+            refused,
+            open: Arc::default(),
+            logged: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "hostile_refused",
+            "Inputs refused by a hardening limit, by reason",
+            self.refused.clone(),
+        );
+    }
+
+    /// Counts one refusal and runs `log` unless this reason was logged in the last
+    /// second (a flood of refusals must not become a flood of log lines).
+    pub fn refuse(&self, reason: Reason, log: impl FnOnce()) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+        let now = self.epoch.elapsed().as_secs() + 1;
+        let slot = &self.logged[reason as usize];
+        if slot.swap(now, Ordering::Relaxed) != now {
+            log();
+        }
+    }
+
+    pub fn refused(&self, reason: Reason) -> u64 {
+        self.refused.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    /// A place for one more inbound connection from `peer`, held until the permit
+    /// drops; the reason (counted) when a cap is reached.
+    pub fn admit(&self, peer: IpAddr) -> Result<Permit, Reason> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let refusal = if open.total >= self.limits.connections {
+            Some(Reason::ConnectionLimit)
+        } else if open.per_peer.get(&peer).copied().unwrap_or(0) >= self.limits.connections_per_peer
+        {
+            Some(Reason::PeerConnectionLimit)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            drop(open);
+            self.refuse(r, || {
+                tracing::warn!(%peer, limit = self.limits.connections, per_peer = self.limits.connections_per_peer, "inbound connection refused: {}", r.as_str());
+            });
+            return Err(r);
+        }
+        open.total += 1;
+        *open.per_peer.entry(peer).or_default() += 1;
+        Ok(Permit {
+            open: self.open.clone(),
+            peer,
+        })
+    }
+
+    /// Inbound connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+/// One admitted inbound connection.
+pub struct Permit {
+    open: Arc<Mutex<Open>>,
+    peer: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = open.per_peer.entry(self.peer)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The agent's own ports inside a pod: never a destination of a captured or
+/// tunnelled connection (it would come back to the agent: a loop).
+pub fn is_agent_port(port: u16) -> bool {
+    mesh_common::ports::AGENT_PORTS.contains(&port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_what_they_refuse_and_free_on_drop() {
+        let g = Guard::new(Limits {
+            connections: 3,
+            connections_per_peer: 2,
+            ..Limits::default()
+        });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a1 = g.admit(a).expect("first");
+        let _a2 = g.admit(a).expect("second");
+        assert_eq!(g.admit(a).err(), Some(Reason::PeerConnectionLimit));
+        let _b1 = g.admit(b).expect("other peer");
+        assert_eq!(g.admit(b).err(), Some(Reason::ConnectionLimit));
+        assert_eq!(g.refused(Reason::PeerConnectionLimit), 1);
+        assert_eq!(g.refused(Reason::ConnectionLimit), 1);
+        drop(a1);
+        assert_eq!(g.open_connections(), 2);
+        let _a3 = g.admit(a).expect("freed by drop");
+    }
+
+    #[test]
+    fn limits_follow_the_open_file_limit() {
+        assert_eq!(Limits::for_open_files(20_000).connections, 6666);
+        assert_eq!(Limits::for_open_files(1_000_000).connections, 8192);
+        assert_eq!(Limits::for_open_files(10).connections, 64);
+    }
+
+    #[test]
+    fn agent_ports_are_the_agents() {
+        for p in [15001, 15006, 15008, 15000, 15020, 15021] {
+            assert!(is_agent_port(p), "{p}");
+        }
+        assert!(!is_agent_port(8080));
+    }
+}

@@ -1,0 +1,126 @@
+//! Hostile traffic is refused with a reason and a metric, and never harms a
+//! well-behaved client on another pod (issue 11).
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_intact, two_node_lab};
+use ferrymesh_tests::{eventually, Lab};
+
+/// Open descriptors of a node's agent.
+fn agent_fds(lab: &Lab, node: &str) -> usize {
+    let pid = lab.agent_pid(node).expect("agent running");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The value of `ferrymesh_hostile_refused_total{reason}` on a node's agent.
+fn refused(lab: &Lab, node: &str, reason: &str) -> u64 {
+    let want = format!("ferrymesh_hostile_refused_total{{reason=\"{reason}\"}} ");
+    lab.metrics(node)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&want).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A client that must be refused: its connect fails or it gets no echo.
+fn assert_refused(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
+    let r = lab.run_client(pod, &["connect", "--to", &to.to_string(), "--bytes", "1024"]);
+    if let Ok(r) = r {
+        assert_ne!(r["received"].as_u64(), Some(1024), "{to} was served: {r}");
+    }
+}
+
+fn assert_served(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
+    let r = lab
+        .run_client(pod, &["connect", "--to", &to.to_string(), "--bytes", "65536"])
+        .expect("well-behaved client");
+    assert_intact(&r, 65536);
+}
+
+/// Once any burst is over, an agent's descriptors return to about where they were.
+fn assert_fds_settle(lab: &Lab, node: &str, before: usize) {
+    eventually(Duration::from_secs(10), "agent descriptors back to their level", || {
+        let now = agent_fds(lab, node);
+        if now <= before + 8 {
+            Ok(())
+        } else {
+            Err(format!("{now} open, {before} before"))
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_agents_own_ports_in_a_pod_are_refused_not_looped() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let _local = lab.server("local-server", &[8080]).expect("local server");
+    let server = lab.pod("server").clone();
+    let local = lab.pod("local-server").clone();
+    let (fds_a, fds_b) = (agent_fds(&lab, "a"), agent_fds(&lab, "b"));
+
+    // Plaintext from outside the mesh, to the inbound and outbound ports and to
+    // the node ports the agent never binds in a pod.
+    for port in [15006, 15001, 15020] {
+        assert_refused(&lab, "outsider", server.addr4(port));
+    }
+    // Over HBONE from a mesh pod (CONNECT to the agent's ports), and same-node.
+    for port in [15006, 15008] {
+        assert_refused(&lab, "client", server.addr4(port));
+    }
+    assert_refused(&lab, "client", local.addr4(15006));
+
+    assert!(refused(&lab, "b", "agent_port") >= 5, "{}", lab.metrics("b").unwrap());
+    assert!(refused(&lab, "a", "agent_port") >= 1, "{}", lab.metrics("a").unwrap());
+    assert!(
+        lab.agent_log("b").contains("one of the agent's own"),
+        "{}",
+        lab.agent_log("b")
+    );
+    // No loop: descriptors did not run away, and other pods are served.
+    assert_fds_settle(&lab, "a", fds_a);
+    assert_fds_settle(&lab, "b", fds_b);
+    assert_served(&lab, "client", server.addr4(8080));
+    assert_served(&lab, "client", local.addr4(8080));
+}
+
+#[test]
+fn inbound_capture_drops_what_it_cannot_attribute() {
+    let lab = two_node_lab();
+    // An app on a node port the agent never binds in a pod, and on a secondary
+    // address of the pod: both used to be reached around the mesh.
+    let _local = lab.server("local-server", &[8080, 15021]).expect("local server");
+    let local = lab.pod("local-server").clone();
+    let secondary4 = {
+        let mut o = match local.addr4(0).ip() {
+            std::net::IpAddr::V4(v4) => v4.octets(),
+            v6 => panic!("not IPv4: {v6}"),
+        };
+        o[3] = 200;
+        std::net::Ipv4Addr::from(o)
+    };
+    lab.exec_in(
+        "local-server",
+        &["ip", "addr", "add", &format!("{secondary4}/24"), "dev", "eth0"],
+    )
+    .expect("secondary address");
+    let dropped_before = lab.stats("a").unwrap()["ebpf"]["lookup_dropped_unattributed"]
+        .as_u64()
+        .unwrap_or(0);
+
+    assert_refused(&lab, "outsider", local.addr4(15021));
+    assert_refused(&lab, "outsider", std::net::SocketAddr::new(secondary4.into(), 8080));
+
+    let a = lab.stats("a").unwrap();
+    assert!(
+        a["ebpf"]["lookup_dropped_unattributed"].as_u64().unwrap() > dropped_before,
+        "{a:#}"
+    );
+    assert!(refused(&lab, "a", "agent_port") >= 1);
+    // The pod's own address is still captured and served.
+    assert_served(&lab, "client", local.addr4(8080));
+    assert_served(&lab, "outsider", local.addr4(8080));
+}
