@@ -79,5 +79,10 @@ impl Admin {
 
 /// Serves `admin` on `listener`.
 pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
-    mesh_infra::admin::serve(listener, Arc::new(move |path: &str| admin.respond(path))).await
+    let guard = admin.dp.inputs.guard.clone();
+    let handler = crate::guard::Counted {
+        handler: move |path: &str| admin.respond(path),
+        guard,
+    };
+    mesh_infra::admin::serve(listener, Arc::new(handler)).await
 }

@@ -18,12 +18,6 @@ pub fn raise_nofile_limit() {
     }
 }
 
-/// The soft limit on open files now (after `raise_nofile_limit`).
-pub fn open_file_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, Resource};
-    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
-}
-
 pub fn run(args: RunArgs) -> Result<(), Error> {
     memory::tune_malloc();
     inpod::init_home().map_err(Error::Runtime)?;

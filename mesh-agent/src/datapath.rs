@@ -12,9 +12,8 @@ use mesh_model::{
 };
 
 use crate::{
-    ebpf::OrigDst,
-    guard::Guard, identity::manager::CertManager, local::LocalPods, telemetry::Telemetry,
-    tunnel::hbone::pool::Pool,
+    ebpf::OrigDst, guard::Guard, identity::manager::CertManager, local::LocalPods,
+    telemetry::Telemetry, tunnel::hbone::pool::Pool,
 };
 
 pub use crate::plan::Tunnel;

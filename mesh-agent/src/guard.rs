@@ -2,14 +2,15 @@
 //! (`ferrymesh_hostile_refused_total{reason}`). Every refusal here is logged once
 //! by its caller with the peer and the reason, and counted under a typed reason.
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
+
+use mesh_infra::caps::{Caps, Full, Place};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
@@ -32,16 +33,19 @@ pub enum Reason {
     KeepaliveTimeout,
     /// A client that sent no complete request head in time.
     HeaderTimeout,
+    /// The admin/metrics server's cap on open connections.
+    AdminConnectionLimit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::AgentPort,
         Reason::ConnectionLimit,
         Reason::PeerConnectionLimit,
         Reason::HandshakeTimeout,
         Reason::KeepaliveTimeout,
         Reason::HeaderTimeout,
+        Reason::AdminConnectionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Reason {
             Reason::HandshakeTimeout => "handshake_timeout",
             Reason::KeepaliveTimeout => "keepalive_timeout",
             Reason::HeaderTimeout => "header_timeout",
+            Reason::AdminConnectionLimit => "admin_connection_limit",
         }
     }
 }
@@ -101,6 +106,13 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The defaults, with connection caps fitted to this process's open-file limit.
+    pub fn for_this_process() -> Limits {
+        use nix::sys::resource::{getrlimit, Resource};
+        let nofile = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+        Limits::for_open_files(nofile)
+    }
+
     /// Connection caps that leave room in the process's open-file limit: every
     /// accepted connection holds about two descriptors.
     pub fn for_open_files(nofile: u64) -> Limits {
@@ -120,16 +132,10 @@ impl Limits {
 pub struct Guard {
     pub limits: Limits,
     refused: Family<ReasonLabel, Counter>,
-    open: Arc<Mutex<Open>>,
+    caps: Caps,
     /// Per reason: the second (since `epoch`, plus one) of its last log line.
     logged: Arc<[AtomicU64; Reason::ALL.len()]>,
     epoch: Instant,
-}
-
-#[derive(Default)]
-struct Open {
-    total: usize,
-    per_peer: HashMap<IpAddr, usize>,
 }
 
 impl Default for Guard {
@@ -145,9 +151,9 @@ impl Guard {
             let _ = refused.get_or_create(&ReasonLabel { reason });
         }
         Guard {
-            limits,
+            limits: limits.clone(),
+            caps: Caps::new(limits.connections, limits.connections_per_peer),
             refused,
-            open: Arc::default(),
             logged: Arc::default(),
             epoch: Instant::now(),
         }
@@ -176,56 +182,42 @@ impl Guard {
         self.refused.get_or_create(&ReasonLabel { reason }).get()
     }
 
-    /// A place for one more inbound connection from `peer`, held until the permit
-    /// drops; the reason (counted) when a cap is reached.
-    pub fn admit(&self, peer: IpAddr) -> Result<Permit, Reason> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let refusal = if open.total >= self.limits.connections {
-            Some(Reason::ConnectionLimit)
-        } else if open.per_peer.get(&peer).copied().unwrap_or(0) >= self.limits.connections_per_peer
-        {
-            Some(Reason::PeerConnectionLimit)
-        } else {
-            None
-        };
-        if let Some(r) = refusal {
-            drop(open);
+    /// A place for one more inbound connection from `peer`, held until it drops;
+    /// the reason (counted, logged) when a cap is reached.
+    pub fn admit(&self, peer: IpAddr) -> Result<Place, Reason> {
+        self.caps.admit(peer).map_err(|full| {
+            let r = match full {
+                Full::Total => Reason::ConnectionLimit,
+                Full::Peer => Reason::PeerConnectionLimit,
+            };
             self.refuse(r, || {
-                tracing::warn!(%peer, limit = self.limits.connections, per_peer = self.limits.connections_per_peer, "inbound connection refused: {}", r.as_str());
+                tracing::warn!(%peer, limit = self.caps.total, per_peer = self.caps.per_peer, "inbound connection refused: {}", r.as_str());
             });
-            return Err(r);
-        }
-        open.total += 1;
-        *open.per_peer.entry(peer).or_default() += 1;
-        Ok(Permit {
-            open: self.open.clone(),
-            peer,
+            r
         })
     }
 
     /// Inbound connections open now.
     pub fn open_connections(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
+        self.caps.open()
     }
 }
 
-/// One admitted inbound connection.
-pub struct Permit {
-    open: Arc<Mutex<Open>>,
-    peer: IpAddr,
+/// An admin server's handler whose refused connections are counted here.
+pub struct Counted<H> {
+    pub handler: H,
+    pub guard: Guard,
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let std::collections::hash_map::Entry::Occupied(mut e) = open.per_peer.entry(self.peer)
-        {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
+impl<H: mesh_infra::admin::Handler> mesh_infra::admin::Handler for Counted<H> {
+    fn handle(&self, path: &str) -> mesh_infra::admin::Reply {
+        self.handler.handle(path)
+    }
+
+    fn refused(&self, peer: std::net::SocketAddr) {
+        self.guard.refuse(Reason::AdminConnectionLimit, || {
+            tracing::warn!(%peer, limit = mesh_infra::admin::MAX_CONNECTIONS, "admin connection refused: too many open");
+        });
     }
 }
 

@@ -77,6 +77,13 @@ struct RunFlags {
     /// `plaintext` (for measurements and debugging only).
     #[arg(long, env = "FERRYMESH_TUNNEL", default_value = "hbone", value_parser = ["hbone", "plaintext"])]
     tunnel: String,
+    /// Concurrent inbound connections accepted (all pods); default: a third of the
+    /// open-file limit, at most 8192. Counted in ferrymesh_hostile_refused_total.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Of which from one peer address (default: a quarter of --max-connections).
+    #[arg(long)]
+    max_connections_per_peer: Option<usize>,
     #[command(flatten)]
     identity: IdentityFlags,
 }
@@ -219,6 +226,10 @@ fn run(f: RunFlags) -> Result<(), String> {
             mesh_agent::datapath::Tunnel::Plaintext
         },
         identity: f.identity.into_args(),
+        caps: app::CapFlags {
+            connections: f.max_connections,
+            per_peer: f.max_connections_per_peer,
+        },
         netns_places: mesh_agent::inpod::discover::Places {
             dirs: f.netns_dir,
             proc: !f.no_proc_netns,

@@ -40,6 +40,9 @@ pub struct ProbeArgs {
     /// Skip TLS: send plaintext HTTP/2 to the port (must be refused).
     #[arg(long)]
     plaintext: bool,
+    /// Pad the CONNECT with a header of this many bytes (limits tests).
+    #[arg(long, default_value_t = 0)]
+    header_bytes: usize,
 }
 
 fn report(v: serde_json::Value) {
@@ -57,15 +60,30 @@ pub fn run(a: ProbeArgs) -> Result<(), String> {
             .unwrap_or_else(|_| Err("timed out".into()))
     });
     match out {
-        Ok((status, reason, echoed)) => report(
-            serde_json::json!({"stage": "http", "status": status, "reason": reason, "echoed": echoed}),
-        ),
+        Ok(Outcome {
+            status,
+            reason,
+            echoed,
+            peer_max_streams,
+        }) => report(serde_json::json!({
+            "stage": "http", "status": status, "reason": reason, "echoed": echoed,
+            "peer_max_streams": peer_max_streams,
+        })),
         Err(e) => report(serde_json::json!({"stage": "error", "error": e})),
     }
     Ok(())
 }
 
-async fn probe(a: &ProbeArgs) -> Result<(u16, String, bool), String> {
+/// What one CONNECT stream got.
+struct Outcome {
+    status: u16,
+    reason: String,
+    echoed: bool,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the server advertised.
+    peer_max_streams: usize,
+}
+
+async fn probe(a: &ProbeArgs) -> Result<Outcome, String> {
     let tcp = tokio::net::TcpStream::connect(a.hbone)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -105,15 +123,18 @@ async fn probe(a: &ProbeArgs) -> Result<(u16, String, bool), String> {
 async fn connect_stream(
     send: &mut h2::client::SendRequest<Bytes>,
     a: &ProbeArgs,
-) -> Result<(u16, String, bool), String> {
-    let req = http::Request::builder()
+) -> Result<Outcome, String> {
+    let mut req = http::Request::builder()
         .method(http::Method::CONNECT)
-        .uri(a.authority.to_string())
-        .body(())
-        .map_err(|e| e.to_string())?;
+        .uri(a.authority.to_string());
+    if a.header_bytes > 0 {
+        req = req.header("x-pad", "p".repeat(a.header_bytes));
+    }
+    let req = req.body(()).map_err(|e| e.to_string())?;
     let mut s = send.clone().ready().await.map_err(|e| format!("h2: {e}"))?;
     let (resp, stream) = s.send_request(req, false).map_err(|e| format!("h2: {e}"))?;
     let resp = resp.await.map_err(|e| format!("h2: {e}"))?;
+    let peer_max_streams = s.current_max_send_streams();
     let status = resp.status().as_u16();
     let reason = resp
         .headers()
@@ -121,8 +142,14 @@ async fn connect_stream(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let outcome = |echoed| Outcome {
+        status,
+        reason,
+        echoed,
+        peer_max_streams,
+    };
     if status != 200 {
-        return Ok((status, reason, false));
+        return Ok(outcome(false));
     }
     let mut io = H2Io::new(stream, resp.into_body());
     io.write_all(a.message.as_bytes())
@@ -130,5 +157,5 @@ async fn connect_stream(
         .map_err(|e| e.to_string())?;
     let mut back = vec![0u8; a.message.len()];
     io.read_exact(&mut back).await.map_err(|e| e.to_string())?;
-    Ok((status, reason, back == a.message.as_bytes()))
+    Ok(outcome(back == a.message.as_bytes()))
 }

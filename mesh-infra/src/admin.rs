@@ -1,7 +1,9 @@
 //! The one admin/metrics HTTP server of the agent, the waypoint and the control
 //! plane: GET only, typed replies (JSON from `Serialize` types the clients
-//! deserialize, Prometheus text, plain text), a request head read within 10 s, and
-//! an accept loop that backs off instead of spinning when accept fails.
+//! deserialize, Prometheus text, plain text), a request head read within 10 s (also
+//! the limit on an idle keep-alive connection), at most `MAX_CONNECTIONS` open at
+//! once (more are closed at accept and reported to the handler), and an accept loop
+//! that backs off instead of spinning when accept fails.
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -17,7 +19,11 @@ use tokio::net::TcpListener;
 use crate::backoff::Backoff;
 
 /// A slow client must send its request head within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections open at once, and from one peer address: scrapers and
+/// operators need a handful; one pod cannot hold them all.
+pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 
 /// What a path answers.
 #[derive(Debug, Clone)]
@@ -93,6 +99,12 @@ impl Reply {
 /// Answers a path.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, path: &str) -> Reply;
+
+    /// A connection was closed at accept: `MAX_CONNECTIONS` were open, or
+    /// `MAX_CONNECTIONS_PER_PEER` from this peer (count it).
+    fn refused(&self, peer: SocketAddr) {
+        tracing::warn!(%peer, limit = MAX_CONNECTIONS, per_peer = MAX_CONNECTIONS_PER_PEER, "admin connection refused: too many open");
+    }
 }
 
 impl<F: Fn(&str) -> Reply + Send + Sync + 'static> Handler for F {
@@ -127,11 +139,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `handler` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>) {
     let mut backoff = Backoff::accept();
+    let caps = crate::caps::Caps::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER);
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => {
+            Ok((s, peer)) => {
                 backoff.reset();
-                s
+                match caps.admit(peer.ip()) {
+                    Ok(place) => (s, place),
+                    Err(_) => {
+                        let _ = s.set_zero_linger();
+                        handler.refused(peer);
+                        continue;
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!("admin accept failed: {e}");
@@ -141,6 +161,7 @@ pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>) {
         };
         let handler = handler.clone();
         tokio::spawn(async move {
+            let (stream, _permit) = stream;
             let svc = service_fn(move |req| {
                 let r = respond(handler.as_ref(), &req);
                 async move { Ok::<_, Infallible>(r) }
@@ -185,5 +206,77 @@ mod tests {
         );
         assert!(ask("GET", "/nope").await.starts_with("HTTP/1.1 404"));
         assert!(ask("POST", "/stats").await.starts_with("HTTP/1.1 405"));
+    }
+
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl Handler for Counting {
+        fn handle(&self, _: &str) -> Reply {
+            Reply::text(StatusCode::OK, "ok\n")
+        }
+        fn refused(&self, _: SocketAddr) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    async fn read_to_end(s: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_peer_cap_are_closed_and_counted() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let handler = Arc::new(Counting(Default::default()));
+        tokio::spawn(serve(l, handler.clone()));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_PEER {
+            held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        let mut extra = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Closed by the server without an answer (reset or EOF).
+        let answer = read_to_end(&mut extra).await.unwrap_or_default();
+        assert!(answer.is_empty(), "{answer:?}");
+        assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        held.clear();
+        // The places free up as the server sees those connections close.
+        let mut answer = String::new();
+        for _ in 0..500 {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = s
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
+            answer = String::from_utf8_lossy(&read_to_end(&mut s).await.unwrap_or_default()).into();
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_after_the_header_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(serve(
+            l,
+            Arc::new(|_: &str| Reply::text(StatusCode::OK, "ok\n")),
+        ));
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Nothing sent: the server's header timer (paused clock, advanced by
+        // tokio when every task waits) closes it.
+        let start = tokio::time::Instant::now();
+        let got = read_to_end(&mut idle).await.unwrap_or_default();
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{got:?}"
+        );
+        assert!(
+            start.elapsed() >= HEADER_READ_TIMEOUT,
+            "closed by the timer, not before"
+        );
     }
 }

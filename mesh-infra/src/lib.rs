@@ -1,8 +1,9 @@
 //! Process infrastructure shared by the node agent, the waypoint and the control
-//! plane: the file watcher (`watch`), the admin/metrics HTTP server (`admin`) and
-//! backoff (`backoff`). Builds without eBPF.
+//! plane: the file watcher (`watch`), the admin/metrics HTTP server (`admin`),
+//! backoff (`backoff`) and connection caps (`caps`). Builds without eBPF.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod backoff;
+pub mod caps;
 pub mod watch;

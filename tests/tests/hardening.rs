@@ -27,7 +27,10 @@ fn refused(lab: &Lab, node: &str, reason: &str) -> u64 {
 
 /// A client that must be refused: its connect fails or it gets no echo.
 fn assert_refused(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
-    let r = lab.run_client(pod, &["connect", "--to", &to.to_string(), "--bytes", "1024"]);
+    let r = lab.run_client(
+        pod,
+        &["connect", "--to", &to.to_string(), "--bytes", "1024"],
+    );
     if let Ok(r) = r {
         assert_ne!(r["received"].as_u64(), Some(1024), "{to} was served: {r}");
     }
@@ -35,21 +38,28 @@ fn assert_refused(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
 
 fn assert_served(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
     let r = lab
-        .run_client(pod, &["connect", "--to", &to.to_string(), "--bytes", "65536"])
+        .run_client(
+            pod,
+            &["connect", "--to", &to.to_string(), "--bytes", "65536"],
+        )
         .expect("well-behaved client");
     assert_intact(&r, 65536);
 }
 
 /// Once any burst is over, an agent's descriptors return to about where they were.
 fn assert_fds_settle(lab: &Lab, node: &str, before: usize) {
-    eventually(Duration::from_secs(10), "agent descriptors back to their level", || {
-        let now = agent_fds(lab, node);
-        if now <= before + 8 {
-            Ok(())
-        } else {
-            Err(format!("{now} open, {before} before"))
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "agent descriptors back to their level",
+        || {
+            let now = agent_fds(lab, node);
+            if now <= before + 8 {
+                Ok(())
+            } else {
+                Err(format!("{now} open, {before} before"))
+            }
+        },
+    )
     .unwrap();
 }
 
@@ -73,8 +83,16 @@ fn the_agents_own_ports_in_a_pod_are_refused_not_looped() {
     }
     assert_refused(&lab, "client", local.addr4(15006));
 
-    assert!(refused(&lab, "b", "agent_port") >= 5, "{}", lab.metrics("b").unwrap());
-    assert!(refused(&lab, "a", "agent_port") >= 1, "{}", lab.metrics("a").unwrap());
+    assert!(
+        refused(&lab, "b", "agent_port") >= 5,
+        "{}",
+        lab.metrics("b").unwrap()
+    );
+    assert!(
+        refused(&lab, "a", "agent_port") >= 1,
+        "{}",
+        lab.metrics("a").unwrap()
+    );
     assert!(
         lab.agent_log("b").contains("one of the agent's own"),
         "{}",
@@ -92,7 +110,9 @@ fn inbound_capture_drops_what_it_cannot_attribute() {
     let lab = two_node_lab();
     // An app on a node port the agent never binds in a pod, and on a secondary
     // address of the pod: both used to be reached around the mesh.
-    let _local = lab.server("local-server", &[8080, 15021]).expect("local server");
+    let _local = lab
+        .server("local-server", &[8080, 15021])
+        .expect("local server");
     let local = lab.pod("local-server").clone();
     let secondary4 = {
         let mut o = match local.addr4(0).ip() {
@@ -104,7 +124,14 @@ fn inbound_capture_drops_what_it_cannot_attribute() {
     };
     lab.exec_in(
         "local-server",
-        &["ip", "addr", "add", &format!("{secondary4}/24"), "dev", "eth0"],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{secondary4}/24"),
+            "dev",
+            "eth0",
+        ],
     )
     .expect("secondary address");
     let dropped_before = lab.stats("a").unwrap()["ebpf"]["lookup_dropped_unattributed"]
@@ -112,7 +139,11 @@ fn inbound_capture_drops_what_it_cannot_attribute() {
         .unwrap_or(0);
 
     assert_refused(&lab, "outsider", local.addr4(15021));
-    assert_refused(&lab, "outsider", std::net::SocketAddr::new(secondary4.into(), 8080));
+    assert_refused(
+        &lab,
+        "outsider",
+        std::net::SocketAddr::new(secondary4.into(), 8080),
+    );
 
     let a = lab.stats("a").unwrap();
     assert!(
@@ -123,4 +154,127 @@ fn inbound_capture_drops_what_it_cannot_attribute() {
     // The pod's own address is still captured and served.
     assert_served(&lab, "client", local.addr4(8080));
     assert_served(&lab, "outsider", local.addr4(8080));
+}
+
+#[test]
+fn one_pod_cannot_hold_the_metrics_port() {
+    let lab = two_node_lab();
+    let node_a: std::net::SocketAddr = {
+        let mut o = match lab.pod("outsider").addr4(0).ip() {
+            std::net::IpAddr::V4(v4) => v4.octets(),
+            v6 => panic!("not IPv4: {v6}"),
+        };
+        o[3] = 1;
+        (std::net::Ipv4Addr::from(o), 15020).into()
+    };
+    let mut holder = lab
+        .app(
+            "outsider",
+            &["hold-many", "--to", &node_a.to_string(), "--conns", "20"],
+        )
+        .expect("holder");
+    holder
+        .expect_line("open", Duration::from_secs(10))
+        .expect("open");
+    // Eight are kept (the per-peer cap), the rest closed at accept and counted.
+    eventually(Duration::from_secs(10), "admin refusals counted", || {
+        let n = refused(&lab, "a", "admin_connection_limit");
+        if n >= 12 {
+            Ok(())
+        } else {
+            Err(format!("{n} refused"))
+        }
+    })
+    .unwrap();
+    // Meanwhile the node's own scraper (another peer) is served.
+    assert!(lab
+        .metrics("a")
+        .unwrap()
+        .contains("ferrymesh_hostile_refused_total"));
+    assert!(
+        lab.agent_log("a").contains("admin connection refused"),
+        "{}",
+        lab.agent_log("a")
+    );
+}
+
+#[test]
+fn a_peer_over_its_connection_cap_is_refused_and_others_are_served() {
+    let lab = common::two_node_lab_with(&["--max-connections-per-peer", "40"]);
+    let _local = lab.server("local-server", &[8080]).expect("local server");
+    let _server = lab.server("server", &[8080]).expect("server");
+    let local = lab.pod("local-server").clone();
+    // 60 plaintext connections from one pod outside the mesh to one pod: 40 are
+    // taken, 20 reset at accept.
+    let mut holder = lab
+        .app(
+            "outsider",
+            &[
+                "hold-many",
+                "--to",
+                &local.addr4(8080).to_string(),
+                "--conns",
+                "60",
+            ],
+        )
+        .expect("holder");
+    holder
+        .expect_line("open", Duration::from_secs(10))
+        .expect("open");
+    eventually(Duration::from_secs(10), "per-peer refusals counted", || {
+        let n = refused(&lab, "a", "peer_connection_limit");
+        if n >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{n} refused"))
+        }
+    })
+    .unwrap();
+    assert!(lab
+        .agent_log("a")
+        .contains("inbound connection refused: peer_connection_limit"));
+    // Another pod is served meanwhile, cross-node (HBONE) and same-node.
+    assert_served(&lab, "client", local.addr4(8080));
+    assert_served(&lab, "client", lab.pod("server").addr4(8080));
+}
+
+#[test]
+fn hbone_clients_that_never_handshake_are_dropped_after_the_timeout() {
+    let lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let server = lab.pod("server").clone();
+    let fds_b = agent_fds(&lab, "b");
+    // Thirty TCP connections to the HBONE port that never start TLS.
+    let mut holder = lab
+        .app(
+            "outsider",
+            &[
+                "hold-many",
+                "--to",
+                &server.addr4(15008).to_string(),
+                "--conns",
+                "30",
+            ],
+        )
+        .expect("holder");
+    holder
+        .expect_line("open", Duration::from_secs(10))
+        .expect("open");
+    // Served meanwhile.
+    assert_served(&lab, "client", server.addr4(8080));
+    // The agent gives up on them after its handshake timeout (10 s) and frees them.
+    eventually(
+        Duration::from_secs(30),
+        "handshake timeouts counted",
+        || {
+            let n = refused(&lab, "b", "handshake_timeout");
+            if n >= 30 {
+                Ok(())
+            } else {
+                Err(format!("{n} timed out"))
+            }
+        },
+    )
+    .unwrap();
+    assert_fds_settle(&lab, "b", fds_b);
 }

@@ -58,8 +58,32 @@ pub struct RunArgs {
     /// How meshed destinations on other nodes are reached.
     pub tunnel: crate::datapath::Tunnel,
     pub identity: IdentityArgs,
+    /// Operator overrides of the inbound connection caps.
+    pub caps: CapFlags,
     /// Where pods' network namespaces are found when the config has none.
     pub netns_places: crate::inpod::discover::Places,
+}
+
+/// Connection caps given on the command line (None: the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CapFlags {
+    pub connections: Option<usize>,
+    pub per_peer: Option<usize>,
+}
+
+impl CapFlags {
+    /// The limits of this process (after its open-file limit was raised).
+    pub fn limits(self) -> crate::guard::Limits {
+        let mut l = crate::guard::Limits::for_this_process();
+        if let Some(n) = self.connections {
+            l.connections = n.max(1);
+            l.connections_per_peer = (n / 4).max(1);
+        }
+        if let Some(n) = self.per_peer {
+            l.connections_per_peer = n.max(1);
+        }
+        l
+    }
 }
 
 /// Where certificates come from.

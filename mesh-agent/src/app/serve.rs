@@ -227,7 +227,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
     certs.counters.register(telemetry.registry());
-    let guard = crate::guard::Guard::new(crate::guard::Limits::for_open_files(crate::app::open_file_limit()));
+    let guard = crate::guard::Guard::new(args.caps.limits());
     guard.register(telemetry.registry());
     KernelCounters(kernel.clone()).register(telemetry.registry());
     let dp = DataPath::new(Inputs {

@@ -259,6 +259,7 @@ async fn admin(
     ready: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
 ) {
+    let guard = dp.inputs.guard.clone();
     let handler = move |path: &str| match path {
         "/metrics" => Reply::metrics(dp.inputs.telemetry.encode()),
         "/healthz/ready" => Reply::ready(ready.load(Ordering::Relaxed)),
@@ -267,6 +268,7 @@ async fn admin(
         ),
         _ => Reply::not_found("try /metrics, /stats or /healthz/ready"),
     };
+    let handler = crate::guard::Counted { handler, guard };
     mesh_infra::admin::serve(listener, Arc::new(handler)).await
 }
 
@@ -398,7 +400,7 @@ async fn serve(args: Args) -> Result<(), Error> {
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
     certs.counters.register(telemetry.registry());
-    let guard = crate::guard::Guard::new(crate::guard::Limits::for_open_files(crate::app::open_file_limit()));
+    let guard = crate::guard::Guard::new(crate::guard::Limits::for_this_process());
     guard.register(telemetry.registry());
     let pod = Arc::new(Pod {
         key: w.key(),

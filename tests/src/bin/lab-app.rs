@@ -150,14 +150,29 @@ fn listen(port: u16) -> Result<TcpListener> {
     TcpListener::bind(("::", port)).with_context(|| format!("bind [::]:{port}"))
 }
 
+/// Prints `open N` (and `refused M` when the far end refused or reset some).
 fn hold_many(to: SocketAddr, conns: u32) -> Result<()> {
     let mut held = Vec::with_capacity(conns as usize);
+    let mut refused = 0u32;
     for i in 0..conns {
-        let c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
-            .with_context(|| format!("connection {i}"))?;
-        held.push(c);
+        match TcpStream::connect_timeout(&to, Duration::from_secs(10)) {
+            Ok(c) => held.push(c),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                refused += 1
+            }
+            Err(e) => return Err(e).with_context(|| format!("connection {i}")),
+        }
     }
-    println!("open {}", held.len());
+    if refused > 0 {
+        println!("open {} refused {refused}", held.len());
+    } else {
+        println!("open {}", held.len());
+    }
     std::io::stdout().flush()?;
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);

@@ -237,7 +237,10 @@ impl Pool {
 
     async fn open(&self, key: &Key, hbone: SocketAddr, dial: Dial<'_>) -> Result<Conn, Error> {
         let sock: TcpSocket = dial.netns.outbound_socket(&hbone, None)?;
-        let tcp = sock.connect(hbone).await.map_err(|e| Error::Connect(hbone, e))?;
+        let tcp = sock
+            .connect(hbone)
+            .await
+            .map_err(|e| Error::Connect(hbone, e))?;
         let cfg = tls::client_config(dial.source_cert, key.destination.clone(), dial.roots)?;
         let name = ServerName::IpAddress(key.address.into());
         let tls_stream = tokio_rustls::TlsConnector::from(cfg)

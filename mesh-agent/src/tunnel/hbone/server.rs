@@ -75,7 +75,8 @@ pub async fn serve_with<S: OnStream>(
                     let _ = tcp.set_zero_linger();
                     continue;
                 };
-                let (acceptor, pod, dp, on) = (acceptor.clone(), pod.clone(), dp.clone(), on.clone());
+                let (acceptor, pod, dp, on) =
+                    (acceptor.clone(), pod.clone(), dp.clone(), on.clone());
                 tokio::spawn(async move {
                     connection(tcp, peer, acceptor, pod, dp, on).await;
                     drop(permit);

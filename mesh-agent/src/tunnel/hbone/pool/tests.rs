@@ -52,15 +52,19 @@ fn cert(ca: &Ca, id: &Identity) -> Arc<rustls::sign::CertifiedKey> {
         .certified
 }
 
-/// Answers every CONNECT with 200 and holds the stream open.
-async fn serve(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+/// Answers every CONNECT with 200 and holds the stream open; advertises
+/// SETTINGS_MAX_CONCURRENT_STREAMS = `max_streams`.
+async fn serve(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor, max_streams: u32) {
     while let Ok((tcp, _)) = l.accept().await {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let Ok(mut h2) = h2::server::handshake(tls).await else {
+            let handshake = h2::server::Builder::new()
+                .max_concurrent_streams(max_streams)
+                .handshake(tls);
+            let Ok(mut h2) = handshake.await else {
                 return;
             };
             // The streams stay open as long as the connection.
@@ -75,6 +79,10 @@ async fn serve(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
 }
 
 async fn peer(name: &str) -> Peer {
+    peer_with(name, 1000).await
+}
+
+async fn peer_with(name: &str, max_streams: u32) -> Peer {
     let dir = std::env::temp_dir().join(format!("fm-pool-{name}-{}", std::process::id()));
     let ca = Ca::load_or_create(&dir, "cluster.local").expect("ca");
     let roots = tls::roots_from_pem(ca.root_pem()).expect("roots");
@@ -88,7 +96,7 @@ async fn peer(name: &str) -> Peer {
         tls::server_config(Arc::new(Fixed(cert(&ca, &server_id))), roots.clone()).expect("tls");
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = l.local_addr().expect("addr").port();
-    tokio::spawn(serve(l, tokio_rustls::TlsAcceptor::from(cfg)));
+    tokio::spawn(serve(l, tokio_rustls::TlsAcceptor::from(cfg), max_streams));
     Peer {
         port,
         client: cert(&ca, &client_id),
@@ -178,4 +186,46 @@ async fn idle_connections_expire_busy_ones_stay() {
         2,
         "an idle connection expired"
     );
+}
+
+#[tokio::test]
+async fn the_peers_stream_limit_opens_a_new_connection() {
+    // The peer allows 2 streams per connection (ztunnel's allows 100), the pool 100:
+    // the third stream must not queue inside h2 behind the first two.
+    let p = peer_with("peer-limit", 2).await;
+    let pool = Pool::new(Duration::from_secs(60)).with_port(p.port);
+    let netns = netns();
+    let first = open(&pool, &p, &netns).await;
+    // The peer's SETTINGS arrive with the first exchange.
+    let _second = open(&pool, &p, &netns).await;
+    let third = tokio::time::timeout(DIAL_TIMEOUT / 2, open(&pool, &p, &netns))
+        .await
+        .expect("the third stream is not stuck behind the peer's limit");
+    assert_eq!(pool.counters.connections_opened.get(), 2);
+    drop((first, third));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_costs_the_dial_timeout_not_forever() {
+    // Accepts TCP and never answers the TLS handshake.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = l.accept().await {
+            held.push(tcp);
+        }
+    });
+    let p = peer("silent").await;
+    let pool = Pool::new(Duration::from_secs(60)).with_port(port);
+    let netns = netns();
+    let dial = Dial {
+        netns: &netns,
+        source_cert: p.client.clone(),
+        roots: p.roots.clone(),
+    };
+    let target: SocketAddr = "198.19.2.10:8080".parse().expect("addr");
+    let client: SocketAddr = "198.19.1.10:40000".parse().expect("addr");
+    let r = pool.connect(&key(&p), target, client, dial).await;
+    assert!(matches!(r, Err(Error::Timeout(_))), "{:?}", r.err());
 }
