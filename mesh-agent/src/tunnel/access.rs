@@ -1,6 +1,7 @@
 //! One JSON access-log line per proxied connection (target `access`).
 use std::{net::SocketAddr, time::Instant};
 
+use super::splice::Spliced;
 use crate::{
     metrics::WorkloadCounters,
     telemetry::{ConnectionLabels, Telemetry},
@@ -25,21 +26,17 @@ impl Access<'_> {
         &self,
         telemetry: &Telemetry,
         counters: &WorkloadCounters,
-        copy: impl std::future::Future<Output = Option<(u64, u64)>>,
+        copy: impl std::future::Future<Output = Spliced>,
     ) {
         counters.active.inc();
-        let bytes = copy.await;
+        let spliced = copy.await;
         counters.active.dec();
-        self.log(
-            telemetry,
-            if bytes.is_some() { "ok" } else { "error" },
-            bytes,
-        );
+        self.log(telemetry, spliced);
     }
 
-    pub fn log(&self, telemetry: &Telemetry, result: &str, bytes: Option<(u64, u64)>) {
-        let (sent, received) = bytes.unwrap_or((0, 0));
-        let flags = if bytes.is_some() { "-" } else { "ERROR" };
+    pub fn log(&self, telemetry: &Telemetry, spliced: Spliced) {
+        let Spliced { sent, received, ok } = spliced;
+        let (result, flags) = if ok { ("ok", "-") } else { ("error", "ERROR") };
         let labels = ConnectionLabels::new(
             self.reporter,
             self.transport,

@@ -44,36 +44,134 @@ async fn either_readable<A: WaitReadable, B: WaitReadable>(a: &mut A, b: &mut B)
     .await
 }
 
-fn account(r: io::Result<(u64, u64)>, counters: &WorkloadCounters) -> Option<(u64, u64)> {
-    match r {
-        Ok((sent, received)) => {
-            counters.bytes_sent.inc_by(sent);
-            counters.bytes_received.inc_by(received);
-            Some((sent, received))
-        }
-        Err(e) => {
-            tracing::debug!("connection ended with an error: {e}");
-            None
+/// What a splice moved, counted as the bytes were read (so a connection that ends
+/// in an error still reports what it carried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spliced {
+    /// Bytes from the downstream side to the upstream side.
+    pub sent: u64,
+    /// Bytes back.
+    pub received: u64,
+    /// Ended cleanly (both sides closed), not with an I/O error.
+    pub ok: bool,
+}
+
+impl Spliced {
+    /// The same splice seen from the other end.
+    pub fn reversed(self) -> Spliced {
+        Spliced {
+            sent: self.received,
+            received: self.sent,
+            ok: self.ok,
         }
     }
 }
 
+/// A stream that counts the bytes read from it.
+struct Counting<S> {
+    inner: S,
+    read: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Copies both ways between the application's socket and an upstream stream.
-/// Returns (downstream to upstream, back), None if it ended in error.
-pub async fn proxy<A, B>(
-    mut downstream: A,
-    mut upstream: B,
-    counters: &WorkloadCounters,
-) -> Option<(u64, u64)>
+pub async fn proxy<A, B>(downstream: A, upstream: B, counters: &WorkloadCounters) -> Spliced
 where
     A: AsyncRead + AsyncWrite + WaitReadable + Unpin,
     B: AsyncRead + AsyncWrite + WaitReadable + Unpin,
 {
-    let r = match either_readable(&mut downstream, &mut upstream).await {
-        Ok(()) => {
-            tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUF, BUF).await
-        }
+    let mut down = Counting {
+        inner: downstream,
+        read: 0,
+    };
+    let mut up = Counting {
+        inner: upstream,
+        read: 0,
+    };
+    let r = match either_readable(&mut down.inner, &mut up.inner).await {
+        Ok(()) => tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, BUF, BUF)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
-    account(r, counters)
+    if let Err(e) = &r {
+        tracing::debug!("connection ended with an error: {e}");
+    }
+    counters.bytes_sent.inc_by(down.read);
+    counters.bytes_received.inc_by(up.read);
+    Spliced {
+        sent: down.read,
+        received: up.read,
+        ok: r.is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_are_counted_even_when_the_splice_ends_in_an_error() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (down, _) = l.accept().await.expect("accept");
+        let up_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up_addr = up_l.local_addr().expect("addr");
+        let up = TcpStream::connect(up_addr).await.expect("connect");
+        let (mut app, _) = up_l.accept().await.expect("accept");
+        let counters = WorkloadCounters::default();
+        let splice = tokio::spawn(async move { proxy(down, up, &counters).await });
+        client.write_all(&[7u8; 100_000]).await.expect("write");
+        let mut got = vec![0u8; 100_000];
+        app.read_exact(&mut got)
+            .await
+            .expect("read through the splice");
+        // The far end resets: the copy fails, the bytes it moved still count.
+        app.set_zero_linger().expect("linger");
+        drop(app);
+        let s = splice.await.expect("splice");
+        assert_eq!((s.sent, s.ok), (100_000, false), "{s:?}");
+    }
 }

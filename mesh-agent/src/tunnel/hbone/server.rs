@@ -361,11 +361,8 @@ async fn stream(
         transport: "hbone",
         start,
     };
-    let copy = async {
-        splice::proxy(app, tunnel, c)
-            .await
-            .map(|(to_app, from_app)| (from_app, to_app))
-    };
+    // Counted from the source's side: sent = towards the application.
+    let copy = async { splice::proxy(app, tunnel, c).await.reversed() };
     access.proxied(&dp.inputs.telemetry, c, copy).await;
 }
 
