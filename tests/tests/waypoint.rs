@@ -684,7 +684,10 @@ metadata: {name: no-delete, namespace: shop}
 spec:
   selector: {matchLabels: {svc: web}}
   action: DENY
-  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+  rules:
+  - to: [{operation: {methods: [DELETE]}}]
+  - to: [{operation: {paths: ["/public/secret"]}}]
+  - to: [{operation: {hosts: ["forbidden.shop"]}}]
 "#;
 
 fn token(iss: &str, aud: &str, exp_offset: i64) -> String {
@@ -796,6 +799,32 @@ fn l7_authorization_and_jwt() {
             assert!(text.ends_with("invalid token\n"), "{name}: {text}");
         }
     }
+    // Paths are normalised once, before authorization and routing: every spelling
+    // of /public/secret meets the DENY rule (curl --path-as-is sends them as
+    // written), and the application receives the normalised path.
+    for spelling in [
+        "/public/secret",
+        "/public//secret",
+        "//public/secret",
+        "/public/%73ecret",
+        "/public/./secret",
+        "/public/x/../secret",
+        "/public/x/%2e%2e/secret",
+    ] {
+        let (code, text) = l.curl("client", &["--path-as-is", &url(spelling)]);
+        assert_eq!(code, 403, "{spelling}: {text}");
+    }
+    let (code, v) = l.echo("client", &["--path-as-is", &url("/public/x/..//a/./b")]);
+    assert_eq!(
+        (code, v["path"].as_str()),
+        (200, Some("/public/a/b")),
+        "{v}"
+    );
+    let (code, text) = l.curl("client", &["--path-as-is", &url("/public/bad%zz")]);
+    assert_eq!(code, 400, "{text}");
+    // Hosts match case-insensitively; Host and the request target must agree.
+    let (code, text) = l.curl("client", &["-H", "host: FORBIDDEN.shop", &url("/public/a")]);
+    assert_eq!(code, 403, "{text}");
     // A validated token: claim to header, and the token itself not forwarded.
     let (code, v) = l.echo("other", &["-H", &bearer(&good), &url("/private/x")]);
     assert_eq!(code, 200);

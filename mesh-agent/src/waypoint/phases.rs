@@ -1,6 +1,6 @@
 //! One request through the waypoint, as named phases (pingora's model), each in its
 //! own file and returning `Result<_, LocalReply>`:
-//! `route` (which rule), `filter` (filters that answer or change the request),
+//! `normalize` (one canonical path and host for everything after), `route` (which rule), `filter` (filters that answer or change the request),
 //! `admit` (rate limit, injected faults), `choose` (backend and endpoint),
 //! `authorize` (JWT and AuthorizationPolicy), `forward` (body, upstream head,
 //! mirrors, attempts), `respond` (response filters, upgrades); the log phase runs
@@ -18,6 +18,7 @@ mod authorize;
 mod choose;
 mod filter;
 mod forward;
+mod normalize;
 pub mod respond;
 
 pub use respond::IdleTimeout;
@@ -50,6 +51,7 @@ async fn phases(
 ) -> Result<Response<DownBody>, LocalReply> {
     let state = conn.dp.inputs.state.load();
     let (mut parts, body) = req.into_parts();
+    normalize::apply(&mut parts, log)?;
     let routed = route::select(conn, &state, &parts, grpc, log)?;
     // The route's request timeout covers everything from here on.
     let deadline = routed

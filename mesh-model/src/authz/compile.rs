@@ -204,7 +204,12 @@ fn operation(o: &model::Operation, field: &str) -> Result<Operation, String> {
         not_methods: patterns(&o.not_methods),
         paths: patterns(&o.paths),
         not_paths: patterns(&o.not_paths),
-        hosts: patterns(&o.hosts),
+        // Hosts match case-insensitively (the waypoint lower-cases the request's).
+        hosts: o
+            .hosts
+            .iter()
+            .map(|h| Pattern::new(&h.to_ascii_lowercase()))
+            .collect(),
     })
 }
 

@@ -40,10 +40,28 @@ fn operation_matches(o: &Operation, c: &Connection<'_>) -> bool {
             L7::Request(r) => {
                 included(&o.methods, &o.not_methods, Some(r.method))
                     && included(&o.paths, &o.not_paths, Some(r.path))
-                    && (o.hosts.is_empty() || any(&o.hosts, Some(r.host)))
+                    && (o.hosts.is_empty() || host_matches(&o.hosts, r.host))
             }
             _ => true,
         }
+}
+
+/// A host pattern without a port matches the request's host with any port, as
+/// Istio's (it generates `host` and `host:*` for Envoy).
+fn host_matches(patterns: &[Pattern], host: &str) -> bool {
+    let bare = without_port(host);
+    patterns.iter().any(|p| p.matches(host) || p.matches(bare))
+}
+
+/// `web:8080` -> `web`, `[2001:db8::1]:80` -> `[2001:db8::1]`; else unchanged.
+fn without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 /// The value(s) a `when` key names in a request.

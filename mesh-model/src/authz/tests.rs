@@ -469,3 +469,52 @@ fn l7_rules_per_request_and_at_l4() {
         "judged at source: DENY rules were applied per request"
     );
 }
+
+#[test]
+fn hosts_match_case_insensitively_with_or_without_a_port() {
+    let ps = policies(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin-host, namespace: shop}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {hosts: ["Admin.Shop", "*.internal"]}}]
+"#,
+    );
+    let labels = Labels::new();
+    let target = Target {
+        namespace: "shop",
+        labels: &labels,
+    };
+    let headers = http::HeaderMap::new();
+    let source: Identity = "spiffe://cluster.local/ns/shop/sa/client"
+        .parse()
+        .expect("id");
+    // The waypoint hands hosts over lower-cased (its normalize phase).
+    for (host, denied) in [
+        ("admin.shop", true),
+        ("admin.shop:8080", true),
+        ("db.internal:5432", true),
+        ("[2001:db8::1]:80", false),
+        ("web.shop", false),
+        ("admin.shop.evil", false),
+    ] {
+        let req = Request {
+            method: "GET",
+            path: "/",
+            host,
+            headers: &headers,
+            principal: None,
+            claims: None,
+        };
+        let conn = Connection {
+            source: Some(&source),
+            source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_port: 8080,
+            l7: L7::Request(&req),
+        };
+        assert_eq!(!evaluate(&ps, target, &conn).allowed(), denied, "{host}");
+    }
+}
