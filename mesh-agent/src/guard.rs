@@ -35,10 +35,12 @@ pub enum Reason {
     HeaderTimeout,
     /// The admin/metrics server's cap on open connections.
     AdminConnectionLimit,
+    /// An HTTP upgrade other than WebSocket (h2c smuggling), dropped.
+    UpgradeNotAllowed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::AgentPort,
         Reason::ConnectionLimit,
         Reason::PeerConnectionLimit,
@@ -46,6 +48,7 @@ impl Reason {
         Reason::KeepaliveTimeout,
         Reason::HeaderTimeout,
         Reason::AdminConnectionLimit,
+        Reason::UpgradeNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Reason {
             Reason::KeepaliveTimeout => "keepalive_timeout",
             Reason::HeaderTimeout => "header_timeout",
             Reason::AdminConnectionLimit => "admin_connection_limit",
+            Reason::UpgradeNotAllowed => "upgrade_not_allowed",
         }
     }
 }

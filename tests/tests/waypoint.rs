@@ -1033,6 +1033,32 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     for p in ["/smuggle1", "/smuggle2", "/inner"] {
         assert!(seen[p].is_null(), "{p} reached the backend: {seen}");
     }
+    // h2c smuggling: the upgrade is dropped (no 101), the request is an ordinary
+    // one, and no hop-by-hop header (nor one `Connection` names) reaches the app.
+    let (code, v) = l.echo(
+        "client",
+        &[
+            "--http1.1",
+            "-H",
+            "upgrade: h2c",
+            "-H",
+            "http2-settings: AAMAAABkAARAAAAAAAIAAAAA",
+            "-H",
+            "connection: Upgrade, HTTP2-Settings, x-internal",
+            "-H",
+            "x-internal: secret",
+            &url("/h2c"),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    for h in ["upgrade", "http2-settings", "connection", "x-internal"] {
+        assert!(v["headers"][h].is_null(), "{h} reached the app: {v}");
+    }
+    let m = l.lab.metrics("a").expect("metrics");
+    assert!(
+        m.contains("ferrymesh_hostile_refused_total{reason=\"upgrade_not_allowed\"} 1"),
+        "{m}"
+    );
     // HTTP/2 rapid reset: thousands of streams cancelled at once.
     let r = l
         .lab

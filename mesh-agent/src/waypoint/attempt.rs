@@ -61,15 +61,6 @@ pub(super) struct Head {
     pub(super) authority: String,
 }
 
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-];
-
 impl Head {
     pub(super) fn build(&self, h2: bool, body: UpBody) -> Request<UpBody> {
         let pq = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -86,13 +77,11 @@ impl Head {
             *req.uri_mut() = format!("http://{host}{pq}")
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"));
+            // Hop-by-hop headers went in the normalize phase; an upgrade's two
+            // are HTTP/1.1 only.
             let h = req.headers_mut();
-            for n in HOP_BY_HOP {
-                if n == "te" && h.get("te").is_some_and(|v| v == "trailers") {
-                    continue;
-                }
-                h.remove(n);
-            }
+            h.remove(header::CONNECTION);
+            h.remove(header::UPGRADE);
             h.remove(header::HOST);
         } else {
             *req.version_mut() = Version::HTTP_11;

@@ -51,7 +51,12 @@ async fn phases(
 ) -> Result<Response<DownBody>, LocalReply> {
     let state = conn.dp.inputs.state.load();
     let (mut parts, body) = req.into_parts();
-    normalize::apply(&mut parts, log)?;
+    if let Some(upgrade) = normalize::apply(&mut parts, log)? {
+        let guard = &conn.dp.inputs.guard;
+        guard.refuse(crate::guard::Reason::UpgradeNotAllowed, || {
+            tracing::info!(%upgrade, path = %log.path, "upgrade not allowed: forwarded as an ordinary request");
+        });
+    }
     let routed = route::select(conn, &state, &parts, grpc, log)?;
     // The route's request timeout covers everything from here on.
     let deadline = routed

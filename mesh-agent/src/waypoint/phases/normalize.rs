@@ -6,6 +6,12 @@
 //! request target must agree. Routing, authorization and the upstream all see the
 //! result, so `//admin`, `/%61dmin`, `/./admin` and `/x/../admin` are `/admin` to each
 //! of them. Escaped slashes (`%2F`, `%5C`) are kept as they are (Istio's default).
+//!
+//! Hop-by-hop headers (RFC 9110 7.6.1: the fixed set and every header `Connection`
+//! names) go here too, for every upstream protocol. The only upgrade passed on is
+//! HTTP/1.1 `Upgrade: websocket`; any other (`h2c` above all, which would carry
+//! HTTP/2 to the backend past every per-request check) is dropped and the request
+//! forwarded as an ordinary one, as Envoy does.
 use http::{header, request::Parts, uri::PathAndQuery, StatusCode, Uri};
 
 use crate::waypoint::{
@@ -35,11 +41,13 @@ fn bad_request(m: Malformed) -> LocalReply {
 }
 
 /// The normalize phase: rewrites `parts` in place and records what the log shows.
-pub fn apply(parts: &mut Parts, log: &mut RequestLog) -> Result<(), LocalReply> {
+/// Returns the upgrade a client asked for and did not get (to be counted).
+pub fn apply(parts: &mut Parts, log: &mut RequestLog) -> Result<Option<String>, LocalReply> {
+    let dropped = hop_by_hop(parts);
     let host = host(parts).map_err(bad_request)?;
     if parts.method == http::Method::CONNECT || parts.uri.path_and_query().is_none() {
         log.authority = host;
-        return Ok(());
+        return Ok(dropped);
     }
     let path = path(parts.uri.path()).map_err(bad_request)?;
     let pq = match parts.uri.query() {
@@ -57,7 +65,64 @@ pub fn apply(parts: &mut Parts, log: &mut RequestLog) -> Result<(), LocalReply> 
     parts.uri = Uri::from_parts(uri).map_err(|_| bad_request(Malformed::BadEscape))?;
     log.path = path;
     log.authority = host;
-    Ok(())
+    Ok(dropped)
+}
+
+/// Hop-by-hop headers of HTTP/1.1, never forwarded as they came.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "te",
+];
+
+/// Removes hop-by-hop headers; keeps `te: trailers` (gRPC) and a WebSocket
+/// upgrade. Returns the upgrade protocol asked for when it was dropped.
+fn hop_by_hop(parts: &mut Parts) -> Option<String> {
+    let h = &mut parts.headers;
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let websocket = parts.version == http::Version::HTTP_11
+        && upgrade.as_deref() == Some("websocket")
+        && named.iter().any(|t| t == "upgrade");
+    let trailers = h.get(header::TE).is_some_and(|v| v == "trailers");
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    for n in &named {
+        // `Connection: host` must not take the request's host away.
+        if n != "host" {
+            h.remove(n.as_str());
+        }
+    }
+    if trailers {
+        h.insert(header::TE, header::HeaderValue::from_static("trailers"));
+    }
+    if websocket {
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
+        return None;
+    }
+    upgrade
 }
 
 /// The request's host, lower-cased: the request target's authority when it has
@@ -216,6 +281,52 @@ mod tests {
             b = b.header(header::HOST, h);
         }
         b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_only_websocket_upgrades_stay() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder()
+                .uri("/")
+                .version(http::Version::HTTP_11);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).expect("request").into_parts().0
+        };
+        let mut p = req(&[
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("connection", "Upgrade, HTTP2-Settings, x-internal"),
+            ("x-internal", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "1"),
+        ]);
+        assert_eq!(
+            hop_by_hop(&mut p).as_deref(),
+            Some("h2c"),
+            "dropped and reported"
+        );
+        let names: Vec<&str> = p.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+
+        let mut p = req(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade"),
+        ]);
+        assert_eq!(hop_by_hop(&mut p), None);
+        assert_eq!(
+            (&p.headers[header::UPGRADE], &p.headers[header::CONNECTION]),
+            (
+                &"websocket".parse::<header::HeaderValue>().unwrap(),
+                &"upgrade".parse::<header::HeaderValue>().unwrap()
+            )
+        );
+
+        let mut p = req(&[("te", "trailers"), ("connection", "host")]);
+        p.headers.insert(header::HOST, "web".parse().unwrap());
+        assert_eq!(hop_by_hop(&mut p), None);
+        assert!(p.headers.contains_key(header::TE) && p.headers.contains_key(header::HOST));
     }
 
     #[test]
