@@ -5,7 +5,7 @@
 //! each request is routed, filtered, checked and sent upstream with the source
 //! workload's identity.
 //!
-//! `server` terminates HTTP and runs each request through the named `phases`
+//! `server` terminates HTTP (after `detect` read its first bytes in time) and runs each request through the named `phases`
 //! (route, filter, admit, choose, authorize, forward, respond; then `log`), which
 //! answer with a `reply::LocalReply` when they end a request. `mesh_model::l7`
 //! holds the compiled config; `router`, `filters` and `trace` decide without I/O;
@@ -15,6 +15,7 @@ mod attempt;
 pub mod backend;
 pub mod body;
 pub mod conn;
+mod detect;
 pub mod filters;
 pub mod log;
 pub mod phases;

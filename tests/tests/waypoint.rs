@@ -1010,6 +1010,22 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
             ],
         )
         .expect("slowloris");
+    // Half of HTTP/2's preface, then silence: protocol detection has a deadline.
+    let half_preface = l
+        .lab
+        .http_app(
+            "client",
+            &[
+                "raw",
+                "--to",
+                &format!("{WEB}:80"),
+                "--send",
+                "PRI * HTTP/2.0\\r\\n",
+                "--wait-ms",
+                "30000",
+            ],
+        )
+        .expect("half preface");
 
     // Oversized headers: 431.
     let big = format!("x-big: {}", "a".repeat(100 << 10));
@@ -1115,6 +1131,15 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     assert!(
         l.seen("198.18.100.51")["/"].is_null(),
         "the unfinished request never went upstream"
+    );
+    let r = half_preface
+        .json_result(Duration::from_secs(60))
+        .expect("half preface result");
+    assert_eq!(r["closed"], true, "{r}");
+    let m = l.lab.metrics("a").expect("metrics");
+    assert!(
+        m.contains("ferrymesh_hostile_refused_total{reason=\"header_timeout\"} 1"),
+        "{m}"
     );
 }
 

@@ -30,11 +30,22 @@ const MAX_HEADER_BYTES: usize = 64 << 10;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use super::conn::Conn;
+use crate::guard::Reason;
 
 pub async fn serve<I>(io: I, conn: Arc<Conn>) -> Result<(), BoxError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = match super::detect::first_bytes(io, HEADER_READ_TIMEOUT).await {
+        Ok(io) => io,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            conn.dp.inputs.guard.refuse(Reason::HeaderTimeout, || {
+                tracing::info!(source = ?conn.source_key(), "HTTP connection closed: no request within {HEADER_READ_TIMEOUT:?}");
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

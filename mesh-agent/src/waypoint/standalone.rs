@@ -28,7 +28,6 @@ use tokio::{
 };
 
 use super::{conn, runtime::Runtime, server};
-use crate::plan::Parent;
 use crate::{
     app::{self, IdentityArgs},
     datapath::{DataPath, Inputs, Tunnel},
@@ -41,6 +40,7 @@ use crate::{
     tls,
     tunnel::hbone::{io::H2Io, pool::Pool, server as hbone_server},
 };
+use crate::{guard::Reason, plan::Parent};
 use mesh_model::{config, identity::Identity, state::StateHandle};
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +207,11 @@ async fn edge(
             }
         };
         backoff.reset();
+        // Per-client and total caps (counted in ferrymesh_hostile_refused_total).
+        let Ok(place) = dp.inputs.guard.admit(client.ip()) else {
+            let _ = tcp.set_zero_linger();
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let original = tcp.local_addr().unwrap_or(client);
         let (pod, dp, l7, tls, gateway) = (
@@ -234,17 +239,24 @@ async fn edge(
                 client: SocketAddr::new(client.ip().to_canonical(), client.port()),
                 original,
             });
+            let guard = conn.dp.inputs.guard.clone();
             let r = match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
+                    let limit = guard.limits.handshake_timeout;
+                    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => server::serve(s, conn).await,
                         Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
+                        Err(_) => {
+                            guard.refuse(Reason::HandshakeTimeout, || {
+                                tracing::info!(%client, "edge TLS handshake timed out");
+                            });
+                            Ok(())
+                        }
                     }
                 }
                 None => server::serve(tcp, conn).await,
             };
+            drop(place);
             if let Err(e) = r {
                 tracing::debug!(%client, "edge connection ended: {e}");
             }
