@@ -830,6 +830,48 @@ fn l7_authorization_and_jwt() {
     assert_eq!(code, 200);
     assert_eq!(v["headers"]["x-user"], "alice", "{v}");
     assert!(v["headers"]["authorization"].is_null(), "{v}");
+    // Header trust: a client cannot set the claim header itself, with or without a
+    // token; a second Authorization header is refused, not passed on unchecked; the
+    // scheme is case-insensitive.
+    let (code, v) = l.echo("client", &["-H", "x-user: admin", &url("/public/a")]);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["headers"]["x-user"].is_null(), "{v}");
+    let (code, v) = l.echo(
+        "other",
+        &[
+            "-H",
+            "x-user: admin",
+            "-H",
+            &bearer(&good),
+            &url("/private/x"),
+        ],
+    );
+    assert_eq!(
+        (code, v["headers"]["x-user"].as_str()),
+        (200, Some("alice")),
+        "{v}"
+    );
+    let (code, text) = l.curl(
+        "other",
+        &[
+            "-H",
+            &bearer(&good),
+            "-H",
+            "authorization: Bearer forged",
+            &url("/private/x"),
+        ],
+    );
+    assert_eq!(code, 401, "{text}");
+    let (code, v) = l.echo(
+        "other",
+        &[
+            "-H",
+            &format!("authorization: bearer {good}"),
+            &url("/private/x"),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(v["headers"]["authorization"].is_null(), "{v}");
     // Denials are logged with both identities and counted.
     let log = l.lab.agent_log("a");
     assert!(

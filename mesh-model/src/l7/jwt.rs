@@ -154,12 +154,41 @@ pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
     Ok(out)
 }
 
-fn token<'h>(headers: &'h HeaderMap, from: &[(String, String)]) -> Option<(String, &'h str)> {
-    from.iter().find_map(|(name, prefix)| {
-        let v = headers.get(name.as_str())?.to_str().ok()?;
-        let t = v.strip_prefix(prefix.as_str())?.trim();
-        (!t.is_empty()).then(|| (name.clone(), t))
-    })
+/// `v` without `prefix`, the prefix compared case-insensitively (an auth scheme
+/// such as `Bearer ` is case-insensitive, RFC 9110 11.1).
+fn strip_prefix_ci<'v>(v: &'v str, prefix: &str) -> Option<&'v str> {
+    let head = v.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &v[prefix.len()..])
+}
+
+/// The token of the first location that carries one. A location given twice is
+/// refused: the app could read the other copy, one that was never checked.
+fn token<'h>(
+    headers: &'h HeaderMap,
+    from: &[(String, String)],
+) -> Result<Option<(String, &'h str)>, String> {
+    for (name, prefix) in from {
+        let mut values = headers.get_all(name.as_str()).iter();
+        let Some(first) = values.next() else {
+            continue;
+        };
+        if values.next().is_some() {
+            return Err(format!("more than one {name} header"));
+        }
+        let Some(t) = first
+            .to_str()
+            .ok()
+            .and_then(|v| strip_prefix_ci(v, prefix))
+            .map(str::trim)
+        else {
+            continue;
+        };
+        if !t.is_empty() {
+            return Ok(Some((name.clone(), t)));
+        }
+    }
+    Ok(None)
 }
 
 fn verify(rule: &JwtRule, token: &str) -> Result<serde_json::Value, String> {
@@ -198,6 +227,16 @@ impl JwtPolicy {
     }
 }
 
+/// Every header the policies set from claims (`outputClaimToHeaders`): a client
+/// must never set one itself, so they are removed before authentication.
+pub fn claim_headers<'p>(policies: &[&'p JwtPolicy]) -> impl Iterator<Item = &'p str> + 'p {
+    let policies: Vec<&'p JwtPolicy> = policies.to_vec();
+    policies
+        .into_iter()
+        .flat_map(|p| &p.rules)
+        .flat_map(|r| r.claim_headers.iter().map(|(h, _)| h.as_str()))
+}
+
 /// Validates the request's token against the policies that apply.
 pub fn authenticate(
     policies: &[&JwtPolicy],
@@ -206,7 +245,7 @@ pub fn authenticate(
     let mut errors = Vec::new();
     let mut found = false;
     for rule in policies.iter().flat_map(|p| &p.rules) {
-        let Some((header, t)) = token(headers, &rule.from) else {
+        let Some((header, t)) = token(headers, &rule.from).map_err(Error::Invalid)? else {
             continue;
         };
         found = true;
@@ -417,5 +456,36 @@ mod tests {
         let labels = Labels::new();
         assert!(p[0].applies("shop", &labels));
         assert!(!p[0].applies("other", &labels));
+    }
+
+    #[test]
+    fn a_second_token_header_or_a_lower_case_scheme_is_not_waved_through() {
+        let p = policies("");
+        let refs: Vec<&JwtPolicy> = p.iter().collect();
+        let good = token(
+            serde_json::json!({"iss": "https://issuer.test", "sub": "alice", "aud": "web", "exp": now() + 600}),
+            "k1",
+            SECRET,
+        );
+        // Two Authorization headers: the app could read the unchecked one.
+        let mut h = HeaderMap::new();
+        h.append(
+            "authorization",
+            format!("Bearer {good}").parse().expect("header"),
+        );
+        h.append("authorization", "Bearer forged".parse().expect("header"));
+        assert!(authenticate(&refs, &h).is_err());
+        // `bearer` is the same scheme: the token is checked (and stripped).
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "bearer not.a.jwt".parse().expect("header"));
+        assert!(authenticate(&refs, &h).is_err(), "checked, and invalid");
+        h.insert(
+            "authorization",
+            format!("bEaReR {good}").parse().expect("header"),
+        );
+        let a = authenticate(&refs, &h).expect("valid").expect("found");
+        assert_eq!(a.strip.as_deref(), Some("authorization"));
+        // The headers set from claims are known, to be removed from every request.
+        assert_eq!(claim_headers(&refs).collect::<Vec<_>>(), ["x-sub"]);
     }
 }

@@ -25,7 +25,7 @@ fn authenticate(
     conn: &Conn,
     state: &State,
     target: &WorkloadInfo,
-    parts: &Parts,
+    parts: &mut Parts,
     log: &RequestLog,
 ) -> Result<Option<jwt::Authenticated>, LocalReply> {
     let rules: Vec<&jwt::JwtPolicy> = state
@@ -34,6 +34,9 @@ fn authenticate(
         .iter()
         .filter(|p| p.applies(target.namespace(), target.labels()))
         .collect();
+    for h in jwt::claim_headers(&rules) {
+        parts.headers.remove(h);
+    }
     jwt::authenticate(&rules, &parts.headers).map_err(|e| {
         tracing::info!(route = %log.route, source = %conn.source_key(), destination = %target.key(), "{e}");
         LocalReply::new(
