@@ -48,10 +48,42 @@ pub struct Spec {
 /// Local pods that should be captured, and local pods that cannot be (with why).
 /// A pod without `spec.netns` (cluster mode) uses the namespace found for its
 /// addresses in `found`.
+/// The network namespace found for a workload's addresses: every address that
+/// was found must be in the same one namespace, and no other namespace may hold
+/// any of them.
+fn found_netns(addresses: &[IpAddr], found: &Discovered) -> Result<Option<PathBuf>, String> {
+    let mut at: Option<&PathBuf> = None;
+    for a in addresses {
+        match found.get(a) {
+            None => {}
+            Some(Found::Ambiguous(paths)) => {
+                let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                return Err(format!(
+                    "{a} is held by several network namespaces ({})",
+                    paths.join(", ")
+                ));
+            }
+            Some(Found::At(p)) => match at {
+                Some(q) if q != p => {
+                    return Err(format!(
+                        "its addresses are in different network namespaces ({} and {})",
+                        q.display(),
+                        p.display()
+                    ));
+                }
+                _ => at = Some(p),
+            },
+        }
+    }
+    Ok(at.cloned())
+}
+
+pub type Discovered = std::collections::HashMap<IpAddr, Found>;
+
 pub fn desired(
     state: &State,
     node: &str,
-    found: &std::collections::HashMap<IpAddr, PathBuf>,
+    found: &Discovered,
 ) -> (BTreeMap<String, Spec>, Vec<String>) {
     let mut want = BTreeMap::new();
     let mut problems = Vec::new();
@@ -60,10 +92,19 @@ pub fn desired(
         .iter()
         .filter(|w| w.node() == node && w.captured)
     {
-        let netns = w
-            .netns()
-            .cloned()
-            .or_else(|| w.addresses().iter().find_map(|a| found.get(a).cloned()));
+        let netns = match w.netns() {
+            Some(n) => Some(n.clone()),
+            None => match found_netns(w.addresses(), found) {
+                Ok(n) => n,
+                Err(why) => {
+                    problems.push(format!(
+                        "workload {} is not enrolled: {why}; is a pod using another's address? (give spec.netns to bind it)",
+                        w.key()
+                    ));
+                    continue;
+                }
+            },
+        };
         match &netns {
             Some(netns) => {
                 want.insert(
@@ -93,6 +134,8 @@ struct Enrolled {
     tasks: Vec<JoinHandle<()>>,
 }
 
+pub use crate::inpod::discover::Found;
+
 pub struct Enroller {
     node: String,
     kernel: KernelHandle,
@@ -103,7 +146,29 @@ pub struct Enroller {
     active: BTreeMap<String, Enrolled>,
     /// Where to find pods' namespaces when the config does not say (cluster mode).
     places: crate::inpod::discover::Places,
-    found: std::collections::HashMap<IpAddr, PathBuf>,
+    found: Discovered,
+    /// Address -> the pod last enrolled with it (whose entries the maps hold).
+    owners: std::collections::HashMap<IpAddr, String>,
+}
+
+/// The addresses of `key` whose kernel and registry entries are its own, removed
+/// from `owners`: those no pod enrolled later took over.
+pub fn release(
+    owners: &mut std::collections::HashMap<IpAddr, String>,
+    key: &str,
+    addresses: &[IpAddr],
+) -> Vec<IpAddr> {
+    addresses
+        .iter()
+        .copied()
+        .filter(|a| {
+            let own = owners.get(a).is_none_or(|o| o == key);
+            if own {
+                owners.remove(a);
+            }
+            own
+        })
+        .collect()
 }
 
 impl Enroller {
@@ -117,6 +182,7 @@ impl Enroller {
             active: BTreeMap::new(),
             places: Default::default(),
             found: Default::default(),
+            owners: Default::default(),
         }
     }
 
@@ -137,12 +203,14 @@ impl Enroller {
     /// Brings the kernel in line with the state. Failures are logged and retried on
     /// the next call; they never undo other pods.
     pub fn reconcile(&mut self, state: &State) -> Vec<String> {
-        // Look for namespaces only when a local pod needs one not found yet.
+        // Look for namespaces again whenever a local pod that needs one is not
+        // enrolled: it is new, or a new pod took a known address (never trust the
+        // namespace an address was seen in before).
         let missing = state.workloads.iter().any(|w| {
             w.node() == self.node
                 && w.captured
                 && w.netns().is_none()
-                && !w.addresses().iter().any(|a| self.found.contains_key(a))
+                && !self.active.contains_key(&w.key())
         });
         if missing {
             self.found = crate::inpod::discover::scan(&self.places);
@@ -166,11 +234,16 @@ impl Enroller {
             match self.enrol(spec) {
                 Ok(e) => {
                     tracing::info!(workload = %key, "enrolled");
+                    for a in &e.spec.addresses {
+                        self.owners.insert(*a, key.clone());
+                    }
                     self.active.insert(key, e);
                 }
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        let active = &self.active;
+        self.metrics.prune(|k| active.contains_key(k));
         problems
     }
 
@@ -180,10 +253,13 @@ impl Enroller {
         }
     }
 
+    /// Takes a pod out of the mesh. An address a later pod was enrolled with (it
+    /// was reused while this pod terminated) keeps that pod's entries.
     fn unenrol(&mut self, e: Enrolled) {
-        self.dp.pods.set(&e.spec.addresses, None);
+        let mine = release(&mut self.owners, &e.spec.key, &e.spec.addresses);
+        self.dp.pods.set(&mine, None);
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(err) = k.unenrol(e.cookie, &e.spec.addresses) {
+        if let Err(err) = k.unenrol(e.cookie, &mine) {
             tracing::warn!(workload = %e.spec.key, "unenrol: {err}");
         }
         drop(k);

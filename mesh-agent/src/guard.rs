@@ -37,10 +37,12 @@ pub enum Reason {
     AdminConnectionLimit,
     /// An HTTP upgrade other than WebSocket (h2c smuggling), dropped.
     UpgradeNotAllowed,
+    /// A mirrored request not sent: too many in flight.
+    MirrorLimit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::AgentPort,
         Reason::ConnectionLimit,
         Reason::PeerConnectionLimit,
@@ -49,6 +51,7 @@ impl Reason {
         Reason::HeaderTimeout,
         Reason::AdminConnectionLimit,
         Reason::UpgradeNotAllowed,
+        Reason::MirrorLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::HeaderTimeout => "header_timeout",
             Reason::AdminConnectionLimit => "admin_connection_limit",
             Reason::UpgradeNotAllowed => "upgrade_not_allowed",
+            Reason::MirrorLimit => "mirror_limit",
         }
     }
 }

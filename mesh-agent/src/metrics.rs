@@ -46,6 +46,12 @@ macro_rules! workload_counters {
                 r.register("workload_active_connections", "Proxied connections open now", self.active.clone());
             }
 
+            fn remove(&self, key: &str) {
+                let l = WorkloadLabel { workload: key.to_owned() };
+                $(self.$name.remove(&l);)*
+                self.active.remove(&l);
+            }
+
             fn counters(&self, key: &str) -> WorkloadCounters {
                 let l = WorkloadLabel { workload: key.to_owned() };
                 WorkloadCounters {
@@ -141,6 +147,10 @@ impl ConfigCounters {
     }
 }
 
+/// Workloads that left whose counters are kept (a pod that comes back continues
+/// its totals) before they are pruned.
+pub const MAX_IDLE_WORKLOADS: usize = 1024;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub config: ConfigCounters,
@@ -164,6 +174,21 @@ impl Metrics {
             .entry(key.to_owned())
             .or_insert_with(|| self.families.counters(key));
         Arc::new(c.clone())
+    }
+
+    /// Drops the series of workloads no longer here once there are more than
+    /// `MAX_IDLE_WORKLOADS` of them (pods come and go; their counters must not
+    /// accumulate for ever). `here` says which keys to keep.
+    pub fn prune(&self, here: impl Fn(&str) -> bool) {
+        let mut w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = w.keys().filter(|k| !here(k)).cloned().collect();
+        if gone.len() <= MAX_IDLE_WORKLOADS {
+            return;
+        }
+        for k in gone {
+            w.remove(&k);
+            self.families.remove(&k);
+        }
     }
 
     pub fn workloads_json(&self) -> Value {
@@ -228,6 +253,22 @@ fn encode_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_of_departed_workloads_are_pruned_past_the_cap() {
+        let mut r = Registry::default();
+        let m = Metrics::new(&mut r);
+        for i in 0..=MAX_IDLE_WORKLOADS {
+            m.workload(&format!("shop/p{i}")).inbound_captured.inc();
+        }
+        m.workload("shop/here").inbound_captured.inc();
+        m.prune(|k| k == "shop/here");
+        let left = m.workloads_json();
+        assert_eq!(left.as_object().map(|o| o.len()), Some(1), "{left}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
+        assert!(!text.contains("shop/p0") && text.contains("shop/here"));
+    }
 
     #[test]
     fn workload_counters_are_prometheus_series_and_json() {

@@ -96,11 +96,11 @@ spec: {node: n1, addresses: [10.244.1.7], netns: /run/netns/given}
     let found = [
         (
             "10.244.1.5".parse().expect("ip"),
-            PathBuf::from("/var/run/netns/cni-1"),
+            Found::At(PathBuf::from("/var/run/netns/cni-1")),
         ),
         (
             "10.244.1.7".parse().expect("ip"),
-            PathBuf::from("/var/run/netns/cni-other"),
+            Found::At(PathBuf::from("/var/run/netns/cni-other")),
         ),
     ]
     .into_iter()
@@ -121,4 +121,77 @@ spec: {node: n1, addresses: [10.244.1.7], netns: /run/netns/given}
         problems[0].contains("shop/lost") && problems[0].contains("not found"),
         "{problems:?}"
     );
+}
+
+#[test]
+fn an_address_held_by_two_namespaces_enrols_neither_as_its_pod() {
+    let text = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {ferrymesh.io/dataplane-mode: ambient}}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {name: victim, namespace: shop}
+spec: {node: n1, addresses: [10.244.1.5]}
+---
+apiVersion: ferrymesh.io/v1alpha1
+kind: Workload
+metadata: {name: split, namespace: shop}
+spec: {node: n1, addresses: [10.244.1.8, "fd00::8"]}
+"#;
+    let state = config::parse("t", text).expect("config").state();
+    let at = |p: &str| Found::At(PathBuf::from(p));
+    let found = [
+        (
+            "10.244.1.5".parse().expect("ip"),
+            Found::Ambiguous(vec![
+                PathBuf::from("/var/run/netns/cni-victim"),
+                PathBuf::from("/var/run/netns/cni-attacker"),
+            ]),
+        ),
+        (
+            "10.244.1.8".parse().expect("ip"),
+            at("/var/run/netns/cni-8"),
+        ),
+        ("fd00::8".parse().expect("ip"), at("/var/run/netns/cni-9")),
+    ]
+    .into_iter()
+    .collect();
+    let (want, problems) = desired(&state, "n1", &found);
+    assert!(want.is_empty(), "{want:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("shop/victim") && p.contains("several network namespaces")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("shop/split") && p.contains("different network namespaces")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_terminating_pod_leaves_a_reused_address_to_its_new_owner() {
+    let x: IpAddr = "10.244.1.5".parse().expect("ip");
+    let y: IpAddr = "10.244.1.6".parse().expect("ip");
+    let mut owners = std::collections::HashMap::new();
+    // old (x, y) enrolled; then new took x while old was terminating.
+    owners.insert(x, "shop/old".to_owned());
+    owners.insert(y, "shop/old".to_owned());
+    owners.insert(x, "shop/new".to_owned());
+    assert_eq!(
+        release(&mut owners, "shop/old", &[x, y]),
+        [y],
+        "x stays the new pod's"
+    );
+    assert_eq!(owners.get(&x).map(String::as_str), Some("shop/new"));
+    assert_eq!(release(&mut owners, "shop/new", &[x]), [x]);
+    assert!(owners.is_empty());
+    // Never recorded (enrolled before the agent restarted): released.
+    assert_eq!(release(&mut owners, "shop/any", &[y]), [y]);
 }

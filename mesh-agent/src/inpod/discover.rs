@@ -79,9 +79,20 @@ fn addresses(path: &Path) -> Option<Vec<IpAddr>> {
     )
 }
 
+/// Where an address was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// In exactly one network namespace (this file names it).
+    At(PathBuf),
+    /// In more than one: a pod may be holding another's address, so neither is
+    /// trusted with that address's identity.
+    Ambiguous(Vec<PathBuf>),
+}
+
 /// Pod address -> the file of its network namespace. The agent's own namespace is
-/// skipped; the first place that names a namespace wins (pinned files before /proc).
-pub fn scan(places: &Places) -> HashMap<IpAddr, PathBuf> {
+/// skipped; a namespace seen under several names counts once (pinned files are
+/// looked at before /proc).
+pub fn scan(places: &Places) -> HashMap<IpAddr, Found> {
     let own = std::fs::metadata("/proc/self/ns/net")
         .map(|m| (m.dev(), m.ino()))
         .ok();
@@ -96,7 +107,16 @@ pub fn scan(places: &Places) -> HashMap<IpAddr, PathBuf> {
             continue;
         }
         for ip in addresses(&path).unwrap_or_default() {
-            found.entry(ip).or_insert_with(|| path.clone());
+            found
+                .entry(ip)
+                .and_modify(|f| {
+                    if let Found::At(first) = f {
+                        *f = Found::Ambiguous(vec![first.clone(), path.clone()]);
+                    } else if let Found::Ambiguous(all) = f {
+                        all.push(path.clone());
+                    }
+                })
+                .or_insert_with(|| Found::At(path.clone()));
         }
     }
     found

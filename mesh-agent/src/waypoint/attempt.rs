@@ -105,6 +105,12 @@ pub(super) fn mirror(
     h2: bool,
 ) {
     let runtime = &conn.l7;
+    let Ok(place) = runtime.mirrors.clone().try_acquire_owned() else {
+        conn.dp.inputs.guard.refuse(crate::guard::Reason::MirrorLimit, || {
+            tracing::info!(mirror = %backend.service, limit = super::runtime::MAX_MIRRORS, "mirror not sent: too many in flight");
+        });
+        return;
+    };
     let stats = runtime.backends.backend(&backend.service);
     let Some(addr) = runtime.backends.pick(
         &stats,
@@ -129,13 +135,20 @@ pub(super) fn mirror(
             stats,
             max_connections: None,
         };
-        match tokio::time::timeout(Duration::from_secs(30), clients.send(t, req, h2, false)).await {
-            Ok(Ok(resp)) => {
-                let _ = resp.into_body().collect().await;
+        let send = async {
+            let mut body = clients.send(t, req, h2, false).await?.into_body();
+            // Read and drop: a mirror's answer is never kept.
+            while let Some(frame) = body.frame().await {
+                frame?;
             }
+            Ok::<_, BoxError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(30), send).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(mirror = %addr, "mirror request failed: {e}"),
             Err(_) => tracing::debug!(mirror = %addr, "mirror request timed out"),
         }
+        drop(place);
     });
 }
 

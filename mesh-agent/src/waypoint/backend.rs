@@ -72,6 +72,9 @@ impl Drop for Held {
     }
 }
 
+/// Endpoint statistics kept before idle ones are pruned.
+pub const PRUNE_ENDPOINTS: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct Backends {
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointStats>>>,
@@ -85,9 +88,22 @@ pub enum Overflow {
 }
 
 impl Backends {
+    /// The statistics of one endpoint. Endpoints come and go with pods: past
+    /// `PRUNE_ENDPOINTS` entries, those nobody holds and that are not ejected go.
     pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointStats> {
         let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= PRUNE_ENDPOINTS && !m.contains_key(&addr) {
+            let now = Instant::now();
+            m.retain(|_, s| Arc::strong_count(s) > 1 || s.ejected(now));
+        }
         m.entry(addr).or_default().clone()
+    }
+
+    pub fn endpoints_len(&self) -> usize {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     pub fn backend(&self, service: &str) -> Arc<BackendStats> {
@@ -346,5 +362,24 @@ mod tests {
         assert!(b.retry_budget(&svc, eps[0], 0, 1).is_none(), "budget spent");
         drop(r1);
         assert!(b.retry_budget(&svc, eps[0], 0, 1).is_some(), "budget back");
+    }
+
+    #[test]
+    fn endpoint_statistics_nobody_holds_are_pruned_past_the_cap() {
+        let b = Backends::default();
+        let held = b.endpoint("10.0.0.1:80".parse().expect("addr"));
+        for i in 0..PRUNE_ENDPOINTS as u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a01_0000 + i);
+            let _ = b.endpoint(SocketAddr::new(ip.into(), 80));
+        }
+        assert!(
+            b.endpoints_len() <= PRUNE_ENDPOINTS,
+            "{}",
+            b.endpoints_len()
+        );
+        assert!(
+            Arc::ptr_eq(&held, &b.endpoint("10.0.0.1:80".parse().expect("addr"))),
+            "held stays"
+        );
     }
 }

@@ -25,12 +25,26 @@ pub struct RequestLog {
 
 pub struct Finish {
     pub dp: DataPath,
+    /// For the access log: the source identity, or the client's address.
     pub source: String,
+    /// For metrics: the source identity only (client addresses would make a series
+    /// per client).
+    pub principal: Option<String>,
     pub status: u16,
     pub grpc_status: Option<String>,
     pub log: RequestLog,
     pub start: Instant,
     pub span: tracing::Span,
+}
+
+/// A gRPC status as a metric label: the upstream chooses it, so only the 17 codes
+/// gRPC defines are kept as they are.
+fn grpc_label(status: Option<&str>) -> String {
+    match status.map(|s| s.parse::<u8>()) {
+        None => String::new(),
+        Some(Ok(code)) if code <= 16 => code.to_string(),
+        Some(_) => "invalid".into(),
+    }
 }
 
 impl Finish {
@@ -45,7 +59,7 @@ impl Finish {
         let t = &self.dp.inputs.telemetry;
         let labels = RequestLabels {
             reporter: "waypoint",
-            source_principal: self.source.clone(),
+            source_principal: self.principal.clone().unwrap_or_else(|| "unknown".into()),
             destination_service: log.destination_service.clone(),
             destination_principal: log
                 .destination_identity
@@ -53,7 +67,7 @@ impl Finish {
                 .unwrap_or_else(|| "unknown".into()),
             request_protocol: log.protocol,
             response_code: self.status,
-            grpc_response_status: grpc_status.clone().unwrap_or_default(),
+            grpc_response_status: grpc_label(grpc_status.as_deref()),
             response_flags: log.flags.as_str(),
         };
         t.requests.get_or_create(&labels).inc();
@@ -92,5 +106,21 @@ impl Finish {
         });
         let _e = self.span.enter();
         tracing::info!(target: "access", "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_status_labels_are_bounded() {
+        for (s, want) in [
+            (None, ""),
+            (Some("0"), "0"),
+            (Some("16"), "16"),
+            (Some("17"), "invalid"),
+            (Some("x-random-123"), "invalid"),
+        ] {
+            assert_eq!(super::grpc_label(s), want, "{s:?}");
+        }
     }
 }

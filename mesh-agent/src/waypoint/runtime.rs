@@ -12,13 +12,28 @@ use crate::local::Pod;
 /// Upstream connections by source pod key, with the pod they belong to.
 type ClientsByPod = HashMap<String, (Weak<Pod>, Arc<upstream::Clients>)>;
 
+/// Mirrored requests in flight at once; more are not sent (mirrors are best
+/// effort and must not let one slow mirror backend pile up tasks).
+pub const MAX_MIRRORS: usize = 128;
+
 /// State of the waypoint that outlives config changes.
-#[derive(Default)]
 pub struct Runtime {
     pub backends: backend::Backends,
     pub buckets: ratelimit::Buckets,
+    pub mirrors: Arc<tokio::sync::Semaphore>,
     /// Upstream HTTP connections, per source pod (they carry its identity).
     clients: Mutex<ClientsByPod>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            backends: Default::default(),
+            buckets: Default::default(),
+            mirrors: Arc::new(tokio::sync::Semaphore::new(MAX_MIRRORS)),
+            clients: Default::default(),
+        }
+    }
 }
 
 impl Runtime {

@@ -113,6 +113,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
     let finish = Finish {
         dp: conn.dp.clone(),
         source: conn.source_key(),
+        principal: conn.source.as_ref().map(ToString::to_string),
         status: parts.status.as_u16(),
         grpc_status: parts
             .headers
