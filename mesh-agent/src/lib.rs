@@ -23,6 +23,7 @@ pub mod datapath;
 pub mod ebpf;
 pub mod enforce;
 pub mod enrol;
+pub mod fuzzing;
 pub mod guard;
 pub mod identity;
 #[allow(unsafe_code)]

@@ -13,6 +13,7 @@ mod check;
 mod cycles;
 mod demo;
 mod deploy;
+mod fuzz;
 mod lab;
 mod sh;
 mod test;
@@ -49,6 +50,16 @@ enum Command {
         #[arg(long, default_value = "target/bench/bench.json")]
         out: std::path::PathBuf,
     },
+    /// Fuzz every parser that takes hostile input (config, HBONE CONNECT, HTTP
+    /// heads, JWT, CSR) with cargo-fuzz; `cargo xtask test` only replays the corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Render the Helm chart offline and validate every manifest in deploy/.
     DeployCheck {
         /// Regenerate the CRDs from the Rust model first.
@@ -72,6 +83,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Bench { out } => bench::run(&out),
         Command::DeployCheck { write } => deploy::run(write),
+        Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Command::Lab { action } => lab::run(action),
     };
     match result {

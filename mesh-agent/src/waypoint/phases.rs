@@ -18,7 +18,7 @@ mod authorize;
 mod choose;
 mod filter;
 mod forward;
-mod normalize;
+pub mod normalize;
 pub mod respond;
 
 pub use respond::IdleTimeout;

@@ -169,12 +169,18 @@ pub fn path(raw: &str) -> Result<String, Malformed> {
     Ok(remove_dot_segments(&merged))
 }
 
-/// Decodes escapes of unreserved characters; upper-cases the others.
+/// Decodes escapes of unreserved characters; upper-cases the others; escapes
+/// raw bytes outside ASCII (a URI carries none; hyper lets them through).
 fn decode_unreserved(raw: &[u8]) -> Result<String, Malformed> {
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
+        if !b.is_ascii() {
+            out.push_str(&format!("%{b:02X}"));
+            i += 1;
+            continue;
+        }
         if b != b'%' {
             out.push(b as char);
             i += 1;
@@ -264,6 +270,7 @@ mod tests {
             ("/a%2Fb/../c", Ok("/c")),
             ("/caf%c3%a9", Ok("/caf%C3%A9")),
             ("/x%7e", Ok("/x~")),
+            ("/caf\u{e9}", Ok("/caf%C3%A9")),
             ("/bad%zz", Err(Malformed::BadEscape)),
             ("/bad%4", Err(Malformed::BadEscape)),
             ("/nul%00", Err(Malformed::ControlEscape)),
