@@ -202,6 +202,10 @@ pub fn run(out: &Path) -> Result<()> {
             let control = crate::bench_control::run()?;
             return write(out, &json!({"control": control}));
         }
+        Ok("scale") => {
+            let scale = crate::bench_scale::run(quick())?;
+            return write(out, &json!({"scale": scale}));
+        }
         _ => {}
     }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
@@ -237,6 +241,7 @@ pub fn run(out: &Path) -> Result<()> {
         verdicts.extend(t.iter().cloned());
     }
     let control = crate::bench_control::run()?;
+    let scale = crate::bench_scale::run(quick())?;
     let missed = verdicts.iter().filter(|v| v["met"] == false).count();
     if missed > 0 {
         println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
@@ -250,6 +255,7 @@ pub fn run(out: &Path) -> Result<()> {
         "hbone_pool_node_a": memory.pool,
         "l7": l7,
         "control": control,
+        "scale": scale,
     });
     write(out, &report)
 }
