@@ -38,7 +38,9 @@ impl ReqBody {
                     .map_err(|e: Infallible| match e {})
                     .boxed(),
             ),
-            ReqBody::Stream(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
+            ReqBody::Stream(s) => s
+                .take()
+                .map(|b| super::body::IdleBody::new(b, super::body::REQUEST_BODY_IDLE).boxed()),
         }
     }
     pub(super) fn replayable(&self) -> bool {

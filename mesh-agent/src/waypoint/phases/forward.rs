@@ -67,6 +67,7 @@ async fn body(body: Incoming, keep: bool, log: &mut RequestLog) -> Result<ReqBod
     if !(keep && small) {
         return Ok(ReqBody::Stream(Some(body)));
     }
+    let body = crate::waypoint::body::IdleBody::new(body, crate::waypoint::body::REQUEST_BODY_IDLE);
     match Limited::new(body, MAX_REPLAY_BODY).collect().await {
         Ok(c) => {
             let b = c.to_bytes();
