@@ -46,6 +46,24 @@ fn assert_served(lab: &Lab, pod: &str, to: std::net::SocketAddr) {
     assert_intact(&r, 65536);
 }
 
+/// An agent's resident memory stays near its level (8 MiB of slack for the
+/// allocator's caches).
+fn assert_rss_near(lab: &Lab, node: &str, before_kib: u64) {
+    eventually(
+        Duration::from_secs(10),
+        "agent memory near its level",
+        || {
+            let now = lab.agent_rss_kib(node).unwrap_or(u64::MAX);
+            if now <= before_kib + 8 * 1024 {
+                Ok(())
+            } else {
+                Err(format!("{now} KiB, {before_kib} KiB before"))
+            }
+        },
+    )
+    .unwrap();
+}
+
 /// Once any burst is over, an agent's descriptors return to about where they were.
 fn assert_fds_settle(lab: &Lab, node: &str, before: usize) {
     eventually(
@@ -71,6 +89,7 @@ fn the_agents_own_ports_in_a_pod_are_refused_not_looped() {
     let server = lab.pod("server").clone();
     let local = lab.pod("local-server").clone();
     let (fds_a, fds_b) = (agent_fds(&lab, "a"), agent_fds(&lab, "b"));
+    let rss_b = lab.agent_rss_kib("b").expect("rss");
 
     // Plaintext from outside the mesh, to the inbound and outbound ports and to
     // the node ports the agent never binds in a pod.
@@ -101,6 +120,7 @@ fn the_agents_own_ports_in_a_pod_are_refused_not_looped() {
     // No loop: descriptors did not run away, and other pods are served.
     assert_fds_settle(&lab, "a", fds_a);
     assert_fds_settle(&lab, "b", fds_b);
+    assert_rss_near(&lab, "b", rss_b);
     assert_served(&lab, "client", server.addr4(8080));
     assert_served(&lab, "client", local.addr4(8080));
 }
@@ -244,6 +264,7 @@ fn hbone_clients_that_never_handshake_are_dropped_after_the_timeout() {
     let _server = lab.server("server", &[8080]).expect("server");
     let server = lab.pod("server").clone();
     let fds_b = agent_fds(&lab, "b");
+    let rss_b = lab.agent_rss_kib("b").expect("rss");
     // Thirty TCP connections to the HBONE port that never start TLS.
     let mut holder = lab
         .app(
@@ -277,4 +298,5 @@ fn hbone_clients_that_never_handshake_are_dropped_after_the_timeout() {
     )
     .unwrap();
     assert_fds_settle(&lab, "b", fds_b);
+    assert_rss_near(&lab, "b", rss_b);
 }

@@ -1134,9 +1134,12 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
         .json_result(Duration::from_secs(60))
         .expect("rapid reset result");
     assert!(
-        // GOAWAY "too_many_resets", or the write side sees the close first.
-        r["refused"].is_string() && r["reset_streams"].as_u64() < Some(5000),
-        "the waypoint cut the connection (GOAWAY) before 5,000 resets: {r}"
+        // GOAWAY "too_many_resets": the client sees it while sending, or (when the
+        // whole burst fit in the socket buffers before the waypoint read it) as the
+        // connection ending while the client still holds it open.
+        (r["refused"].is_string() && r["reset_streams"].as_u64() < Some(5000))
+            || r["connection_ended"] == true,
+        "the waypoint cut the connection (GOAWAY): {r}"
     );
     // Meanwhile and after all that, other clients are served.
     let r = l.get(
