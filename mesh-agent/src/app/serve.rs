@@ -213,15 +213,17 @@ async fn wait_for_certificates(dp: &DataPath, enroller: &Enroller) {
     }
 }
 
-pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
-    let state = StateHandle::default();
-    let compiler = Compiler::new(state.clone());
-    let (cfg_tx, mut updates) = mpsc::channel::<Update>(4);
-    let initial = start_source(&args, &compiler, cfg_tx)?;
-    // Everything that can fail goes before the attachments, which stay pinned.
-    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
-    let listeners = bind_admin(&args).await?;
-    let (kernel, orig_dst) = attach(&args)?;
+/// The data path's inputs, with every counter registered in one registry.
+fn data_path(
+    args: &RunArgs,
+    state: &StateHandle,
+    (certs, roots): (
+        crate::identity::manager::CertManager,
+        Arc<rustls::RootCertStore>,
+    ),
+    orig_dst: crate::ebpf::OrigDst,
+    kernel: &crate::ebpf::KernelHandle,
+) -> (DataPath, Arc<Metrics>) {
     let mut telemetry = Telemetry::default();
     let metrics = Arc::new(Metrics::new(telemetry.registry()));
     let pool = Pool::new(Duration::from_secs(60));
@@ -241,6 +243,19 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         tunnel: args.tunnel,
         guard,
     });
+    (dp, metrics)
+}
+
+pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
+    let state = StateHandle::default();
+    let compiler = Compiler::new(state.clone());
+    let (cfg_tx, mut updates) = mpsc::channel::<Update>(4);
+    let initial = start_source(&args, &compiler, cfg_tx)?;
+    // Everything that can fail goes before the attachments, which stay pinned.
+    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    let listeners = bind_admin(&args).await?;
+    let (kernel, orig_dst) = attach(&args)?;
+    let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel);
     spawn_pool_expiry(&dp);
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
