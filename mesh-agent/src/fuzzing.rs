@@ -99,7 +99,10 @@ pub fn http_head(data: &[u8]) {
     if crate::waypoint::phases::normalize::apply(&mut parts, &mut log).is_err() {
         return;
     }
-    if parts.method == Method::CONNECT || parts.uri.path_and_query().is_none() {
+    if parts.method == Method::CONNECT
+        || parts.uri.path_and_query().is_none()
+        || parts.uri.path() == "*"
+    {
         return;
     }
     let path = parts.uri.path();

@@ -45,7 +45,11 @@ fn bad_request(m: Malformed) -> LocalReply {
 pub fn apply(parts: &mut Parts, log: &mut RequestLog) -> Result<Option<String>, LocalReply> {
     let dropped = hop_by_hop(parts);
     let host = host(parts).map_err(bad_request)?;
-    if parts.method == http::Method::CONNECT || parts.uri.path_and_query().is_none() {
+    // CONNECT has no path; `OPTIONS *` (asterisk-form) none to normalise.
+    if parts.method == http::Method::CONNECT
+        || parts.uri.path_and_query().is_none()
+        || parts.uri.path() == "*"
+    {
         log.authority = host;
         return Ok(dropped);
     }
@@ -351,6 +355,11 @@ mod tests {
         let mut p = parts("http://WEB/a", Some("web"));
         apply(&mut p, &mut RequestLog::default()).expect("same host");
         assert_eq!(p.uri.to_string(), "http://web/a");
+
+        let mut p = parts("*", Some("web"));
+        p.method = http::Method::OPTIONS;
+        apply(&mut p, &mut RequestLog::default()).expect("asterisk-form");
+        assert_eq!(p.uri.to_string(), "*");
 
         let mut p = parts("http://web/a", Some("evil"));
         let r = apply(&mut p, &mut RequestLog::default()).expect_err("two hosts");
