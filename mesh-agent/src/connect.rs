@@ -92,6 +92,9 @@ pub struct Connected {
     pub destination: Option<Identity>,
     /// The source address the destination sees.
     pub source: SocketAddr,
+    /// Same node: the destination's registration of the connection, which a policy
+    /// change can close.
+    pub registration: Option<crate::established::Registration>,
 }
 
 /// Executes `route` from `pod`; `client` is the application's socket address.
@@ -151,11 +154,17 @@ async fn same_node(
     let app = inbound::connect_app(&local, addr, &dp.inputs.guard)
         .await
         .ok_or(Error::App(addr))?;
+    let registration =
+        Some(
+            dp.established
+                .register(&local, caller.identity, caller.ip, addr.port()),
+        );
     Ok(Connected {
         stream: Upstream::Tcp(app),
         transport: Transport::SameNode,
         destination: Some(local.identity.clone()),
         source: SocketAddr::new(source_ip, 0),
+        registration,
     })
 }
 
@@ -190,6 +199,7 @@ async fn hbone(
         transport: Transport::Hbone,
         destination: Some(tunnel.identity.clone()),
         source: client,
+        registration: None,
     })
 }
 
@@ -207,6 +217,7 @@ async fn plaintext(pod: &Pod, addr: SocketAddr) -> Result<Connected, Error> {
         stream: Upstream::Tcp(tcp),
         transport: Transport::Plaintext,
         destination: None,
+        registration: None,
         source,
     })
 }
@@ -254,6 +265,13 @@ impl WaitReadable for Upstream {
         match self {
             Upstream::Tcp(s) => s.poll_wait_readable(cx),
             Upstream::Hbone(s, _) => s.poll_wait_readable(cx),
+        }
+    }
+
+    fn abort(&mut self) {
+        match self {
+            Upstream::Tcp(s) => s.abort(),
+            Upstream::Hbone(s, _) => s.abort(),
         }
     }
 }

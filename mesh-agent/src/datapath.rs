@@ -44,6 +44,8 @@ impl Inputs {
 pub struct DataPath {
     pub inputs: Arc<Inputs>,
     pub pods: Arc<LocalPods>,
+    /// Connections let in by policy, re-checked when it changes.
+    pub established: Arc<crate::established::Established>,
 }
 
 impl DataPath {
@@ -51,6 +53,7 @@ impl DataPath {
         DataPath {
             inputs: Arc::new(inputs),
             pods: Arc::default(),
+            established: Arc::default(),
         }
     }
 }

@@ -49,18 +49,20 @@ impl Caller<'_> {
     }
 }
 
-/// L4 policy of an enrolled destination pod for one connection to `port`.
-pub fn connection(inputs: &Inputs, pod: &Pod, caller: Caller<'_>, port: u16) -> Result<(), Denied> {
+/// The L4 verdict for one connection to `port` of `pod`, under the state in force.
+fn verdict(
+    inputs: &Inputs,
+    pod: &Pod,
+    caller: Caller<'_>,
+    port: u16,
+) -> Result<authz::Verdict, Denied> {
     let state = inputs.state.load();
-    let Some(w) = pod
+    let w = pod
         .addresses
         .first()
         .and_then(|a| state.workloads_by_ip.get(a))
-    else {
-        tracing::warn!(source = %caller.describe(), destination = %pod.identity, port, "connection refused: {}", Denied::UnknownDestination);
-        return Err(Denied::UnknownDestination);
-    };
-    let verdict = authz::authorize(
+        .ok_or(Denied::UnknownDestination)?;
+    Ok(authz::authorize(
         w.policies.iter().map(AsRef::as_ref),
         &authz::Connection {
             source: caller.identity,
@@ -73,7 +75,25 @@ pub fn connection(inputs: &Inputs, pod: &Pod, caller: Caller<'_>, port: u16) -> 
                 authz::L7::None
             },
         },
-    );
+    ))
+}
+
+/// Whether the connection is allowed now: the same decision as `connection`,
+/// without its logs and counters (for re-checks of established connections).
+pub fn allowed(inputs: &Inputs, pod: &Pod, caller: Caller<'_>, port: u16) -> Result<(), Denied> {
+    let v = verdict(inputs, pod, caller, port)?;
+    Denied::from_decision(v.decision).map_or(Ok(()), Err)
+}
+
+/// L4 policy of an enrolled destination pod for one connection to `port`.
+pub fn connection(inputs: &Inputs, pod: &Pod, caller: Caller<'_>, port: u16) -> Result<(), Denied> {
+    let verdict = match verdict(inputs, pod, caller, port) {
+        Ok(v) => v,
+        Err(denied) => {
+            tracing::warn!(source = %caller.describe(), destination = %pod.identity, port, "connection refused: {denied}");
+            return Err(denied);
+        }
+    };
     for p in &verdict.audited {
         tracing::info!(target: "audit", source = %caller.describe(), destination = %pod.identity, port, policy = %p, "audited connection");
     }

@@ -23,6 +23,7 @@ pub mod datapath;
 pub mod ebpf;
 pub mod enforce;
 pub mod enrol;
+pub mod established;
 pub mod fuzzing;
 pub mod guard;
 pub mod identity;

@@ -86,6 +86,7 @@ workload_counters! {
     inbound_failed: "Connections the application did not accept",
     inbound_denied: "Connections refused by AuthorizationPolicy",
     inbound_refused_plaintext: "Plaintext connections refused by STRICT mTLS",
+    inbound_closed_by_policy: "Established connections closed because a policy change no longer allows them",
     hbone_refused_tls: "HBONE connections refused at TLS",
     bytes_sent: "Bytes from the workload's side",
     bytes_received: "Bytes to the workload's side",

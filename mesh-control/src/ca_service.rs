@@ -27,6 +27,11 @@ pub enum Error {
     Ca(#[from] mesh_model::ca::Error),
     #[error("CA server TLS: {0}")]
     Tls(String),
+    #[error("cannot listen on {addr}: {source}; is another control plane running?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("CA server on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -114,16 +119,20 @@ pub async fn serve(
     let (cert, key) = ca
         .issue_server(CA_SERVER_NAME)
         .map_err(|e| Error::Tls(e.to_string()))?;
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key));
+    let acceptor =
+        crate::control_tls::acceptor(&cert, &key).map_err(|e| Error::Tls(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
     let svc = CaService::new(ca, inventory, token_dir);
-    tracing::info!(%listen, "CA and config distribution serving");
+    tracing::info!(%listen, "CA and config distribution serving (TLS 1.3 only)");
     tonic::transport::Server::builder()
-        .tls_config(tls)
-        .map_err(|e| Error::Tls(e.to_string()))?
         .add_service(CertificatesServer::new(svc))
         .add_service(ConfigDistributionServer::new(distribution))
-        .serve(listen)
+        .serve_with_incoming(crate::control_tls::incoming(listener, acceptor))
         .await
         .map_err(|source| Error::Serve {
             addr: listen,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod ca_service;
+pub mod control_tls;
 pub mod distribution;
 pub mod node_auth;
 pub mod serve;

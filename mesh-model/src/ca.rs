@@ -33,6 +33,12 @@ pub enum Error {
     },
     #[error("signing failed: {0}")]
     Sign(rcgen::Error),
+    #[error("CA root in {dir} is half there: {present} exists but {missing} does not; restore {missing}, or remove {present} to create a new root (every workload certificate then changes trust)")]
+    HalfRoot {
+        dir: PathBuf,
+        present: &'static str,
+        missing: &'static str,
+    },
 }
 
 /// DNS name in the CA's serving certificate; clients verify it against the root.
@@ -69,6 +75,16 @@ impl Ca {
             source,
         };
         let (cert_path, key_path) = (dir.join(ROOT_CERT), dir.join(ROOT_KEY));
+        let half = |present, missing| Error::HalfRoot {
+            dir: dir.to_owned(),
+            present,
+            missing,
+        };
+        match (cert_path.exists(), key_path.exists()) {
+            (true, false) => return Err(half(ROOT_CERT, ROOT_KEY)),
+            (false, true) => return Err(half(ROOT_KEY, ROOT_CERT)),
+            _ => {}
+        }
         if cert_path.exists() && key_path.exists() {
             let root_pem = std::fs::read_to_string(&cert_path).map_err(io)?;
             let key =
@@ -270,6 +286,41 @@ mod tests {
         // The root persists: a second load signs with the same root.
         let again = Ca::load_or_create(&dir, "cluster.local").expect("reload");
         assert_eq!(again.root_pem(), ca.root_pem());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_half_present_root_is_refused_not_replaced() {
+        let dir = std::env::temp_dir().join(format!("fm-ca-half-{}", std::process::id()));
+        let ca = Ca::load_or_create(&dir, "cluster.local").expect("ca");
+        let key = std::fs::read(dir.join(ROOT_KEY)).expect("key");
+        std::fs::remove_file(dir.join(ROOT_KEY)).expect("remove key");
+        let e = Ca::load_or_create(&dir, "cluster.local")
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                e,
+                Error::HalfRoot {
+                    missing: ROOT_KEY,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("restore root-key.pem"), "{e}");
+        // Nothing was overwritten: restoring the key brings the same root back.
+        std::fs::write(dir.join(ROOT_KEY), key).expect("restore");
+        let again = Ca::load_or_create(&dir, "cluster.local").expect("reload");
+        assert_eq!(again.root_pem(), ca.root_pem());
+        std::fs::remove_file(dir.join(ROOT_CERT)).expect("remove cert");
+        assert!(matches!(
+            Ca::load_or_create(&dir, "cluster.local"),
+            Err(Error::HalfRoot {
+                missing: ROOT_CERT,
+                ..
+            })
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -335,6 +335,30 @@ fn the_ca_refuses_identities_not_on_the_requesting_node() {
             .contains("wrong bootstrap token for node b"),
         "{impostor}"
     );
+    // An empty token (file and header both empty) is no token.
+    let empty = lab.dir.join("empty-token");
+    std::fs::write(&empty, "").unwrap();
+    std::fs::write(lab.dir.join("tokens").join("ghost"), "\n").unwrap();
+    let nobody = ask("ghost", &empty, "spiffe://cluster.local/ns/shop/sa/client");
+    assert_eq!(nobody["signed"], false, "{nobody}");
+    // The control port speaks TLS 1.3 only.
+    let s_client = |version: &str| {
+        lab.exec_in(
+            "a",
+            &[
+                "sh",
+                "-c",
+                &format!("openssl s_client -connect 198.18.0.254:15012 {version} </dev/null"),
+            ],
+        )
+    };
+    assert!(s_client("-tls1_3").is_ok(), "TLS 1.3 is served");
+    assert!(s_client("-tls1_2").is_err(), "TLS 1.2 is refused");
+    assert!(
+        lab.ca_log().contains("control port TLS refused"),
+        "{}",
+        lab.ca_log()
+    );
 }
 
 #[test]
@@ -556,4 +580,58 @@ fn a_single_node_agent_runs_its_own_ca() {
         .run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
         .unwrap();
     assert_intact(&r, 4096);
+}
+
+const DENY_CLIENT: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-client, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+"#;
+
+#[test]
+fn a_new_deny_closes_established_connections_it_no_longer_allows() {
+    let mut lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    // Two long-lived connections over HBONE: one from the pod the new policy
+    // denies, one from another pod.
+    let mut denied = lab.app("client", &["hold", "--to", &to]).unwrap();
+    denied
+        .expect_line("connected", Duration::from_secs(10))
+        .unwrap();
+    denied.send_line("before").unwrap();
+    denied
+        .expect_line("echo before", Duration::from_secs(5))
+        .unwrap();
+    let mut kept = lab.app("other", &["hold", "--to", &to]).unwrap();
+    kept.expect_line("connected", Duration::from_secs(10))
+        .unwrap();
+    lab.set_extra_config(DENY_CLIENT).unwrap();
+    lab.wait_stats("b", "the established connection closed by policy", |s| {
+        s["workloads"]["shop/server"]["inbound_closed_by_policy"].as_u64() == Some(1)
+    })
+    .unwrap();
+    assert!(
+        lab.agent_log("b")
+            .contains("established connection closed: denied by policy shop/deny-client"),
+        "{}",
+        lab.agent_log("b")
+    );
+    // The denied client's connection is gone; the other one carries on.
+    let _ = denied.send_line("after");
+    assert!(
+        denied
+            .expect_line("echo after", Duration::from_secs(5))
+            .is_err(),
+        "the denied connection still echoes"
+    );
+    kept.send_line("after").unwrap();
+    kept.expect_line("echo after", Duration::from_secs(5))
+        .unwrap();
 }

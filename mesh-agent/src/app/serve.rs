@@ -147,6 +147,7 @@ struct Agent {
     metrics: Arc<Metrics>,
     enroller: Enroller,
     enrolled: Arc<Mutex<Vec<String>>>,
+    dp: DataPath,
 }
 
 impl Agent {
@@ -169,6 +170,15 @@ impl Agent {
                 m.set_config_error(None);
                 tracing::info!(generation, source_version = version, "config reloaded");
                 self.reconcile();
+                // Policy may have changed: what it no longer allows is closed.
+                let inputs = &self.dp.inputs;
+                let closed = self.dp.established.recheck(|pod, identity, ip, port| {
+                    let caller = crate::enforce::Caller { identity, ip };
+                    crate::enforce::allowed(inputs, pod, caller, port)
+                });
+                if closed > 0 {
+                    tracing::info!(closed, "established connections closed by the new policy");
+                }
             }
             Update::Refused(version, e) => {
                 m.config.errors.inc();
@@ -296,6 +306,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         metrics,
         enroller,
         enrolled,
+        dp: dp.clone(),
     };
     agent.reconcile();
     wait_for_certificates(&dp, &agent.enroller).await;

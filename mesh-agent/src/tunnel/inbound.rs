@@ -140,6 +140,9 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         c.inbound_denied.inc();
         return;
     }
+    let registration = dp
+        .established
+        .register(&pod, caller.identity, caller.ip, original.port());
     let Some(app) = connect_app(&pod, original, &dp.inputs.guard).await else {
         return;
     };
@@ -152,7 +155,6 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         transport: "plaintext",
         start,
     };
-    access
-        .proxied(&dp.inputs.telemetry, c, splice::proxy(conn.take(), app, c))
-        .await;
+    let copy = splice::proxy_until(conn.take(), app, c, registration.closed());
+    access.proxied(&dp.inputs.telemetry, c, copy).await;
 }

@@ -96,7 +96,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
         .proxied(
             &dp.inputs.telemetry,
             c,
-            splice::proxy(conn.take(), up.stream, c),
+            splice::proxy_until(conn.take(), up.stream, c, closed(up.registration)),
         )
         .await;
 }
@@ -127,4 +127,13 @@ async fn waypoint(
         tracing::info!(pod = %key, %original, "waypoint connection ended: {e}");
     }
     c.active.dec();
+}
+
+/// Resolves when a same-node connection's destination policy no longer allows it
+/// (never for other routes: their destination re-checks them).
+async fn closed(registration: Option<crate::established::Registration>) {
+    match registration {
+        Some(r) => r.closed().await,
+        None => std::future::pending().await,
+    }
 }

@@ -23,6 +23,10 @@ const BUF: usize = 64 * 1024;
 /// A stream that can say "bytes (or EOF) are waiting" without being handed a buffer.
 pub trait WaitReadable {
     fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Makes the coming close a reset (RST, RST_STREAM), for connections ended by
+    /// the mesh rather than by either end.
+    fn abort(&mut self) {}
 }
 
 impl WaitReadable for TcpStream {
@@ -32,6 +36,10 @@ impl WaitReadable for TcpStream {
         let mut one = [0u8; 1];
         let mut buf = tokio::io::ReadBuf::new(&mut one);
         self.poll_peek(cx, &mut buf).map_ok(|_| ())
+    }
+
+    fn abort(&mut self) {
+        let _ = self.set_zero_linger();
     }
 }
 
@@ -116,6 +124,20 @@ where
     A: AsyncRead + AsyncWrite + WaitReadable + Unpin,
     B: AsyncRead + AsyncWrite + WaitReadable + Unpin,
 {
+    proxy_until(downstream, upstream, counters, std::future::pending()).await
+}
+
+/// As `proxy`, until `stop` resolves: then both sides are reset.
+pub async fn proxy_until<A, B>(
+    downstream: A,
+    upstream: B,
+    counters: &WorkloadCounters,
+    stop: impl std::future::Future<Output = ()>,
+) -> Spliced
+where
+    A: AsyncRead + AsyncWrite + WaitReadable + Unpin,
+    B: AsyncRead + AsyncWrite + WaitReadable + Unpin,
+{
     let mut down = Counting {
         inner: downstream,
         read: 0,
@@ -124,12 +146,20 @@ where
         inner: upstream,
         read: 0,
     };
-    let r = match either_readable(&mut down.inner, &mut up.inner).await {
-        Ok(()) => tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, BUF, BUF)
+    let copy = async {
+        either_readable(&mut down.inner, &mut up.inner).await?;
+        tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, BUF, BUF)
             .await
-            .map(|_| ()),
-        Err(e) => Err(e),
+            .map(|_| ())
     };
+    let (r, stopped) = tokio::select! {
+        r = copy => (r, false),
+        () = stop => (Ok(()), true),
+    };
+    if stopped {
+        down.inner.abort();
+        up.inner.abort();
+    }
     if let Err(e) = &r {
         tracing::debug!("connection ended with an error: {e}");
     }
@@ -138,7 +168,7 @@ where
     Spliced {
         sent: down.read,
         received: up.read,
-        ok: r.is_ok(),
+        ok: r.is_ok() && !stopped,
     }
 }
 

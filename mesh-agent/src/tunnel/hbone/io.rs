@@ -128,6 +128,10 @@ impl WaitReadable for H2Io {
     fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.read.poll_wait_readable(cx)
     }
+
+    fn abort(&mut self) {
+        self.write.send.send_reset(h2::Reason::CANCEL);
+    }
 }
 
 impl AsyncRead for H2Io {

@@ -336,6 +336,9 @@ async fn stream(
         c.inbound_denied.inc();
         return refuse(respond, StatusCode::UNAUTHORIZED, &denied.to_string());
     }
+    let registration = dp
+        .established
+        .register(&pod, caller.identity, caller.ip, target.port());
     let Some(app) = inbound::connect_app(&pod, target, &dp.inputs.guard).await else {
         return refuse(
             respond,
@@ -362,7 +365,11 @@ async fn stream(
         start,
     };
     // Counted from the source's side: sent = towards the application.
-    let copy = async { splice::proxy(app, tunnel, c).await.reversed() };
+    let copy = async {
+        splice::proxy_until(app, tunnel, c, registration.closed())
+            .await
+            .reversed()
+    };
     access.proxied(&dp.inputs.telemetry, c, copy).await;
 }
 
