@@ -84,6 +84,11 @@ struct RunFlags {
     /// Of which from one peer address (default: a quarter of --max-connections).
     #[arg(long)]
     max_connections_per_peer: Option<usize>,
+    /// Directory whose files RequestAuthentication `jwksFile` may name (plain file
+    /// names, regular files up to 64 KiB). Without it jwksFile is refused: a path
+    /// in a tenant's object would be read on every node.
+    #[arg(long)]
+    jwks_dir: Option<PathBuf>,
     #[command(flatten)]
     identity: IdentityFlags,
 }
@@ -136,6 +141,11 @@ struct WaypointFlags {
     /// YAML file of Kubernetes-shaped objects; reloaded when it changes.
     #[arg(long)]
     config: PathBuf,
+    /// Directory whose files RequestAuthentication `jwksFile` may name (plain file
+    /// names, regular files up to 64 KiB). Without it jwksFile is refused: a path
+    /// in a tenant's object would be read on every node.
+    #[arg(long)]
+    jwks_dir: Option<PathBuf>,
     /// Node the waypoint runs on (its CA token is this node's).
     #[arg(long, env = "NODE_NAME")]
     node: String,
@@ -200,6 +210,9 @@ fn cgroup2_root() -> Option<PathBuf> {
 }
 
 fn run(f: RunFlags) -> Result<(), String> {
+    if let Some(d) = &f.jwks_dir {
+        mesh_model::l7::jwks_file::allow_in(d.clone());
+    }
     let cgroup = f
         .cgroup
         .or_else(cgroup2_root)
@@ -239,6 +252,9 @@ fn run(f: RunFlags) -> Result<(), String> {
 }
 
 fn waypoint(f: WaypointFlags) -> Result<(), String> {
+    if let Some(d) = &f.jwks_dir {
+        mesh_model::l7::jwks_file::allow_in(d.clone());
+    }
     mesh_agent::waypoint::standalone::run(mesh_agent::waypoint::standalone::Args {
         config: f.config,
         node: f.node,

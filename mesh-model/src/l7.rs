@@ -1,5 +1,6 @@
-//! The compiled L7 configuration: the route table (`table`), JWT rules (`jwt`) and
-//! Gateway API durations (`duration`). Pure; the waypoint executes it.
+//! The compiled L7 configuration: the route table (`table`), JWT rules (`jwt`, with
+//! `jwks_file` for keys in files) and Gateway API durations (`duration`). Pure; the waypoint executes it.
 pub mod duration;
+pub mod jwks_file;
 pub mod jwt;
 pub mod table;

@@ -300,3 +300,25 @@ fn hbone_clients_that_never_handshake_are_dropped_after_the_timeout() {
     assert_fds_settle(&lab, "b", fds_b);
     assert_rss_near(&lab, "b", rss_b);
 }
+
+#[test]
+fn a_jwks_file_path_in_an_object_is_never_read() {
+    let mut lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let rss_a = lab.agent_rss_kib("a").expect("rss");
+    // A tenant's RequestAuthentication pointing every agent at /dev/zero.
+    lab.set_extra_config(
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: zero, namespace: shop}\nspec:\n  jwtRules:\n  - issuer: https://evil\n    jwksFile: /dev/zero\n",
+    )
+    .unwrap();
+    let s = lab
+        .wait_stats("a", "the object to be refused", |s| {
+            s["config"]["errors"].as_u64() >= Some(1)
+        })
+        .unwrap();
+    let err = s["config"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("jwksFile is not accepted here"), "{err}");
+    // Not read: memory stays, and traffic keeps flowing.
+    assert_rss_near(&lab, "a", rss_a);
+    assert_served(&lab, "client", lab.pod("server").addr4(8080));
+}

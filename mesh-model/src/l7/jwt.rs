@@ -98,8 +98,8 @@ pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
             let field = format!("spec.jwtRules[{i}]");
             let text = match (&r.jwks, &r.jwks_file) {
                 (Some(j), None) => j.clone(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .map_err(|e| err(format!("{field}.jwksFile: cannot read {f}: {e}")))?,
+                (None, Some(f)) => super::jwks_file::read(super::jwks_file::dir(), f)
+                    .map_err(|e| err(format!("{field}.jwksFile: {e}")))?,
                 _ => {
                     return Err(err(format!(
                         "{field}: give exactly one of jwks and jwksFile"
