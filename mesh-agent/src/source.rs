@@ -44,8 +44,12 @@ impl Compiler {
     pub fn compile(&self, origin: &str, objects: Objects) -> Result<State, config::Error> {
         let previous = self.current.load();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        State::compile(generation, Arc::new(objects), Some(&previous))
-            .map_err(|e| config::Error::invalid(origin, e))
+        let state = State::compile(generation, Arc::new(objects), Some(&previous))
+            .map_err(|e| config::Error::invalid(origin, e))?;
+        for r in &state.l7.rejected {
+            tracing::warn!(route = %r.route, parent = %r.parent, "route not attached: {}", r.reason);
+        }
+        Ok(state)
     }
 
     /// Loads and compiles a file.

@@ -75,7 +75,11 @@ fn l7_lab_with(extra_agent_args: &[&str], extra: Vec<PodSpec>) -> L7Lab {
         agent_args: extra_agent_args.iter().map(|a| a.to_string()).collect(),
         local_ca: false,
         nodes: vec!["a".into(), "b".into()],
-        namespaces: vec![("shop".into(), true), ("plain".into(), false)],
+        namespaces: vec![
+            ("shop".into(), true),
+            ("plain".into(), false),
+            ("tenant".into(), true),
+        ],
         pods,
         services: vec![],
     };
@@ -1414,5 +1418,47 @@ fn standalone_shared_waypoint_and_ingress_gateway() {
         l.curl("outsider", &[&format!("http://{gw}:8000/nothing")])
             .0,
         404
+    );
+}
+
+const CONSUMER_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules: [{backendRefs: [{name: web-v1, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: takeover, namespace: tenant}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, namespace: shop, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /steal}}]
+    backendRefs: [{name: web-v2, namespace: shop, port: 80}]
+  - filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: tenant.example, statusCode: 302}
+"#;
+
+#[test]
+fn a_route_from_another_namespace_applies_to_its_own_clients_only() {
+    let mut l = l7_lab_with(&[], vec![PodSpec::new("tenant-client", "tenant", "a")]);
+    l.apply(CONSUMER_ROUTE);
+    // The Service's own clients keep the producer's route.
+    let (code, v) = l.echo("client", &[&url("/x")]);
+    assert_eq!((code, v["server"].as_str()), (200, Some("v1")), "{v}");
+    // The tenant's clients get the tenant's (consumer) route...
+    let (code, text) = l.curl("tenant-client", &[&url("/x")]);
+    assert_eq!(code, 302, "{text}");
+    assert!(text.contains("tenant.example"), "{text}");
+    // ...and its backendRef into shop has no ReferenceGrant: 500, never shop's pod.
+    let (code, text) = l.curl("tenant-client", &[&url("/steal")]);
+    assert_eq!(code, 500, "{text}");
+    assert!(text.ends_with("backend not permitted\n"), "{text}");
+    assert!(
+        l.seen("198.18.100.52")["/steal"].is_null(),
+        "reached web-v2"
     );
 }

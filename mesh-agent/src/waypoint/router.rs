@@ -13,6 +13,9 @@ pub struct RequestView<'a> {
     pub grpc: bool,
     /// The parent's port the request came to.
     pub port: u16,
+    /// The caller's namespace (None: unknown, e.g. at the edge): consumer routes
+    /// apply to their own namespace's callers only.
+    pub namespace: Option<&'a str>,
 }
 
 fn path_matches(c: &PathCond, path: &str) -> bool {
@@ -78,6 +81,29 @@ pub fn matches(m: &Match, r: &RequestView<'_>) -> bool {
 
 /// The best rule for a request among a parent's entries (sorted best first). gRPC
 /// requests try GRPCRoutes before HTTPRoutes; other requests only HTTPRoutes.
+/// The entries that apply to callers in `namespace` on `port`: that namespace's
+/// consumer routes if it has any (GAMMA: they replace the producer's for it),
+/// else the producer routes.
+pub fn applicable<'e>(
+    entries: &'e [Entry],
+    namespace: Option<&str>,
+    port: u16,
+) -> impl Iterator<Item = &'e Entry> + 'e {
+    let on_port = move |e: &&Entry| e.port.is_none_or(|p| p == port);
+    let ns = namespace.map(str::to_owned);
+    let consumer = entries
+        .iter()
+        .filter(on_port)
+        .any(|e| e.consumer.is_some() && e.consumer == ns);
+    entries.iter().filter(on_port).filter(move |e| {
+        if consumer {
+            e.consumer == ns
+        } else {
+            e.consumer.is_none()
+        }
+    })
+}
+
 pub fn select<'e>(entries: &'e [Entry], r: &RequestView<'_>) -> Option<&'e Entry> {
     let protocols: &[Protocol] = if r.grpc {
         &[Protocol::Grpc, Protocol::Http]
@@ -85,9 +111,8 @@ pub fn select<'e>(entries: &'e [Entry], r: &RequestView<'_>) -> Option<&'e Entry
         &[Protocol::Http]
     };
     protocols.iter().find_map(|proto| {
-        entries
-            .iter()
-            .filter(|e| e.protocol == *proto && e.port.is_none_or(|p| p == r.port))
+        applicable(entries, r.namespace, r.port)
+            .filter(|e| e.protocol == *proto)
             .find(|e| matches(&e.m, r))
     })
 }

@@ -33,6 +33,9 @@ impl Loader {
         let objects = Arc::new(config::load_dir_with(&self.dir, &mut self.docs)?);
         let state = State::compile(0, objects.clone(), self.compiled.as_ref())
             .map_err(|e| config::Error::invalid(&self.dir.display().to_string(), e))?;
+        for r in &state.l7.rejected {
+            tracing::warn!(route = %r.route, parent = %r.parent, "route not attached: {}", r.reason);
+        }
         self.compiled = Some(state);
         Ok(objects)
     }

@@ -1,12 +1,13 @@
 //! Choose: the backend (by weight) and its endpoints in the caller's address family
 //! first; the first endpoint by the backend's load-balancing and outlier state. A
-//! route without a backend, or a backend Service that does not exist, answers 500
-//! (`NC`); no healthy endpoint answers 503 (`UH`).
+//! route without a backend, a backend Service that does not exist, or one in
+//! another namespace that no ReferenceGrant permits, answers 500 (`NC`); no healthy
+//! endpoint answers 503 (`UH`).
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::StatusCode;
 use mesh_model::{
-    l7::table::{Backend, BackendPolicy, RouteRule},
+    l7::table::{Backend, BackendPolicy, RouteRule, WeightedBackend},
     state::State,
 };
 
@@ -42,7 +43,7 @@ pub fn endpoints(state: &State, b: &Backend, v4: bool) -> Option<Vec<SocketAddr>
     Some(if first.is_empty() { pick(!v4) } else { first })
 }
 
-fn weighted(rule: &RouteRule) -> Option<&Backend> {
+fn weighted(rule: &RouteRule) -> Option<&WeightedBackend> {
     let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
         return None;
@@ -50,7 +51,7 @@ fn weighted(rule: &RouteRule) -> Option<&Backend> {
     let mut n = fastrand::u64(..total);
     for b in &rule.backends {
         if n < u64::from(b.weight) {
-            return Some(&b.backend);
+            return Some(b);
         }
         n -= u64::from(b.weight);
     }
@@ -87,7 +88,12 @@ fn target(
         };
         return Ok((b, vec![conn.original]));
     }
-    let b = weighted(rule).ok_or_else(|| misconfigured("route has no backend\n"))?;
+    let w = weighted(rule).ok_or_else(|| misconfigured("route has no backend\n"))?;
+    let b = &w.backend;
+    if !w.permitted {
+        tracing::warn!(route = %log.route, backend = %b.service, "backendRef into another namespace without a ReferenceGrant; answering 500");
+        return Err(misconfigured("backend not permitted\n"));
+    }
     let eps = endpoints(state, b, conn.original.is_ipv4()).ok_or_else(|| {
         tracing::warn!(route = %log.route, backend = %b.service, port = b.port, "backend Service or port not found; answering 500");
         misconfigured("backend not found\n")

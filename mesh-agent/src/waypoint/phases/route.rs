@@ -34,6 +34,9 @@ pub fn select(
 ) -> Result<Routed, LocalReply> {
     let table = &state.l7;
     let path = parts.uri.path();
+    // The caller's namespace: the pod's own (node waypoint) or the HBONE peer's
+    // (shared waypoint); unknown at the edge.
+    let namespace = conn.source.as_ref().map(|i| i.namespace.as_str());
     let view = |port| RequestView {
         method: parts.method.as_str(),
         path,
@@ -41,13 +44,18 @@ pub fn select(
         headers: &parts.headers,
         grpc,
         port,
+        namespace,
     };
     let (rule, matched) = match &conn.parent {
         Parent::Service { service, port } => {
             let key = service.key();
             log.destination_service = key.clone();
             match table.parents.get(&ParentKey::Service(key.clone())) {
-                Some(p) if p.entries.iter().any(|e| e.port.is_none_or(|x| x == *port)) => {
+                Some(p)
+                    if router::applicable(&p.entries, namespace, *port)
+                        .next()
+                        .is_some() =>
+                {
                     let e = router::select(&p.entries, &view(*port)).ok_or_else(no_route)?;
                     (e.rule.clone(), e.m.path.clone())
                 }

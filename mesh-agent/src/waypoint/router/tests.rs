@@ -231,6 +231,7 @@ fn selection_follows_gateway_api_precedence() {
             headers: &headers,
             grpc: c.grpc,
             port: c.port,
+            namespace: Some("shop"),
         };
         let got = select(entries, &view).map(|e| e.rule.backends[0].backend.service.clone());
         assert_eq!(got.as_deref(), c.want, "{}", c.name);
@@ -286,4 +287,76 @@ fn bad_routes_are_refused_with_the_field() {
         assert!(err.contains(want), "{name}: {err}");
         assert!(err.starts_with("bad.yaml"), "{name}: {err}");
     }
+}
+
+const TENANTS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: own, namespace: prod}
+spec:
+  parentRefs: [{group: "", kind: Service, name: payments, port: 80}]
+  rules: [{backendRefs: [{name: payments-v1, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: takeover, namespace: evil}
+spec:
+  parentRefs: [{group: "", kind: Service, name: payments, namespace: prod, port: 80}]
+  rules:
+  - backendRefs: [{name: payments-v1, namespace: prod, port: 80}, {name: sink, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-their-gateway, namespace: evil}
+spec:
+  parentRefs: [{name: edge, namespace: prod}]
+  rules: [{backendRefs: [{name: sink, port: 80}]}]
+"#;
+
+#[test]
+fn routes_from_other_namespaces_affect_only_their_own_clients() {
+    let objects = config::parse("t", TENANTS).expect("config");
+    let table = Table::build(&objects).expect("table");
+    let entries = &table.parents[&ParentKey::Service("prod/payments".into())].entries;
+    let headers = HeaderMap::new();
+    let route_for = |ns: Option<&str>| {
+        let view = RequestView {
+            method: "GET",
+            path: "/",
+            query: None,
+            headers: &headers,
+            grpc: false,
+            port: 80,
+            namespace: ns,
+        };
+        select(entries, &view).map(|e| e.rule.route.clone())
+    };
+    // The producer's route serves every other namespace, and unknown callers.
+    for ns in [Some("prod"), Some("shop"), None] {
+        assert_eq!(
+            route_for(ns).as_deref(),
+            Some("HTTPRoute prod/own"),
+            "{ns:?}"
+        );
+    }
+    // evil's consumer route applies to evil's own clients only...
+    assert_eq!(
+        route_for(Some("evil")).as_deref(),
+        Some("HTTPRoute evil/takeover")
+    );
+    // ...and its backendRef into prod is not permitted (no ReferenceGrant).
+    let takeover = entries
+        .iter()
+        .find(|e| e.rule.route == "HTTPRoute evil/takeover")
+        .expect("consumer entry");
+    let permitted: Vec<bool> = takeover.rule.backends.iter().map(|b| b.permitted).collect();
+    assert_eq!(permitted, [false, true]);
+    // A route cannot attach to another namespace's Gateway.
+    assert!(!table
+        .parents
+        .contains_key(&ParentKey::Gateway("prod/edge".into())));
+    assert_eq!(table.rejected.len(), 1, "{:?}", table.rejected);
+    assert!(table.rejected[0]
+        .reason
+        .starts_with("NotAllowedByListeners"));
 }

@@ -249,9 +249,13 @@ impl Table {
                     "{at}.port: required (the parent has no port either)"
                 ))
             })?;
+            // Another namespace's Service needs its owner's consent (a ReferenceGrant,
+            // not supported yet): until then, never reachable through this route.
+            let permitted = obj.namespace.as_deref().is_none_or(|n| n == input.ns);
             weighted.push(WeightedBackend {
                 backend,
                 weight: br.weight,
+                permitted,
             });
         }
         Ok(weighted)
@@ -338,6 +342,21 @@ impl Table {
         }
         for parent in input.parents {
             let key = parent_key(ctx, input.ns, parent)?;
+            let consumer = match attachment(&key, input.ns) {
+                Attach::Producer => None,
+                Attach::Consumer => Some(input.ns.to_owned()),
+                Attach::Refused(reason) => {
+                    self.rejected.push(Rejected {
+                        route: format!("{} {}/{}", input.kind, input.ns, input.name),
+                        parent: match &key {
+                            ParentKey::Service(s) => format!("Service {s}"),
+                            ParentKey::Gateway(g) => format!("Gateway {g}"),
+                        },
+                        reason,
+                    });
+                    continue;
+                }
+            };
             let rule = Arc::new(self.rule(ctx, &input, &filters, parent, &key)?);
             let entries = &mut self.parents.entry(key).or_default().entries;
             for (j, m) in input.matches.iter().enumerate() {
@@ -345,6 +364,7 @@ impl Table {
                 entries.push(Entry {
                     protocol: input.protocol,
                     port: parent.port,
+                    consumer: consumer.clone(),
                     m: m.clone(),
                     rule: rule.clone(),
                     rank,
@@ -352,6 +372,31 @@ impl Table {
             }
         }
         Ok(())
+    }
+}
+
+/// How a route in namespace `ns` attaches to a parent (Gateway API rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attach {
+    /// The Service's own namespace: for every client.
+    Producer,
+    /// Another namespace's Service: for this namespace's clients only (GAMMA).
+    Consumer,
+    /// Not attached.
+    Refused(&'static str),
+}
+
+pub(super) fn attachment(key: &ParentKey, ns: &str) -> Attach {
+    let parent_ns = |k: &str| k.split_once('/').map_or("", |(n, _)| n).to_owned();
+    match key {
+        ParentKey::Service(s) if parent_ns(s) == ns => Attach::Producer,
+        ParentKey::Service(_) => Attach::Consumer,
+        // allowedRoutes defaults to `from: Same`, and ferrymesh's Gateways have no
+        // listener settings to widen it.
+        ParentKey::Gateway(g) if parent_ns(g) == ns => Attach::Producer,
+        ParentKey::Gateway(_) => Attach::Refused(
+            "NotAllowedByListeners: the Gateway accepts routes from its own namespace only",
+        ),
     }
 }
 

@@ -15,6 +15,7 @@ impl Table {
                 port,
             },
             weight: 1,
+            permitted: true,
         }];
         if let Some(p) = self.service_policies.get(service) {
             let ctx = Ctx {

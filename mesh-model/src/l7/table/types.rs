@@ -86,6 +86,9 @@ pub struct Backend {
 pub struct WeightedBackend {
     pub backend: Backend,
     pub weight: u32,
+    /// False for a backendRef into another namespace: no ReferenceGrant permits
+    /// it, so its share of requests is answered 500 (Gateway API `RefNotPermitted`).
+    pub permitted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -145,6 +148,10 @@ pub struct Entry {
     pub protocol: Protocol,
     /// The parent's port the route attached to (all ports when None).
     pub port: Option<u16>,
+    /// A consumer route (GAMMA): set to the route's namespace when it is not the
+    /// Service's; it applies only to clients in that namespace, and for them
+    /// instead of the Service's own (producer) routes.
+    pub consumer: Option<String>,
     pub m: Match,
     pub rule: Arc<RouteRule>,
     pub(super) rank: Rank,
@@ -188,9 +195,20 @@ pub enum ParentKey {
     Gateway(String),
 }
 
+/// A route attachment that was not made, and why (reported by the control plane).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// `HTTPRoute ns/name`
+    pub route: String,
+    pub parent: String,
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Default)]
 pub struct Table {
     pub parents: HashMap<ParentKey, Parent>,
+    /// Attachments refused by the namespace rules.
+    pub rejected: Vec<Rejected>,
     pub backend_policies: HashMap<String, BackendPolicy>,
     /// Route-side policy of each parent Service, for its implicit default route.
     pub(super) service_policies: HashMap<String, RoutePolicy>,
