@@ -100,6 +100,8 @@ pub struct ConfigCounters {
     pub errors: Counter,
     /// When the config in force was applied (Unix ms).
     pub applied_unix_ms: Gauge,
+    /// Policy parts in force that were not understood and are enforced fail-closed.
+    pub degraded: Gauge,
     last_error: Mutex<Option<String>>,
 }
 
@@ -125,6 +127,11 @@ impl ConfigCounters {
             "When the config in force was applied",
             self.applied_unix_ms.clone(),
         );
+        r.register(
+            "config_policy_parts_fail_closed",
+            "Policy fields in force that ferrymesh does not support, enforced fail-closed (see the log)",
+            self.degraded.clone(),
+        );
     }
 
     /// A config was put in force now.
@@ -143,6 +150,7 @@ impl ConfigCounters {
             "reloads": self.reloads.get(),
             "errors": self.errors.get(),
             "applied_unix_ms": self.applied_unix_ms.get(),
+            "policy_parts_fail_closed": self.degraded.get(),
             "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }

@@ -135,6 +135,7 @@ pub fn policy(namespace: &str, name: &str) -> AuthorizationPolicy {
             selector: None,
             action: Action::Allow,
             rules: vec![Rule::default()],
+            ..AuthorizationPolicySpec::default()
         },
     }
 }

@@ -134,6 +134,7 @@ pub struct Operation {
     pub paths: Vec<Pattern>,
     pub not_paths: Vec<Pattern>,
     pub hosts: Vec<Pattern>,
+    pub not_hosts: Vec<Pattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +144,9 @@ pub struct Rule {
     pub from: Vec<Source>,
     pub to: Vec<Operation>,
     pub when: Vec<Condition>,
+    /// Fields of the rule ferrymesh cannot judge (unknown or unsupported). An ALLOW
+    /// or AUDIT rule with any matches nothing; a DENY rule matches on the rest.
+    pub unsupported: Vec<String>,
 }
 
 /// One AuthorizationPolicy, ready to decide.
@@ -155,6 +159,8 @@ pub struct Policy {
     /// None: every workload of the namespace (or of the mesh, in the root namespace).
     pub selector: Option<Labels>,
     pub rules: Vec<Rule>,
+    /// What was not understood and how it is enforced instead (logged, counted).
+    pub degraded: Vec<String>,
 }
 
 impl Policy {
@@ -205,12 +211,46 @@ fn operation(o: &model::Operation, field: &str) -> Result<Operation, String> {
         paths: patterns(&o.paths),
         not_paths: patterns(&o.not_paths),
         // Hosts match case-insensitively (the waypoint lower-cases the request's).
-        hosts: o
-            .hosts
-            .iter()
-            .map(|h| Pattern::new(&h.to_ascii_lowercase()))
-            .collect(),
+        hosts: host_patterns(&o.hosts),
+        not_hosts: host_patterns(&o.not_hosts),
     })
+}
+
+fn host_patterns(v: &[String]) -> Vec<Pattern> {
+    v.iter()
+        .map(|h| Pattern::new(&h.to_ascii_lowercase()))
+        .collect()
+}
+
+/// The fields of a rule ferrymesh cannot judge, by path.
+fn unsupported(r: &model::Rule, i: usize) -> Vec<String> {
+    let at = format!("spec.rules[{i}]");
+    let mut out: Vec<String> = r.unknown.keys().map(|k| format!("{at}.{k}")).collect();
+    for (j, f) in r.from.iter().enumerate() {
+        let s = &f.source;
+        let field = format!("{at}.from[{j}].source");
+        out.extend(s.unknown.keys().map(|k| format!("{field}.{k}")));
+        for (name, v) in [
+            ("remoteIpBlocks", &s.remote_ip_blocks),
+            ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+            ("serviceAccounts", &s.service_accounts),
+            ("notServiceAccounts", &s.not_service_accounts),
+        ] {
+            if !v.is_empty() {
+                out.push(format!("{field}.{name}"));
+            }
+        }
+    }
+    for (j, t) in r.to.iter().enumerate() {
+        let field = format!("{at}.to[{j}].operation");
+        out.extend(t.operation.unknown.keys().map(|k| format!("{field}.{k}")));
+    }
+    for (j, c) in r.when.iter().enumerate() {
+        if let ConditionKey::Unknown(k) = ConditionKey::new(&c.key) {
+            out.push(format!("{at}.when[{j}].key {k}"));
+        }
+    }
+    out
 }
 
 fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
@@ -239,24 +279,48 @@ fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
         from,
         to,
         when,
+        unsupported: unsupported(r, i),
     })
 }
 
 /// Compiles one policy; Err is the message naming the bad field.
 pub fn policy(p: &AuthorizationPolicy) -> Result<Policy, String> {
-    let rules = p
+    let mut rules = p
         .spec
         .rules
         .iter()
         .enumerate()
         .map(|(i, r)| rule(r, i))
         .collect::<Result<Vec<_>, _>>()?;
+    // A field of the spec itself (targetRefs, ...) bears on every rule.
+    let spec_unknown: Vec<String> = p.spec.unknown.keys().map(|k| format!("spec.{k}")).collect();
+    for r in &mut rules {
+        r.unsupported.extend(spec_unknown.iter().cloned());
+    }
+    let mut degraded = Vec::new();
+    let action = match p.spec.action {
+        Action::Custom => {
+            degraded.push("action CUSTOM (external authorization) is not supported: enforced as DENY for what its rules match".to_owned());
+            Action::Deny
+        }
+        a => a,
+    };
+    let how = match action {
+        Action::Deny => "ignored (the rule denies on its other fields)",
+        _ => "the rule matches nothing",
+    };
+    for r in &rules {
+        for u in &r.unsupported {
+            degraded.push(format!("{u} is not supported: {how}"));
+        }
+    }
     Ok(Policy {
         name: format!("{}/{}", p.metadata.namespace(), p.metadata.name),
         namespace: p.metadata.namespace().to_owned(),
-        action: p.spec.action,
+        action,
         selector: p.spec.selector.as_ref().map(|s| s.match_labels.clone()),
         rules,
+        degraded,
     })
 }
 
@@ -272,6 +336,7 @@ pub fn rule_has_l7(r: &crate::model::Rule) -> bool {
                 && o.not_methods.is_empty()
                 && o.paths.is_empty()
                 && o.not_paths.is_empty()
-                && o.hosts.is_empty())
+                && o.hosts.is_empty()
+                && o.not_hosts.is_empty())
         })
 }

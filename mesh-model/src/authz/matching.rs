@@ -41,6 +41,7 @@ fn operation_matches(o: &Operation, c: &Connection<'_>) -> bool {
                 included(&o.methods, &o.not_methods, Some(r.method))
                     && included(&o.paths, &o.not_paths, Some(r.path))
                     && (o.hosts.is_empty() || host_matches(&o.hosts, r.host))
+                    && (o.not_hosts.is_empty() || !host_matches(&o.not_hosts, r.host))
             }
             _ => true,
         }
@@ -116,13 +117,21 @@ fn rule_matches(r: &Rule, c: &Connection<'_>) -> bool {
         }))
         && (r.to.is_empty() || r.to.iter().any(|t| operation_matches(t, c)))
         && match c.l7 {
-            L7::Request(req) => r.when.iter().all(|w| condition_matches(w, c, req)),
+            // An unknown key cannot be judged: left out (a DENY rule then denies on
+            // the rest; an ALLOW rule with one never gets here).
+            L7::Request(req) => r
+                .when
+                .iter()
+                .filter(|w| !matches!(w.key, ConditionKey::Unknown(_)))
+                .all(|w| condition_matches(w, c, req)),
             _ => true,
         }
 }
 
 pub(super) fn policy(p: &Policy, c: &Connection<'_>) -> bool {
     p.rules.iter().any(|r| match (c.l7, p.action) {
+        // What cannot be understood never widens access.
+        (_, Action::Allow | Action::Audit) if !r.unsupported.is_empty() => false,
         // The waypoint judged the L7 parts: ALLOW rules count on their L4 parts,
         // DENY rules were applied per request.
         (L7::JudgedAtSource, Action::Deny | Action::Audit) if r.l7 => false,

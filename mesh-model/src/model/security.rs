@@ -1,5 +1,15 @@
 //! Istio's security policies: AuthorizationPolicy and PeerAuthentication.
+//!
+//! Fields ferrymesh does not implement are still read (Istio's are named; any other
+//! lands in `unknown`), never dropped: a dropped field would widen access. What the
+//! compiled policy does with them is fail-closed (`authz::compile`, `state::policy`).
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// Fields of a policy object ferrymesh does not know, kept to be refused
+/// explicitly. Not in the CRD schema (the API server keeps Istio's named fields).
+pub type Unknown = BTreeMap<String, serde_json::Value>;
 
 use super::{
     interned::Interned,
@@ -18,15 +28,22 @@ pub struct AuthorizationPolicy {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     /// Workloads in the policy's namespace it applies to; absent: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
     #[serde(default)]
     pub action: Action,
+    /// The external authorizer of a CUSTOM policy (not supported: see README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub provider: Option<serde_json::Value>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 #[derive(
@@ -38,10 +55,14 @@ pub enum Action {
     Allow,
     Deny,
     Audit,
+    // Delegated to an external authorizer: not supported, enforced as DENY for
+    // what its rules match (fail closed). (Not a doc comment: it would make the
+    // CRD schema a oneOf.)
+    Custom,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Rule {
     #[serde(default)]
     pub from: Vec<From>,
@@ -51,6 +72,9 @@ pub struct Rule {
     /// `request.auth.principal`, `source.principal`, `source.namespace`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<Condition>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -70,7 +94,7 @@ pub struct From {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Source {
     #[serde(default)]
     pub principals: Vec<String>,
@@ -89,6 +113,19 @@ pub struct Source {
     pub request_principals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_request_principals: Vec<String>,
+    /// Not supported (X-Forwarded-For trust): fail closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
+    /// Not supported: fail closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_service_accounts: Vec<String>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -98,7 +135,7 @@ pub struct To {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Operation {
     #[serde(default)]
     pub ports: Vec<String>,
@@ -115,6 +152,11 @@ pub struct Operation {
     pub not_paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 /// Istio's PeerAuthentication: `STRICT` refuses plaintext inbound.
@@ -129,19 +171,28 @@ pub struct PeerAuthentication {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PeerAuthenticationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
     #[serde(default)]
     pub mtls: Mtls,
+    /// Per-port modes: not supported; a policy with them counts as STRICT.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_level_mtls: BTreeMap<String, Mtls>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Mtls {
     #[serde(default)]
     pub mode: MtlsMode,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: Unknown,
 }
 
 #[derive(
@@ -152,4 +203,8 @@ pub enum MtlsMode {
     #[default]
     Permissive,
     Strict,
+    // UNSET: inherit (no opinion); DISABLE: plaintext allowed, as PERMISSIVE
+    // (ambient enforces STRICT only).
+    Unset,
+    Disable,
 }
