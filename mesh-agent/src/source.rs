@@ -49,7 +49,7 @@ impl Compiler {
         for r in &state.l7.rejected {
             tracing::warn!(route = %r.route, parent = %r.parent, "route not attached: {}", r.reason);
         }
-        for (object, what) in &state.policies.degraded {
+        for (object, what) in state.fail_closed() {
             tracing::warn!(%object, "policy not fully understood, enforced fail-closed: {what}");
         }
         Ok(state)

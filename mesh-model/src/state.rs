@@ -53,6 +53,12 @@ const L7_KINDS: [Kind; 5] = [
 ];
 
 impl State {
+    /// Policy parts in force that could not be understood or compiled, each with
+    /// how it is enforced instead (fail-closed): (`Kind ns/name`, what).
+    pub fn fail_closed(&self) -> impl Iterator<Item = &(String, String)> {
+        self.policies.degraded.iter().chain(self.l7.degraded.iter())
+    }
+
     /// Compiles `objects`, reusing the parts of `previous` whose kinds are unchanged.
     pub fn compile(
         generation: u64,

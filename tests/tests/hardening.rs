@@ -308,16 +308,21 @@ fn a_jwks_file_path_in_an_object_is_never_read() {
     let rss_a = lab.agent_rss_kib("a").expect("rss");
     // A tenant's RequestAuthentication pointing every agent at /dev/zero.
     lab.set_extra_config(
-        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: zero, namespace: shop}\nspec:\n  jwtRules:\n  - issuer: https://evil\n    jwksFile: /dev/zero\n",
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: zero, namespace: shop}\nspec:\n  selector: {matchLabels: {app: no-such-app}}\n  jwtRules:\n  - issuer: https://evil\n    jwksFile: /dev/zero\n",
     )
     .unwrap();
-    let s = lab
-        .wait_stats("a", "the object to be refused", |s| {
-            s["config"]["errors"].as_u64() >= Some(1)
-        })
-        .unwrap();
-    let err = s["config"]["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("jwksFile is not accepted here"), "{err}");
+    // Refused alone: the rule refuses every token (fail closed), the rest of the
+    // config applies, and the file is never opened.
+    lab.wait_stats("a", "the rule to be enforced fail-closed", |s| {
+        s["config"]["policy_parts_fail_closed"].as_u64() >= Some(1)
+    })
+    .unwrap();
+    let log = lab.agent_log("a");
+    assert!(
+        log.contains("policy not fully understood")
+            && log.contains("jwksFile is not accepted here"),
+        "{log}"
+    );
     // Not read: memory stays, and traffic keeps flowing.
     assert_rss_near(&lab, "a", rss_a);
     assert_served(&lab, "client", lab.pod("server").addr4(8080));

@@ -164,7 +164,7 @@ impl Agent {
         match update {
             Update::Apply(version, s) => {
                 let generation = s.generation;
-                m.config.degraded.set(s.policies.degraded.len() as i64);
+                m.config.degraded.set(s.fail_closed().count() as i64);
                 self.state.store(*s);
                 m.config.applied();
                 super::memory::release_free_memory();
@@ -303,7 +303,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     metrics
         .config
         .degraded
-        .set(first.policies.degraded.len() as i64);
+        .set(first.fail_closed().count() as i64);
     state.store(first);
     metrics.config.applied();
     let mut agent = Agent {

@@ -174,38 +174,57 @@ fn patterns(v: &[String]) -> Vec<Pattern> {
     v.iter().map(|p| Pattern::new(p)).collect()
 }
 
-fn cidrs(v: &[String], field: &str) -> Result<Vec<Cidr>, String> {
-    v.iter()
-        .map(|b| Cidr::parse(b).ok_or_else(|| format!("{field}: {b:?} is not an address or CIDR")))
-        .collect()
+/// A list field whose every entry parses; else the field is left out (a DENY rule
+/// then matches as if it were absent, as widely as possible) and noted as
+/// unsupported (an ALLOW rule with it matches nothing).
+fn all_or_none<T>(
+    v: &[String],
+    field: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    unsupported: &mut Vec<String>,
+) -> Vec<T> {
+    let parsed: Option<Vec<T>> = v.iter().map(|s| parse(s)).collect();
+    parsed.unwrap_or_else(|| {
+        let bad: Vec<&String> = v.iter().filter(|s| parse(s).is_none()).collect();
+        unsupported.push(format!("{field} ({bad:?} not {what})"));
+        Vec::new()
+    })
 }
 
-fn ports(v: &[String], field: &str) -> Result<Vec<u16>, String> {
-    v.iter()
-        .map(|p| {
-            p.parse::<u16>()
-                .map_err(|_| format!("{field}: {p:?} is not a port number"))
-        })
-        .collect()
+fn cidrs(v: &[String], field: &str, unsupported: &mut Vec<String>) -> Vec<Cidr> {
+    all_or_none(v, field, "an address or CIDR", Cidr::parse, unsupported)
 }
 
-fn source(s: &model::Source, field: &str) -> Result<Source, String> {
+fn ports(v: &[String], field: &str, unsupported: &mut Vec<String>) -> Vec<u16> {
+    all_or_none(v, field, "a port number", |p| p.parse().ok(), unsupported)
+}
+
+fn source(s: &model::Source, field: &str, unsupported: &mut Vec<String>) -> Result<Source, String> {
     Ok(Source {
         principals: patterns(&s.principals),
         not_principals: patterns(&s.not_principals),
         namespaces: patterns(&s.namespaces),
         not_namespaces: patterns(&s.not_namespaces),
-        ip_blocks: cidrs(&s.ip_blocks, &format!("{field}.ipBlocks"))?,
-        not_ip_blocks: cidrs(&s.not_ip_blocks, &format!("{field}.notIpBlocks"))?,
+        ip_blocks: cidrs(&s.ip_blocks, &format!("{field}.ipBlocks"), unsupported),
+        not_ip_blocks: cidrs(
+            &s.not_ip_blocks,
+            &format!("{field}.notIpBlocks"),
+            unsupported,
+        ),
         request_principals: patterns(&s.request_principals),
         not_request_principals: patterns(&s.not_request_principals),
     })
 }
 
-fn operation(o: &model::Operation, field: &str) -> Result<Operation, String> {
+fn operation(
+    o: &model::Operation,
+    field: &str,
+    unsupported: &mut Vec<String>,
+) -> Result<Operation, String> {
     Ok(Operation {
-        ports: ports(&o.ports, &format!("{field}.ports"))?,
-        not_ports: ports(&o.not_ports, &format!("{field}.notPorts"))?,
+        ports: ports(&o.ports, &format!("{field}.ports"), unsupported),
+        not_ports: ports(&o.not_ports, &format!("{field}.notPorts"), unsupported),
         methods: patterns(&o.methods),
         not_methods: patterns(&o.not_methods),
         paths: patterns(&o.paths),
@@ -254,16 +273,23 @@ fn unsupported(r: &model::Rule, i: usize) -> Vec<String> {
 }
 
 fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
+    let mut bad = unsupported(r, i);
     let from = r
         .from
         .iter()
         .enumerate()
-        .map(|(j, f)| source(&f.source, &format!("spec.rules[{i}].from[{j}].source")))
+        .map(|(j, f)| {
+            let field = format!("spec.rules[{i}].from[{j}].source");
+            source(&f.source, &field, &mut bad)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let to =
         r.to.iter()
             .enumerate()
-            .map(|(j, t)| operation(&t.operation, &format!("spec.rules[{i}].to[{j}].operation")))
+            .map(|(j, t)| {
+                let field = format!("spec.rules[{i}].to[{j}].operation");
+                operation(&t.operation, &field, &mut bad)
+            })
             .collect::<Result<Vec<_>, _>>()?;
     let when = r
         .when
@@ -279,7 +305,7 @@ fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
         from,
         to,
         when,
-        unsupported: unsupported(r, i),
+        unsupported: bad,
     })
 }
 

@@ -584,6 +584,20 @@ fn what_cannot_be_understood_never_widens_access() {
             true,
             1,
         ),
+        (
+            "ALLOW with a bad ipBlock matches nothing",
+            yaml("ALLOW", ", ipBlocks: [10.0.0.0/33]", ""),
+            false,
+            false,
+            1,
+        ),
+        (
+            "DENY with a port that is not a number denies every port",
+            yaml("DENY", "", "    to: [{operation: {ports: [\"http\"]}}]\n"),
+            false,
+            true,
+            1,
+        ),
     ];
     for (name, text, want_client, want_other, notes) in cases {
         let ps = policies(&text);

@@ -87,63 +87,97 @@ fn algorithm(
     })
 }
 
-/// Compiles every RequestAuthentication; Err is (name, message).
-pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
+/// The token locations of a rule (`fromHeaders`, default `Authorization: Bearer`).
+fn locations(r: &crate::model::JwtRule) -> Vec<(String, String)> {
+    if r.from_headers.is_empty() {
+        return vec![("authorization".to_owned(), "Bearer ".to_owned())];
+    }
+    r.from_headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.prefix.clone()))
+        .collect()
+}
+
+fn claim_headers_of(r: &crate::model::JwtRule) -> Vec<(String, String)> {
+    r.output_claim_to_headers
+        .iter()
+        .map(|c| (c.header.clone(), c.claim.clone()))
+        .collect()
+}
+
+/// One jwtRule; Err is the message naming the bad field.
+fn compile_rule(r: &crate::model::JwtRule, field: &str) -> Result<JwtRule, String> {
+    let text = match (&r.jwks, &r.jwks_file) {
+        (Some(j), None) => j.clone(),
+        (None, Some(f)) => super::jwks_file::read(super::jwks_file::dir(), f)
+            .map_err(|e| format!("{field}.jwksFile: {e}"))?,
+        _ => return Err(format!("{field}: give exactly one of jwks and jwksFile")),
+    };
+    let set: JwkSet =
+        serde_json::from_str(&text).map_err(|e| format!("{field}: the JWKS is not valid: {e}"))?;
+    let mut keys = Vec::new();
+    for (k, jwk) in set.keys.iter().enumerate() {
+        let alg = algorithm(jwk.common.key_algorithm.as_ref(), jwk)
+            .ok_or_else(|| format!("{field}: key {k}: algorithm not supported"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("{field}: key {k}: {e}"))?;
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            key,
+            alg,
+        });
+    }
+    if keys.is_empty() {
+        return Err(format!("{field}: the JWKS has no keys"));
+    }
+    Ok(JwtRule {
+        issuer: r.issuer.clone(),
+        audiences: r.audiences.clone(),
+        keys,
+        from: locations(r),
+        forward: r.forward_original_token,
+        claim_headers: claim_headers_of(r),
+        leeway: r.clock_skew_seconds.unwrap_or(60),
+    })
+}
+
+/// A rule that could not be compiled, kept fail-closed: its token locations are
+/// still looked at, and any token found there is refused (401); its claim headers
+/// are still removed from requests.
+fn refusing(r: &crate::model::JwtRule) -> JwtRule {
+    JwtRule {
+        issuer: r.issuer.clone(),
+        audiences: Vec::new(),
+        keys: Vec::new(),
+        from: locations(r),
+        forward: false,
+        claim_headers: claim_headers_of(r),
+        leeway: 0,
+    }
+}
+
+/// Compiles every RequestAuthentication. A rule that cannot be compiled does not
+/// stop the others: it refuses every token (see `refusing`) and is reported as
+/// (`RequestAuthentication ns/name`, why).
+pub fn compile(o: &Objects) -> (Vec<JwtPolicy>, Vec<(String, String)>) {
     let mut out = Vec::new();
+    let mut degraded = Vec::new();
     for ra in &o.request_authentications {
         let name = format!("{}/{}", ra.metadata.namespace(), ra.metadata.name);
-        let err = |m: String| (name.clone(), m);
         let mut rules = Vec::new();
         for (i, r) in ra.spec.jwt_rules.iter().enumerate() {
-            let field = format!("spec.jwtRules[{i}]");
-            let text = match (&r.jwks, &r.jwks_file) {
-                (Some(j), None) => j.clone(),
-                (None, Some(f)) => super::jwks_file::read(super::jwks_file::dir(), f)
-                    .map_err(|e| err(format!("{field}.jwksFile: {e}")))?,
-                _ => {
-                    return Err(err(format!(
-                        "{field}: give exactly one of jwks and jwksFile"
-                    )))
+            match compile_rule(r, &format!("spec.jwtRules[{i}]")) {
+                Ok(rule) => rules.push(rule),
+                Err(why) => {
+                    degraded.push((
+                        format!("RequestAuthentication {name}"),
+                        format!(
+                            "{why}: every token for issuer {} is refused (401)",
+                            r.issuer
+                        ),
+                    ));
+                    rules.push(refusing(r));
                 }
-            };
-            let set: JwkSet = serde_json::from_str(&text)
-                .map_err(|e| err(format!("{field}: the JWKS is not valid: {e}")))?;
-            let mut keys = Vec::new();
-            for (k, jwk) in set.keys.iter().enumerate() {
-                let alg = algorithm(jwk.common.key_algorithm.as_ref(), jwk)
-                    .ok_or_else(|| err(format!("{field}: key {k}: algorithm not supported")))?;
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| err(format!("{field}: key {k}: {e}")))?;
-                keys.push(Key {
-                    kid: jwk.common.key_id.clone(),
-                    key,
-                    alg,
-                });
             }
-            if keys.is_empty() {
-                return Err(err(format!("{field}: the JWKS has no keys")));
-            }
-            let from = if r.from_headers.is_empty() {
-                vec![("authorization".to_owned(), "Bearer ".to_owned())]
-            } else {
-                r.from_headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.prefix.clone()))
-                    .collect()
-            };
-            rules.push(JwtRule {
-                issuer: r.issuer.clone(),
-                audiences: r.audiences.clone(),
-                keys,
-                from,
-                forward: r.forward_original_token,
-                claim_headers: r
-                    .output_claim_to_headers
-                    .iter()
-                    .map(|c| (c.header.clone(), c.claim.clone()))
-                    .collect(),
-                leeway: r.clock_skew_seconds.unwrap_or(60),
-            });
         }
         out.push(JwtPolicy {
             namespace: ra.metadata.namespace().to_owned(),
@@ -151,7 +185,7 @@ pub fn compile(o: &Objects) -> Result<Vec<JwtPolicy>, (String, String)> {
             rules,
         });
     }
-    Ok(out)
+    (out, degraded)
 }
 
 /// `v` without `prefix`, the prefix compared case-insensitively (an auth scheme
@@ -294,7 +328,7 @@ mod tests {
         let yaml = format!(
             "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: j, namespace: shop}}\nspec:\n  jwtRules:\n  - issuer: https://issuer.test\n    audiences: [web]\n    jwks: '{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"k1\",\"alg\":\"HS256\",\"k\":\"{K}\"}}]}}'\n    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]\n{extra}"
         );
-        compile(&crate::config::parse("t", &yaml).expect("yaml")).expect("compile")
+        compile(&crate::config::parse("t", &yaml).expect("yaml")).0
     }
 
     fn now() -> i64 {
@@ -424,6 +458,38 @@ mod tests {
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_rule_that_cannot_compile_refuses_tokens_and_leaves_the_rest() {
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: j, namespace: shop}}\nspec:\n  jwtRules:\n  - issuer: https://broken\n    jwks: '{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"x\",\"alg\":\"HS999\",\"k\":\"AA\"}}]}}'\n    outputClaimToHeaders: [{{header: x-broken, claim: sub}}]\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: ok, namespace: shop}}\nspec:\n  jwtRules:\n  - issuer: https://issuer.test\n    audiences: [web]\n    jwks: '{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"k1\",\"alg\":\"HS256\",\"k\":\"{K}\"}}]}}'\n"
+        );
+        let objects = crate::config::parse("t", &yaml).expect("yaml");
+        let (p, degraded) = compile(&objects);
+        assert_eq!(p.len(), 2, "the other policy still applies");
+        assert_eq!(degraded.len(), 1, "{degraded:?}");
+        assert!(degraded[0].1.contains("refused (401)"), "{degraded:?}");
+        let refs: Vec<&JwtPolicy> = p.iter().collect();
+        // Any token is refused (the broken rule looks at Authorization too)...
+        let good = token(
+            serde_json::json!({"iss": "https://issuer.test", "sub": "a", "aud": "web", "exp": now() + 600}),
+            "k1",
+            SECRET,
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("Bearer {good}").parse().expect("header"),
+        );
+        assert!(
+            authenticate(&refs[..1], &h).is_err(),
+            "broken rule alone: refused"
+        );
+        // ...while the healthy policy alone still validates it.
+        assert!(authenticate(&refs[1..], &h).expect("valid").is_some());
+        // Its claim header is still stripped from every request.
+        assert_eq!(claim_headers(&refs[..1]).collect::<Vec<_>>(), ["x-broken"]);
     }
 
     #[test]

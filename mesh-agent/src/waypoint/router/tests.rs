@@ -276,17 +276,24 @@ fn bad_routes_are_refused_with_the_field() {
             "apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, name: web}]\n  rateLimit: {requests: 0}\n",
             "rateLimit.requests",
         ),
-        (
-            "bad JWKS",
-            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j, namespace: shop}\nspec:\n  jwtRules: [{issuer: x, jwks: \"not json\"}]\n",
-            "JWKS is not valid",
-        ),
     ];
     for (name, yaml, want) in cases {
         let err = config::check("bad.yaml", yaml).expect_err(name).to_string();
         assert!(err.contains(want), "{name}: {err}");
         assert!(err.starts_with("bad.yaml"), "{name}: {err}");
     }
+    // A bad JWKS is refused alone and fail-closed (its tokens get 401), not the
+    // whole config.
+    let state = config::check(
+        "ok.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j, namespace: shop}\nspec:\n  jwtRules: [{issuer: x, jwks: \"not json\"}]\n",
+    )
+    .expect("applies");
+    let notes: Vec<_> = state.fail_closed().collect();
+    assert!(
+        notes.len() == 1 && notes[0].1.contains("JWKS is not valid"),
+        "{notes:?}"
+    );
 }
 
 const TENANTS: &str = r#"

@@ -88,11 +88,9 @@ impl Table {
         for p in t.parents.values_mut() {
             p.entries.sort_by(|a, b| b.rank.cmp(&a.rank));
         }
-        t.jwt = crate::l7::jwt::compile(o).map_err(|(name, message)| BuildError {
-            kind: "RequestAuthentication",
-            name,
-            message,
-        })?;
+        let (jwt, degraded) = crate::l7::jwt::compile(o);
+        t.jwt = jwt;
+        t.degraded = degraded;
         Ok(t)
     }
 

@@ -209,6 +209,8 @@ pub struct Table {
     pub parents: HashMap<ParentKey, Parent>,
     /// Attachments refused by the namespace rules.
     pub rejected: Vec<Rejected>,
+    /// (`Kind ns/name`, what could not be compiled and how it is enforced instead).
+    pub degraded: Vec<(String, String)>,
     pub backend_policies: HashMap<String, BackendPolicy>,
     /// Route-side policy of each parent Service, for its implicit default route.
     pub(super) service_policies: HashMap<String, RoutePolicy>,
