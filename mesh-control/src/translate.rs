@@ -154,6 +154,59 @@ pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
     })
 }
 
+/// The selector of an object that did not translate, if that part reads; else
+/// None (the whole namespace: wider is stricter here).
+fn salvaged_selector(d: &DynamicObject) -> Option<model::LabelSelector> {
+    let s = d.data.get("spec")?.get("selector")?.clone();
+    serde_json::from_value(s).ok()
+}
+
+/// An unreadable AuthorizationPolicy, fail-closed: an ALLOW policy becomes one
+/// that allows nothing, anything else (DENY, CUSTOM, an unreadable action) a DENY
+/// of everything for the workloads it selects; AUDIT changes no access and is left
+/// out.
+fn authz_stand_in(d: &DynamicObject) -> Option<model::AuthorizationPolicy> {
+    let action = d
+        .data
+        .get("spec")
+        .and_then(|s| s.get("action"))
+        .and_then(|a| a.as_str())
+        .unwrap_or("ALLOW");
+    let (action, rules) = match action {
+        "AUDIT" => return None,
+        "ALLOW" => (model::Action::Allow, Vec::new()),
+        _ => (model::Action::Deny, vec![model::Rule::default()]),
+    };
+    Some(model::AuthorizationPolicy {
+        api_version: "security.istio.io/v1".into(),
+        kind: "AuthorizationPolicy".into(),
+        metadata: meta(&d.metadata),
+        spec: model::AuthorizationPolicySpec {
+            selector: salvaged_selector(d),
+            action,
+            rules,
+            ..Default::default()
+        },
+    })
+}
+
+/// An unreadable PeerAuthentication, fail-closed: STRICT for what it selects.
+fn peer_stand_in(d: &DynamicObject) -> model::PeerAuthentication {
+    model::PeerAuthentication {
+        api_version: "security.istio.io/v1".into(),
+        kind: "PeerAuthentication".into(),
+        metadata: meta(&d.metadata),
+        spec: model::PeerAuthenticationSpec {
+            selector: salvaged_selector(d),
+            mtls: model::Mtls {
+                mode: model::MtlsMode::Strict,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    }
+}
+
 /// Everything the watchers hold, as one set of objects (sorted for stable output).
 #[derive(Debug, Default, Clone)]
 pub struct Inputs {
@@ -192,8 +245,29 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     }
     each!("HTTPRoute", http_routes);
     each!("GRPCRoute", grpc_routes);
-    each!("AuthorizationPolicy", authorization_policies);
-    each!("PeerAuthentication", peer_authentications);
+    // A security object that cannot be read is never just left out (a lost ALLOW
+    // policy is allow-all, a lost PeerAuthentication turns STRICT off): it is
+    // replaced by its fail-closed stand-in.
+    for d in get("AuthorizationPolicy") {
+        match custom(d) {
+            Ok(x) => o.authorization_policies.push(Arc::new(x)),
+            Err(e) => {
+                problems.push(format!("{e}; enforced fail-closed"));
+                if let Some(p) = authz_stand_in(d) {
+                    o.authorization_policies.push(Arc::new(p));
+                }
+            }
+        }
+    }
+    for d in get("PeerAuthentication") {
+        match custom(d) {
+            Ok(x) => o.peer_authentications.push(Arc::new(x)),
+            Err(e) => {
+                problems.push(format!("{e}; enforced as STRICT"));
+                o.peer_authentications.push(Arc::new(peer_stand_in(d)));
+            }
+        }
+    }
     each!("RequestAuthentication", request_authentications);
     each!("TrafficPolicy", traffic_policies);
     each!("DirectResponse", direct_responses);
@@ -351,5 +425,63 @@ mod tests {
         let (o, problems) = objects(&inputs);
         assert_eq!(o.http_routes.len(), 1, "the good one applies");
         assert_eq!(problems.len(), 1, "the bad one is reported");
+    }
+
+    #[test]
+    fn unreadable_security_objects_are_replaced_fail_closed() {
+        let obj = |kind: &str, name: &str, spec: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "security.istio.io/v1", "kind": kind,
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": spec,
+            }))
+            .expect("json")
+        };
+        let mut inputs = Inputs::default();
+        inputs.custom.insert(
+            "AuthorizationPolicy".into(),
+            vec![
+                obj("AuthorizationPolicy", "allow", serde_json::json!({"selector": {"matchLabels": {"app": "db"}}, "rules": "not a list"})),
+                obj("AuthorizationPolicy", "deny", serde_json::json!({"action": "DENY", "rules": 7})),
+                obj("AuthorizationPolicy", "audit", serde_json::json!({"action": "AUDIT", "rules": 7})),
+            ],
+        );
+        inputs.custom.insert(
+            "PeerAuthentication".into(),
+            vec![obj(
+                "PeerAuthentication",
+                "pa",
+                serde_json::json!({"mtls": "STRICT please"}),
+            )],
+        );
+        let (o, problems) = objects(&inputs);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        let by = |n: &str| {
+            o.authorization_policies
+                .iter()
+                .find(|p| p.metadata.name == n)
+                .cloned()
+        };
+        let allow = by("allow").expect("allow stand-in");
+        assert_eq!(
+            (allow.spec.action, allow.spec.rules.len()),
+            (model::Action::Allow, 0),
+            "allows nothing"
+        );
+        assert!(
+            allow.spec.selector.is_some(),
+            "its readable selector is kept"
+        );
+        let deny = by("deny").expect("deny stand-in");
+        assert_eq!(
+            (deny.spec.action, deny.spec.rules.len()),
+            (model::Action::Deny, 1),
+            "denies all"
+        );
+        assert!(by("audit").is_none(), "AUDIT changes no access");
+        assert_eq!(
+            o.peer_authentications[0].spec.mtls.mode,
+            model::MtlsMode::Strict
+        );
     }
 }
