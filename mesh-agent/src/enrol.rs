@@ -353,6 +353,7 @@ impl Enroller {
             tokio_rustls::TlsAcceptor::from(server_tls),
             pod.clone(),
             self.dp.clone(),
+            self.l7.clone(),
         )));
         let inb = tokio_listener(l.inbound)?;
         tasks.push(tokio::spawn(inbound::serve(

@@ -65,9 +65,10 @@ pub fn run(a: ProbeArgs) -> Result<(), String> {
             reason,
             echoed,
             peer_max_streams,
+            reply,
         }) => report(serde_json::json!({
             "stage": "http", "status": status, "reason": reason, "echoed": echoed,
-            "peer_max_streams": peer_max_streams,
+            "peer_max_streams": peer_max_streams, "reply": reply,
         })),
         Err(e) => report(serde_json::json!({"stage": "error", "error": e})),
     }
@@ -81,6 +82,9 @@ struct Outcome {
     echoed: bool,
     /// SETTINGS_MAX_CONCURRENT_STREAMS the server advertised.
     peer_max_streams: usize,
+    /// The first line of what came back (an HTTP status line when the message
+    /// was a request).
+    reply: String,
 }
 
 async fn probe(a: &ProbeArgs) -> Result<Outcome, String> {
@@ -142,14 +146,19 @@ async fn connect_stream(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let outcome = |echoed| Outcome {
+    let outcome = |echoed, reply: &[u8]| Outcome {
         status,
         reason,
         echoed,
         peer_max_streams,
+        reply: String::from_utf8_lossy(reply)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
     };
     if status != 200 {
-        return Ok(outcome(false));
+        return Ok(outcome(false, &[]));
     }
     let mut io = H2Io::new(stream, resp.into_body());
     io.write_all(a.message.as_bytes())
@@ -157,5 +166,5 @@ async fn connect_stream(
         .map_err(|e| e.to_string())?;
     let mut back = vec![0u8; a.message.len()];
     io.read_exact(&mut back).await.map_err(|e| e.to_string())?;
-    Ok(outcome(back == a.message.as_bytes()))
+    Ok(outcome(back == a.message.as_bytes(), &back))
 }

@@ -137,6 +137,8 @@ struct Probe<'a> {
     plaintext: bool,
     /// Pad the CONNECT with a header this large.
     header_bytes: usize,
+    /// Sent inside the stream instead of the default echo message.
+    message: Option<&'a str>,
 }
 
 fn probe(lab: &Lab, p: &Probe<'_>) -> serde_json::Value {
@@ -165,6 +167,9 @@ fn probe(lab: &Lab, p: &Probe<'_>) -> serde_json::Value {
         args.push("--plaintext".into());
     }
     args.extend(["--header-bytes".into(), p.header_bytes.to_string()]);
+    if let Some(m) = p.message {
+        args.extend(["--message".into(), m.to_owned()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = lab
         .exec_in("client", &args)
@@ -213,6 +218,7 @@ fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
             expect: server_id,
             plaintext: false,
             header_bytes: 0,
+            message: None,
         },
     );
     assert_eq!(ok["status"], 200, "{ok}");
@@ -232,6 +238,7 @@ fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
             expect: server_id,
             plaintext: false,
             header_bytes: 100 << 10,
+            message: None,
         },
     );
     assert!(huge["status"] != 200 && huge["echoed"] != true, "{huge}");
@@ -247,6 +254,7 @@ fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
             expect: "spiffe://cluster.local/ns/shop/sa/db",
             plaintext: false,
             header_bytes: 0,
+            message: None,
         },
     );
     assert!(
@@ -276,6 +284,7 @@ fn hbone_refuses_wrong_san_foreign_ca_expired_and_plaintext_clients() {
                 expect: server_id,
                 plaintext,
                 header_bytes: 0,
+                message: None,
             },
         );
         assert_eq!(r["stage"], "error", "{name} was not refused: {r}");
@@ -634,4 +643,83 @@ fn a_new_deny_closes_established_connections_it_no_longer_allows() {
     kept.send_line("after").unwrap();
     kept.expect_line("echo after", Duration::from_secs(5))
         .unwrap();
+}
+
+const L7_ONLY_PUBLIC: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: public-only, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+    to: [{operation: {methods: [GET], paths: ["/public/*"]}}]
+"#;
+
+#[test]
+fn a_valid_certificate_alone_never_bypasses_the_destinations_l7_policy() {
+    let mut lab = two_node_lab();
+    let _server = lab.http_server("server", "srv", &[]).expect("server");
+    lab.apply_config(L7_ONLY_PUBLIC).unwrap();
+    // A client certificate for the allowed principal, used straight against the
+    // destination's HBONE port (as a compromised node or a stale agent would),
+    // with no source-side waypoint in the path.
+    let ca = lab.ca_dir();
+    let (cert, key) = (lab.dir.join("direct.pem"), lab.dir.join("direct-key.pem"));
+    let issued = Command::new(control_binary().expect("mesh-control binary"))
+        .args(["ca", "issue", "--dir"])
+        .arg(&ca)
+        .args([
+            "--identity",
+            "spiffe://cluster.local/ns/shop/sa/client",
+            "--cert-out",
+        ])
+        .arg(&cert)
+        .arg("--key-out")
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(issued.success());
+    let root = ca.join("root-cert.pem");
+    let ask = |path: &str| {
+        let message = format!("GET {path} HTTP/1.1\r\nhost: server\r\nconnection: close\r\n\r\n");
+        probe(
+            &lab,
+            &Probe {
+                name: path,
+                cert: &cert,
+                key: &key,
+                identity: "spiffe://cluster.local/ns/shop/sa/client",
+                root: &root,
+                expect: "spiffe://cluster.local/ns/shop/sa/server",
+                plaintext: false,
+                header_bytes: 0,
+                message: Some(&message),
+            },
+        )
+    };
+    let denied = ask("/admin");
+    assert_eq!(denied["status"], 200, "the tunnel opens: {denied}");
+    assert!(
+        denied["reply"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("HTTP/1.1 403"),
+        "the request is judged at the destination: {denied}"
+    );
+    let allowed = ask("/public/x");
+    assert!(
+        allowed["reply"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("HTTP/1.1 200"),
+        "{allowed}"
+    );
+    assert!(
+        lab.agent_log("b").contains("request denied"),
+        "{}",
+        lab.agent_log("b")
+    );
 }

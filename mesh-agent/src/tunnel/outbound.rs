@@ -121,6 +121,7 @@ async fn waypoint(
         parent,
         client: peer,
         original,
+        at_destination: false,
     });
     // hyper closes the connection itself (with 400 for bytes that are not HTTP).
     if let Err(e) = crate::waypoint::server::serve(conn.take(), wc).await {

@@ -129,6 +129,7 @@ pub(super) fn mirror(
         conn.l7.clients(&conn.pod),
     );
     let stats = runtime.backends.endpoint(addr);
+    let direct = conn.at_destination;
     tokio::spawn(async move {
         let t = upstream::Target {
             pod: &pod,
@@ -136,6 +137,7 @@ pub(super) fn mirror(
             addr,
             stats,
             max_connections: None,
+            direct,
         };
         let send = async {
             let mut body = clients.send(t, req, h2, false).await?.into_body();
@@ -253,6 +255,7 @@ impl Attempts<'_> {
             addr: endpoint,
             stats: runtime.backends.endpoint(endpoint),
             max_connections: self.policy.max_connections,
+            direct: self.conn.at_destination,
         };
         let sent = Instant::now();
         let req = self.head.build(self.h2 && !self.upgrade, body);

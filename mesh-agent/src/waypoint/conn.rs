@@ -20,6 +20,9 @@ pub struct Conn {
     pub source: Option<Identity>,
     pub client: SocketAddr,
     pub original: SocketAddr,
+    /// The destination's own node serving it (L7 policy enforced where the pod
+    /// runs): requests go straight to the application, not through another plan.
+    pub at_destination: bool,
 }
 
 impl Conn {

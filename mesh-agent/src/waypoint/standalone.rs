@@ -184,6 +184,7 @@ async fn stream(
         source: Some((*source).clone()),
         client: peer,
         original: target,
+        at_destination: false,
     });
     if let Err(e) = server::serve(io, conn).await {
         tracing::debug!(%peer, %target, "waypoint stream ended: {e}");
@@ -238,6 +239,7 @@ async fn edge(
                 source: None,
                 client: SocketAddr::new(client.ip().to_canonical(), client.port()),
                 original,
+                at_destination: false,
             });
             let guard = conn.dp.inputs.guard.clone();
             let r = match tls {

@@ -90,6 +90,15 @@ impl Error {
 /// Connects to `t.addr` from `t.pod` as the L4 path would (same plan, same
 /// executors).
 async fn dial(t: &Target<'_>) -> Result<Upstream, Error> {
+    if t.direct {
+        // Authorized per request already; the L4 plan would judge the pod itself.
+        return crate::tunnel::inbound::connect_app(t.pod, t.addr, &t.dp.inputs.guard)
+            .await
+            .map(Upstream::Tcp)
+            .ok_or_else(|| {
+                Error::Connect(t.addr, "the application refused or did not answer".into())
+            });
+    }
     let route = {
         let state = t.dp.inputs.state.load();
         let is_local = |ip| t.dp.pods.contains(ip);
@@ -146,6 +155,8 @@ pub struct Target<'a> {
     pub addr: SocketAddr,
     pub stats: Arc<EndpointStats>,
     pub max_connections: Option<u32>,
+    /// Deliver to the application in `pod` itself (the destination node's L7).
+    pub direct: bool,
 }
 
 impl Clients {

@@ -35,9 +35,13 @@ pub trait OnStream: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// A pod's HBONE server: deliver to the application after L4 policy.
+/// A pod's HBONE server: deliver to the application after L4 policy, or, when
+/// the pod has L7 policy, serve HTTP here and judge every request (a valid mesh
+/// certificate alone never bypasses an L7 rule).
 #[derive(Clone)]
-pub struct Deliver;
+pub struct Deliver {
+    pub l7: Arc<crate::waypoint::runtime::Runtime>,
+}
 
 impl OnStream for Deliver {
     fn on_stream(
@@ -49,12 +53,49 @@ impl OnStream for Deliver {
         pod: Arc<Pod>,
         dp: DataPath,
     ) -> impl std::future::Future<Output = ()> + Send {
-        stream(req, respond, peer, source, pod, dp)
+        stream(req, respond, peer, source, pod, dp, self.l7.clone())
     }
 }
 
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, pod: Arc<Pod>, dp: DataPath) {
-    serve_with(listener, acceptor, pod, dp, Deliver).await
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    pod: Arc<Pod>,
+    dp: DataPath,
+    l7: Arc<crate::waypoint::runtime::Runtime>,
+) {
+    serve_with(listener, acceptor, pod, dp, Deliver { l7 }).await
+}
+
+/// The workload behind `pod` when L7 policy applies to it (an AuthorizationPolicy
+/// rule with request attributes, or a RequestAuthentication) and the caller is not
+/// a waypoint (a shared waypoint judged the requests with the policies bound to it,
+/// as Istio's ztunnel trusts waypoints).
+fn l7_policy(
+    dp: &DataPath,
+    pod: &Pod,
+    source: &Identity,
+) -> Option<Arc<mesh_model::state::WorkloadInfo>> {
+    let state = dp.inputs.state.load();
+    let inputs = &dp.inputs;
+    let from_waypoint = state
+        .services_by_key
+        .values()
+        .filter_map(|s| s.waypoint.as_ref())
+        .any(|w| inputs.identity_of(w) == *source);
+    if from_waypoint {
+        return None;
+    }
+    let w = pod
+        .addresses
+        .first()
+        .and_then(|a| state.workloads_by_ip.get(a))?;
+    let jwt = state
+        .l7
+        .jwt
+        .iter()
+        .any(|j| j.applies(w.namespace(), w.labels()));
+    (jwt || w.policies.iter().any(|p| p.has_l7())).then(|| w.clone())
 }
 
 /// An HBONE server whose streams go to `on`.
@@ -312,6 +353,7 @@ async fn stream(
     source: Arc<Identity>,
     pod: Arc<Pod>,
     dp: DataPath,
+    l7: Arc<crate::waypoint::runtime::Runtime>,
 ) {
     let c = &pod.counters;
     let start = std::time::Instant::now();
@@ -335,6 +377,18 @@ async fn stream(
     if let Err(denied) = enforce::connection(&dp.inputs, &pod, caller, target.port()) {
         c.inbound_denied.inc();
         return refuse(respond, StatusCode::UNAUTHORIZED, &denied.to_string());
+    }
+    if let Some(workload) = l7_policy(&dp, &pod, &source) {
+        return serve_l7(
+            req,
+            respond,
+            (peer, target),
+            source,
+            pod,
+            dp,
+            (l7, workload),
+        )
+        .await;
     }
     let registration = dp
         .established
@@ -371,6 +425,44 @@ async fn stream(
             .reversed()
     };
     access.proxied(&dp.inputs.telemetry, c, copy).await;
+}
+
+/// The stream is HTTP to a pod with L7 policy: the waypoint serves it on this
+/// node, with the peer's identity as the caller, and delivers each allowed request
+/// to the application directly.
+async fn serve_l7(
+    req: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    (peer, target): (SocketAddr, SocketAddr),
+    source: Arc<Identity>,
+    pod: Arc<Pod>,
+    dp: DataPath,
+    (l7, workload): (
+        Arc<crate::waypoint::runtime::Runtime>,
+        Arc<mesh_model::state::WorkloadInfo>,
+    ),
+) {
+    let send = match respond.send_response(Response::new(()), false) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(pod = %pod.key, "HBONE stream reset before 200: {e}");
+            return;
+        }
+    };
+    let tunnel = H2Io::new(send, req.into_body());
+    let conn = Arc::new(crate::waypoint::conn::Conn {
+        pod,
+        dp,
+        l7,
+        parent: crate::plan::Parent::Workload { workload },
+        source: Some((*source).clone()),
+        client: peer,
+        original: target,
+        at_destination: true,
+    });
+    if let Err(e) = crate::waypoint::server::serve(tunnel, conn).await {
+        tracing::debug!(%peer, %target, "L7 at the destination ended: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,20 @@ pub fn check(
         return Ok(());
     };
     log.destination_identity = Some(conn.dp.inputs.identity_of(w).to_string());
+    // A mesh destination on another node judges its own L7 policy (its agent
+    // terminates the HBONE stream at L7): judging here too would strip the token
+    // it needs. Judged here: destinations on this node, plaintext tunnels, and
+    // everything a shared waypoint serves (destinations trust waypoints).
+    let shared_waypoint =
+        conn.dp.inputs.orig_dst.is_none() && matches!(conn.parent, Parent::Service { .. });
+    let remote = !conn.at_destination
+        && !shared_waypoint
+        && !conn.dp.pods.contains(chosen.first.ip())
+        && conn.dp.inputs.tunnel == crate::datapath::Tunnel::Hbone
+        && w.captured;
+    if remote {
+        return Ok(());
+    }
     // Behind a gateway, the destination sees the gateway's identity.
     let source = match &conn.parent {
         Parent::Gateway { .. } => Some(&conn.pod.identity),
