@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 /// Collection path -> (apiVersion, kind).
-const KINDS: [(&str, &str, &str); 5] = [
+const KINDS: [(&str, &str, &str); 6] = [
     ("/api/v1/namespaces", "v1", "Namespace"),
     ("/api/v1/pods", "v1", "Pod"),
     ("/api/v1/services", "v1", "Service"),
@@ -31,6 +31,11 @@ const KINDS: [(&str, &str, &str); 5] = [
         "/apis/gateway.networking.k8s.io/v1/httproutes",
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
+    ),
+    (
+        "/apis/security.istio.io/v1/authorizationpolicies",
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
     ),
 ];
 
@@ -490,6 +495,31 @@ async fn watchers_follow_the_cluster() {
                 .first()
                 .is_some_and(|r| r.spec.rules[0].backend_refs[0].weight == 40)
     })
+    .await;
+
+    // A tenant's object that cannot be read (rules is not a list) does not hold up
+    // anyone else's config: shop's route change still flows, and the broken DENY
+    // policy is replaced by its fail-closed stand-in instead of vanishing.
+    api.apply(json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "broken", "namespace": "evil", "uid": "u-b", "resourceVersion": "1"},
+        "spec": {"action": "DENY", "rules": 7}
+    }));
+    api.apply(route(70));
+    until(
+        &mut rx,
+        "shop's route change next to evil's broken policy",
+        |o| {
+            o.http_routes
+                .first()
+                .is_some_and(|r| r.spec.rules[0].backend_refs[0].weight == 70)
+                && o.authorization_policies.iter().any(|p| {
+                    p.metadata.name == "broken"
+                        && p.spec.action == mesh_model::model::Action::Deny
+                        && p.spec.rules.len() == 1
+                })
+        },
+    )
     .await;
 
     // A dropped watch: the watchers watch again from where they were.

@@ -160,6 +160,8 @@ pub async fn watch_cluster(
     });
     let task = tokio::spawn(async move {
         let mut version = 1;
+        // The last compiled version: unchanged policies and routes are reused.
+        let mut compiled: Option<mesh_model::state::State> = None;
         loop {
             changed.notified().await;
             let seen_unix_ms = super::unix_ms();
@@ -171,6 +173,11 @@ pub async fn watch_cluster(
             if *tx.borrow().objects == objects {
                 continue;
             }
+            // Validated before it is sent: what agents would refuse is not sent.
+            let Some(state) = checked(&objects, compiled.as_ref()) else {
+                continue;
+            };
+            compiled = Some(state);
             version += 1;
             tracing::info!(
                 version,
@@ -188,4 +195,28 @@ pub async fn watch_cluster(
         }
     });
     (rx, task)
+}
+
+/// Compiles `objects` as every agent will (reusing what `previous` compiled of
+/// unchanged kinds), reporting per object what is enforced fail-closed or not
+/// attached; None (logged) when agents would refuse it.
+fn checked(
+    objects: &mesh_model::model::Objects,
+    previous: Option<&mesh_model::state::State>,
+) -> Option<mesh_model::state::State> {
+    let all = Arc::new(objects.clone());
+    let state = match mesh_model::state::State::compile(0, all, previous) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cluster config not sent, agents would refuse it: {e:?}; the last sent version stays in force");
+            return None;
+        }
+    };
+    for (object, what) in state.fail_closed() {
+        tracing::warn!(%object, "enforced fail-closed: {what}");
+    }
+    for r in &state.l7.rejected {
+        tracing::warn!(route = %r.route, parent = %r.parent, "route not attached: {}", r.reason);
+    }
+    Some(state)
 }
