@@ -242,26 +242,6 @@ fn selection_follows_gateway_api_precedence() {
 fn bad_routes_are_refused_with_the_field() {
     let cases = [
         (
-            "bad regex",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: RegularExpression, value: \"(\"}}]}]\n",
-            "spec.rules[0].matches[0].path.value",
-        ),
-        (
-            "relative path",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: Exact, value: api}}]}]\n",
-            "must start with /",
-        ),
-        (
-            "bad redirect code",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]}]\n",
-            "statusCode: 200",
-        ),
-        (
-            "bad duration",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web, port: 80}]\n  rules: [{timeouts: {request: 10}, backendRefs: [{name: web}]}]\n",
-            "timeouts.request",
-        ),
-        (
             "unknown field",
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matchez: []}]\n",
             "unknown field `matchez`",
@@ -281,6 +261,44 @@ fn bad_routes_are_refused_with_the_field() {
         let err = config::check("bad.yaml", yaml).expect_err(name).to_string();
         assert!(err.contains(want), "{name}: {err}");
         assert!(err.starts_with("bad.yaml"), "{name}: {err}");
+    }
+    // A route that does not build is refused alone, with its field; the config
+    // applies.
+    let route_cases = [
+        (
+            "bad regex",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: RegularExpression, value: \"(\"}}]}]\n",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "relative path",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: Exact, value: api}}]}]\n",
+            "must start with /",
+        ),
+        (
+            "bad redirect code",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]}]\n",
+            "statusCode: 200",
+        ),
+        (
+            "bad duration",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web, port: 80}]\n  rules: [{timeouts: {request: 10}, backendRefs: [{name: web}]}]\n",
+            "timeouts.request",
+        ),
+    ];
+    for (name, yaml, want) in route_cases {
+        let state = config::check("ok.yaml", yaml).expect(name);
+        let notes: Vec<_> = state.fail_closed().collect();
+        assert!(
+            notes
+                .iter()
+                .any(|(o, what)| o == "HTTPRoute shop/r" && what.contains(want)),
+            "{name}: {notes:?}"
+        );
+        assert!(
+            state.l7.parents.is_empty(),
+            "{name}: nothing of it attached"
+        );
     }
     // A bad JWKS is refused alone and fail-closed (its tokens get 401), not the
     // whole config.

@@ -79,19 +79,42 @@ impl Table {
             rp.merge(p);
             apply_policy(&ctx, &mut probe, None, &rp)?;
         }
+        // A route that cannot be built is refused alone (a tenant's typo must not
+        // freeze everyone's config): requests go as if it did not exist.
         for r in &o.http_routes {
-            t.add_http(o, r)?;
+            if let Err(e) = t.add_http(o, r) {
+                t.refuse_route(e);
+            }
         }
         for r in &o.grpc_routes {
-            t.add_grpc(o, r)?;
+            if let Err(e) = t.add_grpc(o, r) {
+                t.refuse_route(e);
+            }
         }
         for p in t.parents.values_mut() {
             p.entries.sort_by(|a, b| b.rank.cmp(&a.rank));
         }
         let (jwt, degraded) = crate::l7::jwt::compile(o);
         t.jwt = jwt;
-        t.degraded = degraded;
+        t.degraded.extend(degraded);
         Ok(t)
+    }
+
+    /// Takes out whatever a route that failed had added, and reports it.
+    fn refuse_route(&mut self, e: BuildError) {
+        let label = format!("{} {}", e.kind, e.name);
+        for p in self.parents.values_mut() {
+            p.entries.retain(|en| en.rule.route != label);
+        }
+        self.parents.retain(|_, p| !p.entries.is_empty());
+        self.rejected.retain(|r| r.route != label);
+        self.degraded.push((
+            label,
+            format!(
+                "{}: refused, requests go as if the route did not exist",
+                e.message
+            ),
+        ));
     }
 
     pub(super) fn add_http(&mut self, o: &Objects, r: &HttpRoute) -> Result<(), BuildError> {
