@@ -154,6 +154,35 @@ pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
     })
 }
 
+/// The pods' workloads, one per address: while a terminating pod and its
+/// successor briefly share an IP, the pod not being deleted keeps it (the other is
+/// left out and reported) instead of the whole config being refused.
+fn unique_addresses(pods: &[Pod], problems: &mut Vec<String>) -> Vec<Arc<model::Workload>> {
+    let mut ordered: Vec<&Pod> = pods.iter().collect();
+    // Pods not being deleted first; then by name, for a stable choice.
+    ordered.sort_by_key(|p| {
+        (
+            p.metadata.deletion_timestamp.is_some(),
+            p.metadata.name.clone(),
+        )
+    });
+    let mut taken = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for p in ordered {
+        let Some(w) = workload(p) else { continue };
+        let key = format!("{}/{}", w.metadata.namespace(), w.metadata.name);
+        if let Some(owner) = w.spec.addresses.iter().find_map(|a| taken.get(a)) {
+            problems.push(format!("pod {key} left out: its address is {owner}'s (a pod that is terminating shares it)"));
+            continue;
+        }
+        for a in &w.spec.addresses {
+            taken.insert(*a, key.clone());
+        }
+        out.push(Arc::new(w));
+    }
+    out
+}
+
 /// The selector of an object that did not translate, if that part reads; else
 /// None (the whole namespace: wider is stricter here).
 fn salvaged_selector(d: &DynamicObject) -> Option<model::LabelSelector> {
@@ -224,7 +253,7 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     let mut o = Objects::default();
     let mut problems = Vec::new();
     o.namespaces = i.namespaces.iter().map(namespace).map(Arc::new).collect();
-    o.workloads = i.pods.iter().filter_map(workload).map(Arc::new).collect();
+    o.workloads = unique_addresses(&i.pods, &mut problems);
     o.services = i
         .services
         .iter()
@@ -483,5 +512,34 @@ mod tests {
             o.peer_authentications[0].spec.mtls.mode,
             model::MtlsMode::Strict
         );
+    }
+
+    #[test]
+    fn a_terminating_pod_gives_its_shared_address_to_its_successor() {
+        let pod = |name: &str, deleting: bool| -> Pod {
+            let mut v = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"nodeName": "n1", "containers": []},
+                "status": {"phase": "Running", "podIP": "10.244.1.5"}
+            });
+            if deleting {
+                v["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z".into();
+            }
+            serde_json::from_value(v).expect("pod")
+        };
+        let inputs = Inputs {
+            pods: vec![pod("a-old", true), pod("b-new", false)],
+            ..Inputs::default()
+        };
+        let (o, problems) = objects(&inputs);
+        let names: Vec<&str> = o
+            .workloads
+            .iter()
+            .map(|w| w.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["b-new"]);
+        assert!(problems[0].contains("shop/a-old left out"), "{problems:?}");
+        mesh_model::config::validate_objects("cluster", &o).expect("a valid config");
     }
 }
