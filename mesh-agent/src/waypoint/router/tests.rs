@@ -239,79 +239,53 @@ fn selection_follows_gateway_api_precedence() {
 }
 
 #[test]
-fn bad_routes_are_refused_with_the_field() {
+fn bad_objects_are_refused_with_the_field() {
+    // Not YAML the model reads: the whole file is refused, with its place.
+    let err = config::check(
+        "bad.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matchez: []}]\n",
+    )
+    .expect_err("unknown field")
+    .to_string();
+    assert!(
+        err.starts_with("bad.yaml") && err.contains("unknown field `matchez`"),
+        "{err}"
+    );
+    // Objects that read but do not build are refused alone, with their field; the
+    // rest of the config applies.
+    let route = |rules: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec:\n  parentRefs: [{{kind: Service, name: web, port: 80}}]\n  rules: [{rules}]\n")
+    };
+    let policy = |spec: &str| {
+        format!("apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n{spec}")
+    };
     let cases = [
-        (
-            "unknown field",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matchez: []}]\n",
-            "unknown field `matchez`",
-        ),
-        (
-            "policy with a bad target kind",
-            "apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Pod, name: x}]\n",
-            "kind \"Pod\"",
-        ),
-        (
-            "rate limit of zero",
-            "apiVersion: ferrymesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, name: web}]\n  rateLimit: {requests: 0}\n",
-            "rateLimit.requests",
-        ),
+        ("bad regex", route("{matches: [{path: {type: RegularExpression, value: \"(\"}}]}"), "HTTPRoute shop/r", "spec.rules[0].matches[0].path.value"),
+        ("relative path", route("{matches: [{path: {type: Exact, value: api}}]}"), "HTTPRoute shop/r", "must start with /"),
+        ("bad redirect code", route("{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]}"), "HTTPRoute shop/r", "statusCode: 200"),
+        ("bad duration", route("{timeouts: {request: 10}, backendRefs: [{name: web}]}"), "HTTPRoute shop/r", "timeouts.request"),
+        ("policy with a bad target kind", policy("  targetRefs: [{kind: Pod, name: x}]\n"), "TrafficPolicy shop/p", "kind \"Pod\""),
+        ("rate limit of zero", policy("  targetRefs: [{kind: Service, name: web}]\n  rateLimit: {requests: 0}\n"), "TrafficPolicy shop/p", "rateLimit.requests"),
+        ("bad JWKS", "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j, namespace: shop}\nspec:\n  jwtRules: [{issuer: x, jwks: \"not json\"}]\n".to_owned(), "RequestAuthentication shop/j", "JWKS is not valid"),
     ];
-    for (name, yaml, want) in cases {
-        let err = config::check("bad.yaml", yaml).expect_err(name).to_string();
-        assert!(err.contains(want), "{name}: {err}");
-        assert!(err.starts_with("bad.yaml"), "{name}: {err}");
-    }
-    // A route that does not build is refused alone, with its field; the config
-    // applies.
-    let route_cases = [
-        (
-            "bad regex",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: RegularExpression, value: \"(\"}}]}]\n",
-            "spec.rules[0].matches[0].path.value",
-        ),
-        (
-            "relative path",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{matches: [{path: {type: Exact, value: api}}]}]\n",
-            "must start with /",
-        ),
-        (
-            "bad redirect code",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: [{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]}]\n",
-            "statusCode: 200",
-        ),
-        (
-            "bad duration",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, name: web, port: 80}]\n  rules: [{timeouts: {request: 10}, backendRefs: [{name: web}]}]\n",
-            "timeouts.request",
-        ),
-    ];
-    for (name, yaml, want) in route_cases {
-        let state = config::check("ok.yaml", yaml).expect(name);
+    for (name, yaml, object, want) in cases {
+        let state = config::check("ok.yaml", &yaml).expect(name);
         let notes: Vec<_> = state.fail_closed().collect();
         assert!(
             notes
                 .iter()
-                .any(|(o, what)| o == "HTTPRoute shop/r" && what.contains(want)),
+                .any(|(o, what)| o == object && what.contains(want)),
             "{name}: {notes:?}"
         );
         assert!(
             state.l7.parents.is_empty(),
             "{name}: nothing of it attached"
         );
+        assert!(
+            state.l7.service_policies_is_empty(),
+            "{name}: nothing of it merged"
+        );
     }
-    // A bad JWKS is refused alone and fail-closed (its tokens get 401), not the
-    // whole config.
-    let state = config::check(
-        "ok.yaml",
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j, namespace: shop}\nspec:\n  jwtRules: [{issuer: x, jwks: \"not json\"}]\n",
-    )
-    .expect("applies");
-    let notes: Vec<_> = state.fail_closed().collect();
-    assert!(
-        notes.len() == 1 && notes[0].1.contains("JWKS is not valid"),
-        "{notes:?}"
-    );
 }
 
 const TENANTS: &str = r#"

@@ -33,18 +33,15 @@ impl Table {
                 name: format!("{ns}/{}", p.metadata.name),
                 objects: o,
             };
-            if p.spec.target_refs.is_empty() {
-                return Err(ctx.err("spec.targetRefs: at least one target is required".into()));
+            // A policy that does not check is refused alone.
+            if let Err(e) = check_traffic_policy(&ctx, p) {
+                t.degraded.push((
+                    format!("TrafficPolicy {}", ctx.name),
+                    format!("{}: refused, not applied", e.message),
+                ));
+                continue;
             }
             for r in &p.spec.target_refs {
-                match r.kind.as_str() {
-                    "Service" | "HTTPRoute" | "GRPCRoute" => {}
-                    k => {
-                        return Err(ctx.err(format!(
-                        "spec.targetRefs: kind {k:?} is not one of Service, HTTPRoute, GRPCRoute"
-                    )))
-                    }
-                }
                 if r.kind != "Service" {
                     continue;
                 }
@@ -73,11 +70,6 @@ impl Table {
                     ));
                 }
             }
-            // Validate route-side parts once, whatever they attach to.
-            let mut probe = RouteRule::empty(String::new());
-            let mut rp = RoutePolicy::default();
-            rp.merge(p);
-            apply_policy(&ctx, &mut probe, None, &rp)?;
         }
         // A route that cannot be built is refused alone (a tenant's typo must not
         // freeze everyone's config): requests go as if it did not exist.
@@ -394,6 +386,33 @@ impl Table {
         }
         Ok(())
     }
+}
+
+/// Everything about a TrafficPolicy that can be wrong, checked before any of it
+/// is merged.
+fn check_traffic_policy(ctx: &Ctx<'_>, p: &model::TrafficPolicy) -> Result<(), BuildError> {
+    if p.spec.target_refs.is_empty() {
+        return Err(ctx.err("spec.targetRefs: at least one target is required".into()));
+    }
+    for r in &p.spec.target_refs {
+        if !matches!(r.kind.as_str(), "Service" | "HTTPRoute" | "GRPCRoute") {
+            return Err(ctx.err(format!(
+                "spec.targetRefs: kind {:?} is not one of Service, HTTPRoute, GRPCRoute",
+                r.kind
+            )));
+        }
+    }
+    if let Some(od) = &p.spec.outlier_detection {
+        ctx.duration(
+            "spec.outlierDetection.baseEjectionTime",
+            &od.base_ejection_time,
+        )?;
+    }
+    // Route-side parts, whatever they attach to.
+    let mut probe = RouteRule::empty(String::new());
+    let mut rp = RoutePolicy::default();
+    rp.merge(p);
+    apply_policy(ctx, &mut probe, None, &rp)
 }
 
 /// How a route in namespace `ns` attaches to a parent (Gateway API rules).

@@ -36,4 +36,9 @@ impl Table {
             .is_some_and(|p| p.entries.iter().any(|e| e.port.is_none_or(|x| x == port)))
             || self.service_policies.contains_key(service)
     }
+
+    /// No Service has route-side policy (tests and explanations).
+    pub fn service_policies_is_empty(&self) -> bool {
+        self.service_policies.is_empty() && self.backend_policies.is_empty()
+    }
 }
