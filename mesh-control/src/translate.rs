@@ -300,6 +300,7 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     each!("RequestAuthentication", request_authentications);
     each!("TrafficPolicy", traffic_policies);
     each!("DirectResponse", direct_responses);
+    each!("ReferenceGrant", reference_grants);
     o.namespaces
         .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     o.workloads.sort_by(|a, b| {

@@ -44,12 +44,13 @@ pub struct State {
 }
 
 const POLICY_KINDS: [Kind; 2] = [Kind::AuthorizationPolicy, Kind::PeerAuthentication];
-const L7_KINDS: [Kind; 5] = [
+const L7_KINDS: [Kind; 6] = [
     Kind::HttpRoute,
     Kind::GrpcRoute,
     Kind::TrafficPolicy,
     Kind::DirectResponse,
     Kind::RequestAuthentication,
+    Kind::ReferenceGrant,
 ];
 
 impl State {

@@ -1461,4 +1461,9 @@ fn a_route_from_another_namespace_applies_to_its_own_clients_only() {
         l.seen("198.18.100.52")["/steal"].is_null(),
         "reached web-v2"
     );
+    // shop's owner grants tenant's routes the use of web-v2: now it is reached.
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: tenant-to-v2, namespace: shop}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: tenant}]\n  to: [{group: \"\", kind: Service, name: web-v2}]\n";
+    l.apply(&format!("{CONSUMER_ROUTE}{grant}"));
+    let (code, v) = l.echo("tenant-client", &[&url("/steal")]);
+    assert_eq!((code, v["server"].as_str()), (200, Some("v2")), "{v}");
 }

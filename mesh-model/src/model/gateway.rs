@@ -330,3 +330,56 @@ pub struct GrpcMethodMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }
+
+/// The Gateway API's ReferenceGrant (v1beta1): the owner of a namespace lets routes
+/// of another namespace refer to its objects (here: Services as backends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferenceGrant {
+    pub api_version: Interned,
+    pub kind: Interned,
+    pub metadata: ObjectMeta,
+    pub spec: ReferenceGrantSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferenceGrantSpec {
+    pub from: Vec<ReferenceGrantFrom>,
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferenceGrantFrom {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferenceGrantTo {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// All objects of the kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ReferenceGrant {
+    /// Whether this grant lets a `route_kind` in `route_ns` use Service `service`
+    /// of the grant's namespace.
+    pub fn permits_service(&self, route_kind: &str, route_ns: &str, service: &str) -> bool {
+        self.spec.from.iter().any(|f| {
+            f.group == "gateway.networking.k8s.io"
+                && f.kind == route_kind
+                && f.namespace == route_ns
+        }) && self.spec.to.iter().any(|t| {
+            t.group.is_empty()
+                && t.kind == "Service"
+                && t.name.as_deref().is_none_or(|n| n == service)
+        })
+    }
+}

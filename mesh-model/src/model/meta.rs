@@ -38,8 +38,9 @@ const FERRYMESH: &str = "ferrymesh.io";
 
 /// The custom resources the control plane watches (the Gateway API's CRDs come
 /// from the Gateway API project; the others are in deploy/chart/ferrymesh/crds).
-pub const CUSTOM_KINDS: [ApiKind; 7] = [
+pub const CUSTOM_KINDS: [ApiKind; 8] = [
     api(GATEWAY, "v1", "HTTPRoute", "httproutes"),
+    api(GATEWAY, "v1beta1", "ReferenceGrant", "referencegrants"),
     api(GATEWAY, "v1", "GRPCRoute", "grpcroutes"),
     api(
         ISTIO_SECURITY,

@@ -133,6 +133,7 @@ kinds! {
     TrafficPolicy, traffic_policies, TrafficPolicy, "TrafficPolicy", true;
     DirectResponse, direct_responses, DirectResponse, "DirectResponse", true;
     RequestAuthentication, request_authentications, RequestAuthentication, "RequestAuthentication", true;
+    ReferenceGrant, reference_grants, ReferenceGrant, "ReferenceGrant", true;
 }
 
 fn same<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {

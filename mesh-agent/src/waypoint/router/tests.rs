@@ -302,7 +302,14 @@ metadata: {name: takeover, namespace: evil}
 spec:
   parentRefs: [{group: "", kind: Service, name: payments, namespace: prod, port: 80}]
   rules:
-  - backendRefs: [{name: payments-v1, namespace: prod, port: 80}, {name: sink, port: 80}]
+  - backendRefs: [{name: payments-v1, namespace: prod, port: 80}, {name: sink, port: 80}, {name: shared, namespace: prod, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: evil-may-use-shared, namespace: prod}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: evil}]
+  to: [{group: "", kind: Service, name: shared}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -343,13 +350,14 @@ fn routes_from_other_namespaces_affect_only_their_own_clients() {
         route_for(Some("evil")).as_deref(),
         Some("HTTPRoute evil/takeover")
     );
-    // ...and its backendRef into prod is not permitted (no ReferenceGrant).
+    // ...its backendRef into prod is not permitted without a ReferenceGrant, and
+    // permitted with prod's grant for exactly that Service.
     let takeover = entries
         .iter()
         .find(|e| e.rule.route == "HTTPRoute evil/takeover")
         .expect("consumer entry");
     let permitted: Vec<bool> = takeover.rule.backends.iter().map(|b| b.permitted).collect();
-    assert_eq!(permitted, [false, true]);
+    assert_eq!(permitted, [false, true, true]);
     // A route cannot attach to another namespace's Gateway.
     assert!(!table
         .parents

@@ -262,9 +262,16 @@ impl Table {
                     "{at}.port: required (the parent has no port either)"
                 ))
             })?;
-            // Another namespace's Service needs its owner's consent (a ReferenceGrant,
-            // not supported yet): until then, never reachable through this route.
-            let permitted = obj.namespace.as_deref().is_none_or(|n| n == input.ns);
+            // Another namespace's Service needs its owner's consent: a ReferenceGrant
+            // in that namespace for this kind of route from this namespace.
+            let permitted = match obj.namespace.as_deref() {
+                None => true,
+                Some(n) if n == input.ns => true,
+                Some(n) => ctx.objects.reference_grants.iter().any(|g| {
+                    g.metadata.namespace() == n
+                        && g.permits_service(input.kind, input.ns, &obj.name)
+                }),
+            };
             weighted.push(WeightedBackend {
                 backend,
                 weight: br.weight,
