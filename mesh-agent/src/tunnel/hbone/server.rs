@@ -77,25 +77,28 @@ fn l7_policy(
     source: &Identity,
 ) -> Option<Arc<mesh_model::state::WorkloadInfo>> {
     let state = dp.inputs.state.load();
+    let w = pod
+        .addresses
+        .first()
+        .and_then(|a| state.workloads_by_ip.get(a))?;
+    let jwt = || {
+        state
+            .l7
+            .jwt
+            .iter()
+            .any(|j| j.applies(w.namespace(), w.labels()))
+    };
+    if !(w.policies.iter().any(|p| p.has_l7()) || jwt()) {
+        return None;
+    }
+    // Only for pods with L7 policy: is the caller a waypoint?
     let inputs = &dp.inputs;
     let from_waypoint = state
         .services_by_key
         .values()
         .filter_map(|s| s.waypoint.as_ref())
-        .any(|w| inputs.identity_of(w) == *source);
-    if from_waypoint {
-        return None;
-    }
-    let w = pod
-        .addresses
-        .first()
-        .and_then(|a| state.workloads_by_ip.get(a))?;
-    let jwt = state
-        .l7
-        .jwt
-        .iter()
-        .any(|j| j.applies(w.namespace(), w.labels()));
-    (jwt || w.policies.iter().any(|p| p.has_l7())).then(|| w.clone())
+        .any(|wp| inputs.identity_of(wp) == *source);
+    (!from_waypoint).then(|| w.clone())
 }
 
 /// An HBONE server whose streams go to `on`.
