@@ -125,8 +125,10 @@ impl Limits {
     /// accepted connection holds about two descriptors.
     pub fn for_open_files(nofile: u64) -> Limits {
         let d = Limits::default();
+        // The cap protects the descriptors, so it follows them; no fixed ceiling
+        // (a busy node may carry far more than a default would guess).
         let connections = usize::try_from(nofile / 3).unwrap_or(usize::MAX);
-        let connections = connections.clamp(64, d.connections);
+        let connections = connections.clamp(64, 1 << 20);
         Limits {
             connections,
             connections_per_peer: (connections / 4).max(16),
@@ -262,7 +264,7 @@ mod tests {
     #[test]
     fn limits_follow_the_open_file_limit() {
         assert_eq!(Limits::for_open_files(20_000).connections, 6666);
-        assert_eq!(Limits::for_open_files(1_000_000).connections, 8192);
+        assert_eq!(Limits::for_open_files(1_000_000).connections, 333_333);
         assert_eq!(Limits::for_open_files(10).connections, 64);
     }
 

@@ -78,7 +78,7 @@ struct RunFlags {
     #[arg(long, env = "FERRYMESH_TUNNEL", default_value = "hbone", value_parser = ["hbone", "plaintext"])]
     tunnel: String,
     /// Concurrent inbound connections accepted (all pods); default: a third of the
-    /// open-file limit, at most 8192. Counted in ferrymesh_hostile_refused_total.
+    /// open-file limit. Counted in ferrymesh_hostile_refused_total.
     #[arg(long)]
     max_connections: Option<usize>,
     /// Of which from one peer address (default: a quarter of --max-connections).
