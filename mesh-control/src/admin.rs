@@ -43,6 +43,29 @@ fn node_config(version: u64, objects: &mesh_model::model::Objects, node: &str) -
     }
 }
 
+/// What agents will refuse, leave unattached or enforce fail-closed in `objects`
+/// (compiled as they compile it).
+pub fn problems(objects: &mesh_model::model::Objects) -> Vec<api::Problem> {
+    let all = std::sync::Arc::new(objects.clone());
+    match mesh_model::state::State::compile(0, all, None) {
+        Err(e) => vec![api::Problem {
+            object: format!("{} {}", e.kind, e.name),
+            problem: format!("{}: the whole config is refused", e.message),
+        }],
+        Ok(state) => state
+            .fail_closed()
+            .map(|(object, what)| api::Problem {
+                object: object.clone(),
+                problem: what.clone(),
+            })
+            .chain(state.l7.rejected.iter().map(|r| api::Problem {
+                object: r.route.clone(),
+                problem: format!("not attached to {}: {}", r.parent, r.reason),
+            }))
+            .collect(),
+    }
+}
+
 fn route(admin: &Admin, path: &str) -> Reply {
     let p = admin.current.borrow().clone();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -56,6 +79,10 @@ fn route(admin: &Admin, path: &str) -> Reply {
             })
         }
         ["v1", "config", node] => Reply::json(&node_config(p.version, &p.objects, node)),
+        ["v1", "problems"] => Reply::json(&api::Problems {
+            version: p.version,
+            problems: problems(&p.objects),
+        }),
         ["v1", "check", ns, name] => match check(&p.objects, &admin.trust_domain, ns, name) {
             Some(c) => Reply::json(&c),
             None => error(
@@ -68,11 +95,42 @@ fn route(admin: &Admin, path: &str) -> Reply {
         },
         _ => error(
             StatusCode::NOT_FOUND,
-            "try /v1/status, /v1/config/<node>, /v1/check/<namespace>/<pod>".into(),
+            "try /v1/status, /v1/problems, /v1/config/<node>, /v1/check/<namespace>/<pod>".into(),
         ),
     }
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     mesh_infra::admin::serve(listener, Arc::new(move |path: &str| route(&admin, path))).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn problems_name_each_object_and_why() {
+        let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec: {action: CUSTOM, rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: sneaky, namespace: evil}
+spec:
+  parentRefs: [{name: edge, namespace: prod}]
+  rules: [{backendRefs: [{name: sink, port: 80}]}]
+"#;
+        let objects = mesh_model::config::parse("t", yaml).expect("config");
+        let p = super::problems(&objects);
+        assert!(
+            p.iter().any(|x| x.object == "AuthorizationPolicy shop/ext" && x.problem.contains("CUSTOM")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|x| x.object == "HTTPRoute evil/sneaky"
+                && x.problem.contains("NotAllowedByListeners")),
+            "{p:?}"
+        );
+    }
 }

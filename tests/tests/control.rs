@@ -215,6 +215,9 @@ fn agents_take_their_config_from_the_control_plane() {
         dump.contains("kind: Workload") && !dump.contains(&client_netns),
         "{dump}"
     );
+    // Nothing is refused or fail-closed in this config.
+    let problems = meshctl(&["problems"]);
+    assert!(problems.contains("no problems"), "{problems}");
 }
 
 #[test]

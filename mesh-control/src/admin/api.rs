@@ -15,6 +15,21 @@ pub struct Status {
     pub nodes: BTreeMap<String, NodeStatus>,
 }
 
+/// `/v1/problems`: objects of the config in force that are refused, not attached
+/// or enforced fail-closed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problems {
+    pub version: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `Kind namespace/name`
+    pub object: String,
+    pub problem: String,
+}
+
 /// One object a node receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigObject {

@@ -44,6 +44,8 @@ enum Output {
 enum Command {
     /// Node agents: connected, the config version sent and acknowledged, errors.
     Status,
+    /// Objects refused, not attached or enforced fail-closed, and why.
+    Problems,
     /// The config one node's agent receives.
     ConfigDump { node: String },
     /// Is a pod in the mesh, why (not), its identity, the policies and routes that apply.
@@ -189,6 +191,26 @@ async fn status(control: &str, as_json: bool) -> Result<String, String> {
     ))
 }
 
+async fn problems(control: &str, as_json: bool) -> Result<String, String> {
+    let p: api::Problems = get(control, "/v1/problems").await?;
+    if as_json {
+        return json(&p);
+    }
+    if p.problems.is_empty() {
+        return Ok(format!("config version {}: no problems\n", p.version));
+    }
+    let rows: Vec<Vec<String>> = p
+        .problems
+        .iter()
+        .map(|x| vec![x.object.clone(), x.problem.clone()])
+        .collect();
+    Ok(format!(
+        "config version {}\n{}",
+        p.version,
+        table(&["OBJECT", "PROBLEM"], &rows)
+    ))
+}
+
 async fn config_dump(control: &str, node: &str, as_json: bool) -> Result<String, String> {
     let c: api::NodeConfig = get(control, &format!("/v1/config/{node}")).await?;
     if as_json {
@@ -256,6 +278,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             NsAction::Disable { namespace } => ns(&namespace, false).await,
         },
         Command::Status => status(control, as_json).await,
+        Command::Problems => problems(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
     }
