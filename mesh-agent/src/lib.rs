@@ -29,6 +29,7 @@ pub mod guard;
 pub mod identity;
 #[allow(unsafe_code)]
 pub mod inpod;
+pub mod jwks_fetch;
 pub mod local;
 pub mod metrics;
 pub mod plan;

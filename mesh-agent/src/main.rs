@@ -89,6 +89,10 @@ struct RunFlags {
     /// in a tenant's object would be read on every node.
     #[arg(long)]
     jwks_dir: Option<PathBuf>,
+    /// Trust roots (PEM) for the HTTPS servers RequestAuthentication `jwksUri` names;
+    /// default: the system bundle (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    jwks_ca: Option<PathBuf>,
     #[command(flatten)]
     identity: IdentityFlags,
 }
@@ -239,6 +243,7 @@ fn run(f: RunFlags) -> Result<(), String> {
             mesh_agent::datapath::Tunnel::Plaintext
         },
         identity: f.identity.into_args(),
+        jwks_ca: f.jwks_ca,
         caps: app::CapFlags {
             connections: f.max_connections,
             per_peer: f.max_connections_per_peer,

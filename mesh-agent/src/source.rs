@@ -42,9 +42,25 @@ impl Compiler {
 
     /// `origin` names where the objects came from in errors (a file, the control plane).
     pub fn compile(&self, origin: &str, objects: Objects) -> Result<State, config::Error> {
+        self.compile_with(origin, objects, true)
+    }
+
+    /// As `compile`, but nothing is reused: for inputs outside the objects that
+    /// changed (fetched JWKS).
+    pub fn compile_all(&self, origin: &str, objects: Objects) -> Result<State, config::Error> {
+        self.compile_with(origin, objects, false)
+    }
+
+    fn compile_with(
+        &self,
+        origin: &str,
+        objects: Objects,
+        reuse: bool,
+    ) -> Result<State, config::Error> {
         let previous = self.current.load();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let state = State::compile(generation, Arc::new(objects), Some(&previous))
+        let previous = reuse.then_some(&*previous);
+        let state = State::compile(generation, Arc::new(objects), previous)
             .map_err(|e| config::Error::invalid(origin, e))?;
         for r in &state.l7.rejected {
             tracing::warn!(route = %r.route, parent = %r.parent, "route not attached: {}", r.reason);

@@ -1467,3 +1467,170 @@ fn a_route_from_another_namespace_applies_to_its_own_clients_only() {
     let (code, v) = l.echo("tenant-client", &[&url("/steal")]);
     assert_eq!((code, v["server"].as_str()), (200, Some("v2")), "{v}");
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn jwks_fetched_over_https_validates_tokens_and_until_then_none_pass() {
+    let mut l = l7_lab(&[]);
+    // A real HTTPS server (openssl s_server) in pod `other` serves the JWKS.
+    let dir = l.lab.dir.join("jwks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("jwks.json"),
+        r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"ZmVycnltZXNoLWxhYi1qd3Qtc2VjcmV0LTAxMjM0NTY3ODk"}]}"#,
+    )
+    .unwrap();
+    let ip = l.lab.pod("other").ip4.to_string();
+    // A CA and a server certificate for the pod's address.
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let openssl = |args: Vec<String>| {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |x: &std::path::Path| x.display().to_string();
+    let s = |x: &str| x.to_owned();
+    let mut a: Vec<String> = vec![s("req"), s("-x509")];
+    a.extend(ec.iter().map(|x| s(x)));
+    a.extend([
+        s("-days"),
+        s("1"),
+        s("-subj"),
+        s("/CN=jwks-ca"),
+        s("-keyout"),
+        p(&ca_key),
+        s("-out"),
+        p(&ca),
+    ]);
+    openssl(a);
+    let mut a: Vec<String> = vec![s("req")];
+    a.extend(ec.iter().map(|x| s(x)));
+    let csr = dir.join("server.csr");
+    a.extend([
+        s("-subj"),
+        s("/CN=jwks"),
+        s("-keyout"),
+        p(&key),
+        s("-out"),
+        p(&csr),
+    ]);
+    openssl(a);
+    openssl(vec![
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        p(&csr),
+        s("-CA"),
+        p(&ca),
+        s("-CAkey"),
+        p(&ca_key),
+        s("-CAcreateserial"),
+        s("-days"),
+        s("1"),
+        s("-extfile"),
+        p(&ext),
+        s("-out"),
+        p(&cert),
+    ]);
+    let serve = format!(
+        "cd {} && exec openssl s_server -WWW -accept 8443 -cert {} -key {} -quiet",
+        dir.display(),
+        cert.display(),
+        key.display()
+    );
+    let _server = Killed(l.lab.spawn_in_pod("other", "sh", &["-c", &serve]).unwrap());
+    l.lab
+        .restart_agents(&["--jwks-ca", &ca.display().to_string()])
+        .unwrap();
+    l.apply(&format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: fetched, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{svc: web}}}}
+  jwtRules:
+  - issuer: https://issuer.lab
+    audiences: [web]
+    jwksUri: https://{ip}:8443/jwks.json
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: token-required, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{svc: web}}}}
+  rules:
+  - from: [{{source: {{requestPrincipals: ["https://issuer.lab/*"]}}}}]
+"#
+    ));
+    let good = format!(
+        "authorization: Bearer {}",
+        token("https://issuer.lab", "web", 600)
+    );
+    // Once both agents fetched the keys, a good token passes everywhere.
+    eventually(
+        Duration::from_secs(30),
+        "the JWKS fetched by the agents",
+        || {
+            let codes: Vec<u16> = (0..4)
+                .map(|_| l.curl("client", &["-H", &good, &url("/x")]).0)
+                .collect();
+            if codes.iter().all(|c| *c == 200) {
+                Ok(())
+            } else {
+                Err(format!("{codes:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| {
+        let log = l.lab.agent_log("a") + &l.lab.agent_log("b");
+        let jwks: Vec<&str> = log.lines().filter(|x| x.contains("jwks")).collect();
+        panic!("{e}\n{}", jwks.join("\n"))
+    });
+    // Without a token the ALLOW rule is not met; a token signed otherwise is refused.
+    assert_eq!(l.curl("client", &[&url("/x")]).0, 403);
+    let forged = {
+        let claims = serde_json::json!({"iss": "https://issuer.lab", "sub": "x", "aud": "web", "exp": 4102444800i64});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"another-secret"),
+        )
+        .expect("token")
+    };
+    let (code, _) = l.curl(
+        "client",
+        &["-H", &format!("authorization: Bearer {forged}"), &url("/x")],
+    );
+    assert_eq!(code, 401);
+}

@@ -60,6 +60,8 @@ pub struct RunArgs {
     pub identity: IdentityArgs,
     /// Operator overrides of the inbound connection caps.
     pub caps: CapFlags,
+    /// Trust roots for jwksUri servers (None: the system bundle).
+    pub jwks_ca: Option<PathBuf>,
     /// Where pods' network namespaces are found when the config has none.
     pub netns_places: crate::inpod::discover::Places,
 }

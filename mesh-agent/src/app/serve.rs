@@ -224,6 +224,35 @@ async fn wait_for_certificates(dp: &DataPath, enroller: &Enroller) {
     }
 }
 
+/// Fetches jwksUri JWKS in the background; a change recompiles the config in force.
+fn spawn_jwks_fetch(
+    args: &RunArgs,
+    state: &StateHandle,
+    compiler: &Compiler,
+    tx: mpsc::Sender<Update>,
+) {
+    let bundle = std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    let path = args.jwks_ca.clone().unwrap_or(bundle);
+    let roots = match crate::jwks_fetch::roots(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!("no trust roots for jwksUri ({e}): rules naming one refuse every token");
+            return;
+        }
+    };
+    let (current, compiler) = (state.clone(), compiler.clone());
+    let recompile = move || {
+        let objects = (*current.load().objects).clone();
+        match compiler.compile_all("jwksUri refresh", objects) {
+            Ok(s) => {
+                let _ = tx.try_send(Update::Apply(0, Box::new(s)));
+            }
+            Err(e) => tracing::warn!("recompiling after a JWKS change: {e}"),
+        }
+    };
+    tokio::spawn(crate::jwks_fetch::run(state.clone(), roots, recompile));
+}
+
 /// The data path's inputs, with every counter registered in one registry.
 fn data_path(
     args: &RunArgs,
@@ -261,6 +290,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let state = StateHandle::default();
     let compiler = Compiler::new(state.clone());
     let (cfg_tx, mut updates) = mpsc::channel::<Update>(4);
+    let jwks_tx = cfg_tx.clone();
     let initial = start_source(&args, &compiler, cfg_tx)?;
     // Everything that can fail goes before the attachments, which stay pinned.
     let (certs, roots) = cert_manager(&args.node, &args.identity)?;
@@ -268,6 +298,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let (kernel, orig_dst) = attach(&args)?;
     let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel);
     spawn_pool_expiry(&dp);
+    spawn_jwks_fetch(&args, &state, &compiler, jwks_tx);
     let ready = Arc::new(AtomicBool::new(false));
     let enrolled = Arc::new(Mutex::new(Vec::new()));
     let admin_state = admin::Admin {

@@ -107,11 +107,23 @@ fn claim_headers_of(r: &crate::model::JwtRule) -> Vec<(String, String)> {
 
 /// One jwtRule; Err is the message naming the bad field.
 fn compile_rule(r: &crate::model::JwtRule, field: &str) -> Result<JwtRule, String> {
-    let text = match (&r.jwks, &r.jwks_file) {
-        (Some(j), None) => j.clone(),
-        (None, Some(f)) => super::jwks_file::read(super::jwks_file::dir(), f)
+    let text = match (&r.jwks, &r.jwks_file, &r.jwks_uri) {
+        (Some(j), None, None) => j.clone(),
+        (None, Some(f), None) => super::jwks_file::read(super::jwks_file::dir(), f)
             .map_err(|e| format!("{field}.jwksFile: {e}"))?,
-        _ => return Err(format!("{field}: give exactly one of jwks and jwksFile")),
+        (None, None, Some(u)) => {
+            if super::jwks_uri::parse(u).is_none() {
+                return Err(format!("{field}.jwksUri: {u:?} is not an https:// URI"));
+            }
+            super::jwks_uri::get(u).ok_or_else(|| {
+                format!("{field}.jwksUri: {u} not fetched yet, or its last fetch failed")
+            })?
+        }
+        _ => {
+            return Err(format!(
+                "{field}: give exactly one of jwks, jwksFile and jwksUri"
+            ))
+        }
     };
     let set: JwkSet =
         serde_json::from_str(&text).map_err(|e| format!("{field}: the JWKS is not valid: {e}"))?;

@@ -251,6 +251,9 @@ pub struct JwtRule {
     /// A file holding the JWKS (ferrymesh extension; read at config load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<String>,
+    /// Where the JWKS is fetched from (HTTPS; fetched by each agent, cached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// Where the token is; default `Authorization: Bearer <token>`.
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
