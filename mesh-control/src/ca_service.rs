@@ -1,11 +1,7 @@
-//! The CA as a gRPC service: authenticates the calling node by its bootstrap token
-//! and signs only identities that have a workload on that node.
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+//! The CA as a gRPC service: authenticates the calling node (`node_auth`: its
+//! bootstrap token, or a TokenReview of its agent's bound ServiceAccount token) and
+//! signs only identities that have a workload on that node.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 
@@ -57,24 +53,24 @@ impl Inventory {
 pub struct CaService {
     ca: Arc<Ca>,
     inventory: Inventory,
-    token_dir: PathBuf,
+    auth: crate::node_auth::NodeAuth,
 }
 
 impl CaService {
-    pub fn new(ca: Arc<Ca>, inventory: Inventory, token_dir: &Path) -> CaService {
+    pub fn new(ca: Arc<Ca>, inventory: Inventory, auth: crate::node_auth::NodeAuth) -> CaService {
         CaService {
             ca,
             inventory,
-            token_dir: token_dir.to_owned(),
+            auth,
         }
     }
 
-    fn authenticate(
+    async fn authenticate(
         &self,
         node: &str,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<(), Status> {
-        crate::node_auth::authenticate_node(&self.token_dir, node, metadata)
+        self.auth.check(node, metadata).await
     }
 }
 
@@ -82,7 +78,7 @@ impl CaService {
 impl Certificates for CaService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let node = request.get_ref().node.clone();
-        self.authenticate(&node, request.metadata())?;
+        self.authenticate(&node, request.metadata()).await?;
         let req = request.into_inner();
         let (identity, csr) = self
             .ca
@@ -113,7 +109,7 @@ pub async fn serve(
     ca: Arc<Ca>,
     listen: SocketAddr,
     inventory: Inventory,
-    token_dir: &Path,
+    auth: crate::node_auth::NodeAuth,
     distribution: crate::distribution::Distribution,
 ) -> Result<(), Error> {
     let (cert, key) = ca
@@ -127,7 +123,7 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    let svc = CaService::new(ca, inventory, token_dir);
+    let svc = CaService::new(ca, inventory, auth);
     tracing::info!(%listen, "CA and config distribution serving (TLS 1.3 only)");
     tonic::transport::Server::builder()
         .add_service(CertificatesServer::new(svc))

@@ -3,7 +3,6 @@
 //! acknowledged or refused.
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
     pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,7 +17,7 @@ use mesh_model::{
     scope,
 };
 
-use crate::node_auth::authenticate_node;
+use crate::node_auth::NodeAuth;
 
 pub use crate::source::Current;
 
@@ -37,17 +36,17 @@ pub type Nodes = Arc<Mutex<BTreeMap<String, NodeStatus>>>;
 #[derive(Clone)]
 pub struct Distribution {
     current: Current,
-    token_dir: PathBuf,
+    auth: NodeAuth,
     pub nodes: Nodes,
     /// Objects' JSON, made once for all nodes while they do not change.
     encoder: Arc<Mutex<scope::Encoder>>,
 }
 
 impl Distribution {
-    pub fn new(current: Current, token_dir: &Path) -> Distribution {
+    pub fn new(current: Current, auth: NodeAuth) -> Distribution {
         Distribution {
             current,
-            token_dir: token_dir.to_owned(),
+            auth,
             nodes: Arc::default(),
             encoder: Arc::default(),
         }
@@ -110,7 +109,7 @@ impl ConfigDistribution for Distribution {
             })??
             .ok_or_else(|| Status::invalid_argument("the first message must name the node"))?;
         let node = hello.node;
-        authenticate_node(&self.token_dir, &node, &metadata)?;
+        self.auth.check(&node, &metadata).await?;
         tracing::info!(%node, "agent connected for config");
         let (tx, mut rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(4);
         let nodes = self.nodes.clone();

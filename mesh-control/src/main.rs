@@ -48,6 +48,14 @@ struct ServeFlags {
     /// Directory with one file per node, named after it, holding its token.
     #[arg(long, default_value = "/etc/ferrymesh/tokens")]
     token_dir: PathBuf,
+    /// Authenticate agents by TokenReview of their pod's bound ServiceAccount token
+    /// (cluster mode: no token files are shared), for this ServiceAccount
+    /// (namespace/name).
+    #[arg(long)]
+    token_review: Option<String>,
+    /// The audience the agents' projected tokens are issued for.
+    #[arg(long, default_value = "ferrymesh")]
+    token_audience: String,
     /// Read config from this directory of YAML files instead of Kubernetes.
     #[arg(long)]
     config_dir: Option<PathBuf>,
@@ -109,12 +117,28 @@ async fn run(f: ServeFlags) -> Result<(), String> {
                 .0
         }
     };
+    let auth = match &f.token_review {
+        None => mesh_control::node_auth::NodeAuth::Files(f.token_dir.clone()),
+        Some(sa) => {
+            let (ns, name) = sa.split_once('/').ok_or_else(|| {
+                format!("--token-review {sa:?}: give namespace/name of the agents' ServiceAccount")
+            })?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("Kubernetes client for TokenReview: {e}"))?;
+            mesh_control::node_auth::NodeAuth::TokenReview {
+                client,
+                audience: f.token_audience.clone(),
+                username: format!("system:serviceaccount:{ns}:{name}"),
+            }
+        }
+    };
     let args = serve::Args {
         admin: f.admin,
         ca_dir: f.ca_dir,
         trust_domain: f.trust_domain,
         listen: f.listen,
-        token_dir: f.token_dir,
+        auth,
     };
     tokio::select! {
         r = serve::serve(&args, current) => r.map_err(|e| e.to_string()),

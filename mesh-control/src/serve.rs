@@ -25,7 +25,8 @@ pub struct Args {
     pub ca_dir: PathBuf,
     pub trust_domain: String,
     pub listen: SocketAddr,
-    pub token_dir: PathBuf,
+    /// How agents prove their node.
+    pub auth: crate::node_auth::NodeAuth,
 }
 
 /// Starts the admin API (status, node config, pod check) in the background.
@@ -55,7 +56,7 @@ pub async fn serve(args: &Args, current: distribution::Current) -> Result<(), Er
         &args.ca_dir,
         &args.trust_domain,
     )?);
-    let distribution = distribution::Distribution::new(current.clone(), &args.token_dir);
+    let distribution = distribution::Distribution::new(current.clone(), args.auth.clone());
     serve_admin(
         args.admin,
         current.clone(),
@@ -67,7 +68,7 @@ pub async fn serve(args: &Args, current: distribution::Current) -> Result<(), Er
         ca,
         args.listen,
         ca_service::Inventory(current),
-        &args.token_dir,
+        args.auth.clone(),
         distribution,
     )
     .await?;
