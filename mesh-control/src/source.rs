@@ -6,6 +6,7 @@ use mesh_model::model::Objects;
 
 pub mod dir;
 pub mod kube;
+pub mod route_status;
 
 /// One version of the config.
 #[derive(Debug, Clone, Default)]

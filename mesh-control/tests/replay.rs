@@ -62,6 +62,10 @@ struct Api {
     cluster: Mutex<Cluster>,
     tx: broadcast::Sender<Event>,
     epoch: watch::Sender<u64>,
+    /// Route status patches received: (namespace/name, status).
+    statuses: Mutex<Vec<(String, Value)>>,
+    /// Signalled at each status patch.
+    status_patched: tokio::sync::Notify,
 }
 
 fn key(o: &Value) -> String {
@@ -213,6 +217,28 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    if req.method() == hyper::Method::PATCH && path.ends_with("/status") {
+        // /apis/gateway.networking.k8s.io/v1/namespaces/<ns>/httproutes/<name>/status
+        let parts: Vec<&str> = path.split('/').collect();
+        let (ns, name) = (parts[5].to_owned(), parts[7].to_owned());
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        api.statuses
+            .lock()
+            .expect("lock")
+            .push((format!("{ns}/{name}"), patch["status"].clone()));
+        api.status_patched.notify_one();
+        let answer = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                            "metadata": {"name": name, "namespace": ns}, "status": patch["status"]});
+        return Ok(Response::new(
+            Full::new(Bytes::from(answer.to_string())).boxed(),
+        ));
+    }
     if req.method() == hyper::Method::PATCH {
         if let Some(name) = path.strip_prefix("/api/v1/namespaces/") {
             let name = name.to_owned();
@@ -303,6 +329,8 @@ async fn start_api() -> (Arc<Api>, SocketAddr) {
         }),
         tx,
         epoch,
+        statuses: Mutex::default(),
+        status_patched: tokio::sync::Notify::new(),
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -521,6 +549,47 @@ async fn watchers_follow_the_cluster() {
         },
     )
     .await;
+
+    // Route status is written back: the tenant's route on prod's Gateway is not
+    // accepted there (allowedRoutes Same), with the Gateway API's reason.
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "sneaky", "namespace": "evil", "uid": "u-s"},
+        "spec": {"parentRefs": [{"name": "edge", "namespace": "prod"}],
+                 "rules": [{"backendRefs": [{"name": "sink", "port": 80}]}]}
+    }));
+    let written = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let found = api
+                .statuses
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|(k, _)| k == "evil/sneaky")
+                .cloned();
+            if let Some(s) = found {
+                return s.1;
+            }
+            api.status_patched.notified().await;
+        }
+    })
+    .await
+    .expect("status written for evil/sneaky");
+    let accepted = &written["parents"][0]["conditions"][0];
+    assert_eq!(
+        (
+            accepted["type"].as_str(),
+            accepted["status"].as_str(),
+            accepted["reason"].as_str()
+        ),
+        (
+            Some("Accepted"),
+            Some("False"),
+            Some("NotAllowedByListeners")
+        ),
+        "{written}"
+    );
+    assert_eq!(written["parents"][0]["controllerName"], "ferrymesh.io/mesh");
 
     // A dropped watch: the watchers watch again from where they were.
     api.drop_watches();

@@ -162,6 +162,13 @@ pub async fn watch_cluster(
         let mut version = 1;
         // The last compiled version: unchanged policies and routes are reused.
         let mut compiled: Option<mesh_model::state::State> = None;
+        // Route status last written, by namespace/name.
+        let mut written = std::collections::HashMap::new();
+        let first = tx.borrow().objects.clone();
+        if let Some(state) = checked(&first, None) {
+            super::route_status::write(&client, &state, &mut written).await;
+            compiled = Some(state);
+        }
         loop {
             changed.notified().await;
             let seen_unix_ms = super::unix_ms();
@@ -191,6 +198,10 @@ pub async fn watch_cluster(
             };
             if tx.send(p).is_err() {
                 return;
+            }
+            // After publishing: the agents never wait on the API server's answer.
+            if let Some(state) = &compiled {
+                super::route_status::write(&client, state, &mut written).await;
             }
         }
     });
