@@ -87,7 +87,7 @@ pub fn status(state: &State, route: &HttpRoute, now: &str) -> Value {
 pub async fn write(client: &Client, state: &State, last: &mut HashMap<String, Value>) {
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "httproutes");
-    let now = humantime_now();
+    let now = rfc3339_now();
     for r in &state.objects.http_routes {
         let key = format!("{}/{}", r.metadata.namespace(), r.metadata.name);
         let want = status(state, r, "");
@@ -114,7 +114,7 @@ pub async fn write(client: &Client, state: &State, last: &mut HashMap<String, Va
 }
 
 /// Now as RFC 3339 (UTC, seconds).
-fn humantime_now() -> String {
+fn rfc3339_now() -> String {
     let t = time::OffsetDateTime::now_utc();
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&f).unwrap_or_default()

@@ -52,11 +52,21 @@ pub fn parse(uri: &str) -> Option<(String, u16, String)> {
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.contains(']') || h.ends_with(']') => (h, p.parse().ok()?),
-        _ => (authority, 443),
+    // `[v6]` or `[v6]:port`; `host` or `host:port`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, rest) = v6.split_once(']')?;
+            match rest.strip_prefix(':') {
+                Some(p) => (h, p.parse().ok()?),
+                None if rest.is_empty() => (h, 443),
+                None => return None,
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, 443),
+        },
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.to_owned(), port, path.to_owned()))
 }
 
@@ -73,6 +83,14 @@ mod tests {
         assert_eq!(
             parse("https://198.19.1.12/x"),
             Some(("198.19.1.12".into(), 443, "/x".into()))
+        );
+        assert_eq!(
+            parse("https://[2001:db8::1]/k"),
+            Some(("2001:db8::1".into(), 443, "/k".into()))
+        );
+        assert_eq!(
+            parse("https://[2001:db8::1]:8443/k"),
+            Some(("2001:db8::1".into(), 8443, "/k".into()))
         );
         for bad in [
             "http://keys.example/",
