@@ -18,7 +18,7 @@ use mesh_model::identity::Identity;
 
 use crate::{
     datapath::DataPath,
-    enforce::{self, Caller, Denied},
+    enforce::{self, Caller, Denied, Judging},
     inpod,
     local::Pod,
     plan::{HboneTarget, Route},
@@ -97,12 +97,15 @@ pub struct Connected {
     pub registration: Option<crate::established::Registration>,
 }
 
-/// Executes `route` from `pod`; `client` is the application's socket address.
+/// Executes `route` from `pod`; `client` is the application's socket address;
+/// `judging` says whether the waypoint judges the connection's requests (for the
+/// L4 check of a destination on this node).
 pub async fn connect(
     dp: &DataPath,
     pod: &Pod,
     route: &Route,
     client: SocketAddr,
+    judging: Judging,
 ) -> Result<Connected, Error> {
     let source_ip = |addr: &SocketAddr| pod.address_like(&addr.ip()).unwrap_or(client.ip());
     let result = match route {
@@ -110,7 +113,7 @@ pub async fn connect(
             let client = SocketAddr::new(source_ip(&tunnel.target), client.port());
             hbone(dp, pod, tunnel, client).await
         }
-        Route::SameNode { addr, .. } => same_node(dp, pod, *addr, source_ip(addr)).await,
+        Route::SameNode { addr, .. } => same_node(dp, pod, *addr, source_ip(addr), judging).await,
         Route::Passthrough { addr, .. } => plaintext(pod, *addr).await,
     };
     let c = &pod.counters;
@@ -140,6 +143,7 @@ async fn same_node(
     pod: &Pod,
     addr: SocketAddr,
     source_ip: IpAddr,
+    judging: Judging,
 ) -> Result<Connected, Error> {
     let local = dp.pods.get(addr.ip()).ok_or(Error::Gone(addr))?;
     local.counters.inbound_captured.inc();
@@ -147,7 +151,7 @@ async fn same_node(
         identity: Some(&pod.identity),
         ip: source_ip,
     };
-    if let Err(d) = enforce::connection(&dp.inputs, &local, caller, addr.port()) {
+    if let Err(d) = enforce::connection(&dp.inputs, &local, caller, addr, judging) {
         local.counters.inbound_denied.inc();
         return Err(Error::Denied(d));
     }
@@ -157,7 +161,7 @@ async fn same_node(
     let registration =
         Some(
             dp.established
-                .register(&local, caller.identity, caller.ip, addr.port()),
+                .register(&local, caller.identity, caller.ip, addr, judging),
         );
     Ok(Connected {
         stream: Upstream::Tcp(app),

@@ -5,7 +5,7 @@
 //! are reset and logged with the reason.
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -15,13 +15,14 @@ use std::{
 use mesh_model::identity::Identity;
 use tokio::sync::Notify;
 
-use crate::local::Pod;
+use crate::{enforce::Judging, local::Pod};
 
 struct Entry {
     pod: Arc<Pod>,
     source: Option<Identity>,
     ip: IpAddr,
-    port: u16,
+    target: SocketAddr,
+    judging: Judging,
     close: Arc<Notify>,
 }
 
@@ -55,13 +56,15 @@ impl Drop for Registration {
 }
 
 impl Established {
-    /// Registers a connection from `source` (None: plaintext) at `ip` to `port`.
+    /// Registers a connection from `source` (None: plaintext) at `ip` to `target`,
+    /// checked with `judging`.
     pub fn register(
         &self,
         pod: &Arc<Pod>,
         source: Option<&Identity>,
         ip: IpAddr,
-        port: u16,
+        target: SocketAddr,
+        judging: Judging,
     ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
@@ -69,7 +72,8 @@ impl Established {
             pod: pod.clone(),
             source: source.cloned(),
             ip,
-            port,
+            target,
+            judging,
             close: close.clone(),
         };
         let mut m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,17 +98,17 @@ impl Established {
     /// Returns how many were closed.
     pub fn recheck<E: std::fmt::Display>(
         &self,
-        allowed: impl Fn(&Pod, Option<&Identity>, IpAddr, u16) -> Result<(), E>,
+        allowed: impl Fn(&Pod, Option<&Identity>, IpAddr, SocketAddr, Judging) -> Result<(), E>,
     ) -> usize {
         let m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = 0;
         for e in m.values() {
-            if let Err(denied) = allowed(&e.pod, e.source.as_ref(), e.ip, e.port) {
+            if let Err(denied) = allowed(&e.pod, e.source.as_ref(), e.ip, e.target, e.judging) {
                 let source = e
                     .source
                     .as_ref()
                     .map_or_else(|| format!("plaintext {}", e.ip), ToString::to_string);
-                tracing::warn!(%source, destination = %e.pod.identity, port = e.port, "established connection closed: {denied} (policy changed)");
+                tracing::warn!(%source, destination = %e.pod.identity, port = e.target.port(), "established connection closed: {denied} (policy changed)");
                 e.pod.counters.inbound_closed_by_policy.inc();
                 // notify_one stores a permit: the close is not lost if the splice
                 // is not waiting at this instant.

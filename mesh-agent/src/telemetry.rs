@@ -65,6 +65,18 @@ pub struct RequestLabels {
     pub response_flags: &'static str,
 }
 
+/// Labels of dry-run verdicts (`istio.io/dry-run` policies): bounded, one series
+/// per (layer, action, result).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DryRunLabels {
+    /// "l4" (a connection) or "l7" (a request).
+    pub layer: &'static str,
+    /// The dry-run policies' action: "ALLOW" or "DENY".
+    pub policy_action: &'static str,
+    /// "would_allow" or "would_deny".
+    pub result: &'static str,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -87,6 +99,7 @@ pub struct Telemetry {
     pub sent: Family<ConnectionLabels, Counter>,
     pub received: Family<ConnectionLabels, Counter>,
     pub refused: Family<ConnectionLabels, Counter>,
+    pub dry_run: Family<DryRunLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -115,6 +128,12 @@ impl Default for Telemetry {
             "tcp_connections_refused",
             "Connections refused by policy or STRICT mTLS",
             refused.clone(),
+        );
+        let dry_run = Family::<DryRunLabels, Counter>::default();
+        registry.register(
+            "authz_dry_run",
+            "Verdicts of dry-run (istio.io/dry-run) AuthorizationPolicies, never enforced",
+            dry_run.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
@@ -146,6 +165,7 @@ impl Default for Telemetry {
             sent,
             received,
             refused,
+            dry_run,
         }
     }
 }

@@ -56,6 +56,11 @@ struct ServeFlags {
     /// The audience the agents' projected tokens are issued for.
     #[arg(long, default_value = "ferrymesh")]
     token_audience: String,
+    /// The mesh's root namespace in cluster mode: AuthorizationPolicy,
+    /// PeerAuthentication and RequestAuthentication there apply mesh-wide (Istio's
+    /// `rootNamespace`). With --config-dir a MeshConfig object there decides.
+    #[arg(long, default_value = mesh_model::model::DEFAULT_ROOT_NAMESPACE)]
+    root_namespace: String,
     /// Read config from this directory of YAML files instead of Kubernetes.
     #[arg(long)]
     config_dir: Option<PathBuf>,
@@ -112,7 +117,7 @@ async fn run(f: ServeFlags) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("Kubernetes client: {e}; in a pod, check the ServiceAccount token; elsewhere, KUBECONFIG"))?;
             tracing::info!("watching Kubernetes");
-            mesh_control::source::kube::watch_cluster(client, debounce)
+            mesh_control::source::kube::watch_cluster(client, debounce, f.root_namespace.clone())
                 .await
                 .0
         }

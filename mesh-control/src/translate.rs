@@ -6,13 +6,32 @@ use kube::api::DynamicObject;
 use mesh_model::model::{self, ObjectMeta, Objects};
 use serde::de::DeserializeOwned;
 
+/// The annotations the model reads (others, such as kubectl's last applied
+/// configuration, can be large and mean nothing to agents).
+const KEPT_ANNOTATIONS: [&str; 1] = [model::DRY_RUN_ANNOTATION];
+
+fn kept_annotations(a: Option<&BTreeMap<String, String>>) -> model::Labels {
+    a.into_iter()
+        .flatten()
+        .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: m.name.clone().unwrap_or_default(),
         namespace: m.namespace.clone(),
         labels: m.labels.clone().unwrap_or_default().into(),
-        annotations: model::Labels::new(),
+        annotations: kept_annotations(m.annotations.as_ref()),
+        creation_timestamp: m.creation_timestamp.as_ref().map(timestamp),
     }
+}
+
+/// RFC 3339 in UTC with seconds, as the API server writes it (so strings order
+/// as times).
+fn timestamp(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub fn namespace(n: &KNamespace) -> model::Namespace {
@@ -141,6 +160,8 @@ pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
             "name": o.metadata.name.clone().unwrap_or_default(),
             "namespace": o.metadata.namespace.clone(),
             "labels": o.metadata.labels.clone().unwrap_or_default(),
+            "annotations": kept_annotations(o.metadata.annotations.as_ref()),
+            "creationTimestamp": o.metadata.creation_timestamp.as_ref().map(timestamp),
         },
         "spec": o.data.get("spec").cloned().unwrap_or(serde_json::json!({})),
     });
@@ -187,7 +208,13 @@ fn unique_addresses(pods: &[Pod], problems: &mut Vec<String>) -> Vec<Arc<model::
 /// None (the whole namespace: wider is stricter here).
 fn salvaged_selector(d: &DynamicObject) -> Option<model::LabelSelector> {
     let s = d.data.get("spec")?.get("selector")?.clone();
-    serde_json::from_value(s).ok()
+    let s: model::LabelSelector = serde_json::from_value(s).ok()?;
+    // A selector Istio refuses (an empty key, a wildcard) selects nothing sure.
+    let valid = s
+        .match_labels
+        .iter()
+        .all(|(k, v)| !k.is_empty() && !k.contains('*') && !v.contains('*'));
+    valid.then_some(s)
 }
 
 /// An unreadable AuthorizationPolicy, fail-closed: an ALLOW policy becomes one
@@ -245,6 +272,8 @@ pub struct Inputs {
     /// By kind: HTTPRoute, GRPCRoute, AuthorizationPolicy, PeerAuthentication,
     /// RequestAuthentication, TrafficPolicy, DirectResponse.
     pub custom: BTreeMap<String, Vec<DynamicObject>>,
+    /// The mesh's root namespace (empty: Istio's default), sent as a MeshConfig.
+    pub root_namespace: String,
 }
 
 /// The model from the watchers' objects; objects that do not translate are left
@@ -252,6 +281,11 @@ pub struct Inputs {
 pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     let mut o = Objects::default();
     let mut problems = Vec::new();
+    let root = match i.root_namespace.as_str() {
+        "" => model::DEFAULT_ROOT_NAMESPACE,
+        r => r,
+    };
+    o.mesh_configs = vec![Arc::new(model::MeshConfig::new(root))];
     o.namespaces = i.namespaces.iter().map(namespace).map(Arc::new).collect();
     o.workloads = unique_addresses(&i.pods, &mut problems);
     o.services = i
@@ -278,7 +312,10 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
     // policy is allow-all, a lost PeerAuthentication turns STRICT off): it is
     // replaced by its fail-closed stand-in.
     for d in get("AuthorizationPolicy") {
-        match custom(d) {
+        let read = custom(d).and_then(|x: model::AuthorizationPolicy| {
+            mesh_model::authz::validate::policy(&x).map(|()| x)
+        });
+        match read {
             Ok(x) => o.authorization_policies.push(Arc::new(x)),
             Err(e) => {
                 problems.push(format!("{e}; enforced fail-closed"));
@@ -289,7 +326,10 @@ pub fn objects(i: &Inputs) -> (Objects, Vec<String>) {
         }
     }
     for d in get("PeerAuthentication") {
-        match custom(d) {
+        let read = custom(d).and_then(|x: model::PeerAuthentication| {
+            mesh_model::authz::validate::peer_authentication(&x).map(|()| x)
+        });
+        match read {
             Ok(x) => o.peer_authentications.push(Arc::new(x)),
             Err(e) => {
                 problems.push(format!("{e}; enforced as STRICT"));

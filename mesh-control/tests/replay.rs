@@ -469,8 +469,12 @@ async fn watchers_follow_the_cluster() {
 
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
-    let (mut rx, _task) =
-        mesh_control::source::kube::watch_cluster(client, Duration::from_millis(50)).await;
+    let (mut rx, _task) = mesh_control::source::kube::watch_cluster(
+        client,
+        Duration::from_millis(50),
+        "mesh-root".into(),
+    )
+    .await;
 
     // The first version: everything listed, translated.
     let v1 = until(&mut rx, "the initial list", |o| {
@@ -497,6 +501,11 @@ async fn watchers_follow_the_cluster() {
             Some("http")
         );
         assert!(ambient(o, "shop") && !ambient(o, "plain"));
+        assert_eq!(
+            o.root_namespace(),
+            "mesh-root",
+            "the flag's root namespace is sent"
+        );
     }
 
     // Label toggle.

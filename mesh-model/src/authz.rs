@@ -1,60 +1,103 @@
 //! Authorization, Istio semantics, as a pure function: DENY policies first, then
-//! ALLOW (if any ALLOW policy applies, one must match), AUDIT only marks.
+//! ALLOW (if any ALLOW policy applies, one must match), AUDIT only marks; dry-run
+//! policies are evaluated beside, never enforced.
 //!
-//! One evaluator serves L4 and L7. Rules with L7 fields (methods, paths, hosts,
-//! request principals, `when`) are judged per request by the waypoint. At L4:
-//! - a connection from a mesh agent (HBONE, same node) was already judged per request
-//!   by the source's waypoint, which every agent runs for destinations with L7 policy,
-//!   so L7 rules do not apply there;
-//! - any other connection cannot be judged at L7: ALLOW rules with L7 fields never
-//!   match and DENY rules match on their L4 fields alone (fail closed), as ztunnel
-//!   does without a waypoint.
+//! One evaluator serves L4 and L7 (`L7` says what is known): with a request every
+//! field is judged; where only an L4 check decides, ztunnel's rule applies (an ALLOW
+//! rule with HTTP attributes matches nothing, a DENY rule matches on its L4 fields);
+//! before requests that will be judged one by one, ALLOW rules count on their L4
+//! fields and DENY rules with HTTP attributes wait for the requests. The `when` keys
+//! ztunnel enforces at L4 (source.ip, source.namespace, source.principal,
+//! destination.ip, destination.port) are judged everywhere.
 use crate::model::Action;
 
 mod compile;
+mod keys;
 mod matching;
 mod types;
+pub mod validate;
 
-pub use compile::{policy as compile, rule_has_l7, Cidr, ConditionKey, Pattern, Policy};
+pub use compile::{
+    policy as compile, Cidr, Pattern, Policy, Rule, Scope, Segment, Target as PolicyTarget,
+};
+pub use keys::{Condition, ConditionKey, ServiceAccount, Values};
 pub use types::*;
 
-/// Whether a policy applies to a workload: same namespace (or the root namespace)
-/// and its selector, if any, matches the workload's labels.
+/// Whether a policy applies to a workload: its namespace (any, for a policy of the
+/// root namespace) and its selector, if any; or a Gateway it targets runs on it.
 pub fn applies(p: &Policy, t: Target<'_>) -> bool {
-    if p.namespace != t.namespace && p.namespace != ROOT_NAMESPACE {
-        return false;
-    }
-    match &p.selector {
-        None => true,
-        Some(sel) => sel.iter().all(|(k, v)| t.labels.get(k) == Some(v)),
+    let namespace = p.namespace == t.namespace || p.mesh_wide;
+    match &p.scope {
+        Scope::Namespace => namespace,
+        Scope::Selector(sel) => namespace && sel.iter().all(|(k, v)| t.labels.get(k) == Some(v)),
+        Scope::Targets(targets) => {
+            p.namespace == t.namespace
+                && targets.iter().any(|g| match g {
+                    PolicyTarget::Gateway(name) => t.labels.get(GATEWAY_NAME_LABEL) == Some(name),
+                    PolicyTarget::Service(_) => false,
+                })
+        }
     }
 }
 
-/// The decision for a connection or request over the policies that apply to its
-/// destination (`applies` chose them when the config was compiled).
+/// Whether a policy is attached to the Service `namespace/name` (`targetRefs`).
+pub fn applies_to_service(p: &Policy, namespace: &str, name: &str) -> bool {
+    match &p.scope {
+        Scope::Targets(targets) => {
+            p.namespace == namespace
+                && targets
+                    .iter()
+                    .any(|g| matches!(g, PolicyTarget::Service(s) if s == name))
+        }
+        _ => false,
+    }
+}
+
+/// The decision of the enforced policies among `policies`, and what the dry-run
+/// ones would have decided.
 pub fn authorize<'p>(
     policies: impl IntoIterator<Item = &'p Policy> + Clone,
     c: &Connection<'_>,
 ) -> Verdict {
-    let matching = |action: Action| {
-        policies
+    let (decision, audited) = decide(policies.clone(), c);
+    let mut dry_run = Vec::new();
+    for action in [Action::Deny, Action::Allow] {
+        let mut of_action = policies
             .clone()
             .into_iter()
-            .filter(move |p| p.action == action && matching::policy(p, c))
-    };
+            .filter(|p| p.dry_run && p.action == action)
+            .peekable();
+        if of_action.peek().is_none() {
+            continue;
+        }
+        let matched = of_action.find(|p| matching::policy(p, c));
+        dry_run.push(DryRun {
+            action,
+            would_allow: matched.is_some() == (action == Action::Allow),
+            policy: matched.map(|p| p.name.clone()),
+        });
+    }
+    Verdict {
+        decision,
+        audited,
+        dry_run,
+    }
+}
+
+/// The enforced (not dry-run) policies' decision and the AUDIT ones that matched.
+fn decide<'p>(
+    policies: impl IntoIterator<Item = &'p Policy> + Clone,
+    c: &Connection<'_>,
+) -> (Decision, Vec<String>) {
+    let enforced = || policies.clone().into_iter().filter(|p| !p.dry_run);
+    let matching =
+        |action: Action| enforced().filter(move |p| p.action == action && matching::policy(p, c));
     let audited = matching(Action::Audit).map(|p| p.name.clone()).collect();
     if let Some(p) = matching(Action::Deny).next() {
-        return Verdict {
-            decision: Decision::Deny {
-                policy: p.name.clone(),
-            },
-            audited,
-        };
+        let policy = p.name.clone();
+        return (Decision::Deny { policy }, audited);
     }
-    let mut allows = policies
-        .into_iter()
-        .filter(|p| p.action == Action::Allow)
-        .peekable();
+    let mut allows = enforced().filter(|p| p.action == Action::Allow).peekable();
     let decision = if allows.peek().is_none() || allows.any(|p| matching::policy(p, c)) {
         Decision::Allow
     } else {
@@ -62,7 +105,7 @@ pub fn authorize<'p>(
             policy: String::new(),
         }
     };
-    Verdict { decision, audited }
+    (decision, audited)
 }
 
 #[cfg(test)]

@@ -43,8 +43,13 @@ pub struct State {
     pub objects: Arc<Objects>,
 }
 
-const POLICY_KINDS: [Kind; 2] = [Kind::AuthorizationPolicy, Kind::PeerAuthentication];
-const L7_KINDS: [Kind; 6] = [
+const POLICY_KINDS: [Kind; 3] = [
+    Kind::AuthorizationPolicy,
+    Kind::PeerAuthentication,
+    Kind::MeshConfig,
+];
+const L7_KINDS: [Kind; 7] = [
+    Kind::MeshConfig,
     Kind::HttpRoute,
     Kind::GrpcRoute,
     Kind::TrafficPolicy,

@@ -173,10 +173,13 @@ impl Agent {
                 self.reconcile();
                 // Policy may have changed: what it no longer allows is closed.
                 let inputs = &self.dp.inputs;
-                let closed = self.dp.established.recheck(|pod, identity, ip, port| {
-                    let caller = crate::enforce::Caller { identity, ip };
-                    crate::enforce::allowed(inputs, pod, caller, port)
-                });
+                let closed = self
+                    .dp
+                    .established
+                    .recheck(|pod, identity, ip, target, judging| {
+                        let caller = crate::enforce::Caller { identity, ip };
+                        crate::enforce::allowed(inputs, pod, caller, target, judging)
+                    });
                 if closed > 0 {
                     tracing::info!(closed, "established connections closed by the new policy");
                 }

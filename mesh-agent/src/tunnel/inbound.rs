@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::{access::Access, reset::ResetOnDrop, splice};
 use crate::{
     datapath::DataPath,
-    enforce::{self, Caller},
+    enforce::{self, Caller, Judging},
     guard::{self, Guard, Reason},
     local::Pod,
 };
@@ -44,13 +44,14 @@ pub async fn serve(listener: TcpListener, pod: Arc<Pod>, dp: DataPath) {
     }
 }
 
-/// PeerAuthentication STRICT applies to the pod: plaintext inbound is refused.
-fn strict(dp: &DataPath, pod: &Pod) -> bool {
+/// The pod's effective PeerAuthentication is STRICT on `port`: plaintext inbound
+/// to it is refused.
+fn strict(dp: &DataPath, pod: &Pod, port: u16) -> bool {
     let state = dp.inputs.state.load();
     pod.addresses
         .first()
         .and_then(|a| state.workloads_by_ip.get(a))
-        .is_some_and(|w| w.strict)
+        .is_some_and(|w| w.mtls.strict_on(port))
 }
 
 /// Source address of a delivery connection: one the sk_lookup program lets through.
@@ -111,9 +112,17 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
     let _ = conn.set_nodelay(true);
     let local = conn.local_addr();
     let conn = ResetOnDrop::new(conn);
-    if strict(&dp, &pod) {
+    let original = match local {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(e) => {
+            c.inbound_failed.inc();
+            tracing::warn!(pod = %pod.key, "inbound: no local address: {e}");
+            return;
+        }
+    };
+    if strict(&dp, &pod, original.port()) {
         c.inbound_refused_plaintext.inc();
-        tracing::warn!(pod = %pod.key, %peer, "plaintext connection refused: PeerAuthentication is STRICT");
+        tracing::warn!(pod = %pod.key, %peer, %original, "plaintext connection refused: PeerAuthentication is STRICT on this port");
         let labels = crate::telemetry::ConnectionLabels::new(
             "inbound",
             "plaintext",
@@ -124,25 +133,17 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         dp.inputs.telemetry.refused.get_or_create(&labels).inc();
         return;
     }
-    let original = match local {
-        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
-        Err(e) => {
-            c.inbound_failed.inc();
-            tracing::warn!(pod = %pod.key, "inbound: no local address: {e}");
-            return;
-        }
-    };
     let caller = Caller {
         identity: None,
         ip: peer.ip(),
     };
-    if enforce::connection(&dp.inputs, &pod, caller, original.port()).is_err() {
+    if enforce::connection(&dp.inputs, &pod, caller, original, Judging::L4Only).is_err() {
         c.inbound_denied.inc();
         return;
     }
-    let registration = dp
-        .established
-        .register(&pod, caller.identity, caller.ip, original.port());
+    let registration =
+        dp.established
+            .register(&pod, caller.identity, caller.ip, original, Judging::L4Only);
     let Some(app) = connect_app(&pod, original, &dp.inputs.guard).await else {
         return;
     };

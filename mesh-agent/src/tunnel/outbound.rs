@@ -9,6 +9,7 @@ use super::{access::Access, reset::ResetOnDrop, splice};
 use crate::{
     connect,
     datapath::DataPath,
+    enforce::{self, Caller, Judging},
     local::Pod,
     plan::{self, Parent, Plan},
 };
@@ -50,6 +51,31 @@ pub fn plan_for(dp: &DataPath, original: SocketAddr) -> Result<Plan, plan::PlanE
     )
 }
 
+/// Policy attached to the Service `original` addresses (`targetRefs`), judged here,
+/// where the Service is known: at L4 (ztunnel's rule) unless a shared waypoint
+/// judges its requests.
+fn service_refused(
+    dp: &DataPath,
+    pod: &Pod,
+    route: &plan::Route,
+    original: SocketAddr,
+    peer: SocketAddr,
+) -> bool {
+    let state = dp.inputs.state.load();
+    let Some(service) = state.services_by_vip.get(&original.ip().to_canonical()) else {
+        return false;
+    };
+    let judging = match route {
+        plan::Route::SharedWaypoint { .. } => Judging::PerRequest,
+        _ => Judging::L4Only,
+    };
+    let caller = Caller {
+        identity: Some(&pod.identity),
+        ip: pod.address_like(&original.ip()).unwrap_or(peer.ip()),
+    };
+    enforce::service_connection(&dp.inputs, service, caller, original, judging).is_err()
+}
+
 /// What a connection's handling needs: its pod, the data path, the L7 state.
 type Ctx = (Arc<Pod>, DataPath, Arc<crate::waypoint::Runtime>);
 
@@ -79,8 +105,12 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
             return;
         }
     };
+    if service_refused(&dp, &pod, &route, original, peer) {
+        c.outbound_failed.inc();
+        return;
+    }
     let start = Instant::now();
-    let Ok(up) = connect::connect(&dp, &pod, &route, peer).await else {
+    let Ok(up) = connect::connect(&dp, &pod, &route, peer, Judging::L4Only).await else {
         return;
     };
     let access = Access {

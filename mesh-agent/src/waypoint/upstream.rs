@@ -23,6 +23,7 @@ use super::backend::EndpointStats;
 use crate::{
     connect::{self, Upstream},
     datapath::DataPath,
+    enforce::Judging,
     local::Pod,
     plan,
 };
@@ -114,7 +115,7 @@ async fn dial(t: &Target<'_>) -> Result<Upstream, Error> {
     }
     .map_err(|e| Error::Connect(t.addr, e.to_string()))?;
     let client = SocketAddr::new(t.pod.address_like(&t.addr.ip()).unwrap_or(t.addr.ip()), 0);
-    match connect::connect(t.dp, t.pod, &route, client).await {
+    match connect::connect(t.dp, t.pod, &route, client, Judging::PerRequest).await {
         Ok(c) => Ok(c.stream),
         Err(e) if e.denied() => Err(Error::Denied(t.addr)),
         Err(e) => Err(Error::Connect(t.addr, e.to_string())),

@@ -112,7 +112,7 @@ impl Stores {
         let _ = self.services.wait_until_ready().await;
     }
 
-    pub fn inputs(&self) -> Inputs {
+    pub fn inputs(&self, root_namespace: &str) -> Inputs {
         fn own<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
             v.into_iter().map(|a| (*a).clone()).collect()
         }
@@ -130,6 +130,7 @@ impl Stores {
                     )
                 })
                 .collect(),
+            root_namespace: root_namespace.to_owned(),
         }
     }
 }
@@ -139,11 +140,12 @@ impl Stores {
 pub async fn watch_cluster(
     client: Client,
     debounce: Duration,
+    root_namespace: String,
 ) -> (super::Current, tokio::task::JoinHandle<()>) {
     let changed = Arc::new(Notify::new());
     let stores = Stores::start(&client, &changed);
     stores.wait_until_ready().await;
-    let (first, problems) = translate::objects(&stores.inputs());
+    let (first, problems) = translate::objects(&stores.inputs(&root_namespace));
     for p in &problems {
         tracing::warn!("left out: {p}");
     }
@@ -173,7 +175,7 @@ pub async fn watch_cluster(
             changed.notified().await;
             let seen_unix_ms = super::unix_ms();
             tokio::time::sleep(debounce).await;
-            let (objects, problems) = translate::objects(&stores.inputs());
+            let (objects, problems) = translate::objects(&stores.inputs(&root_namespace));
             for p in &problems {
                 tracing::warn!("left out: {p}");
             }

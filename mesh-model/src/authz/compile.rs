@@ -1,20 +1,45 @@
-//! AuthorizationPolicy compiled once per config: string patterns, CIDRs, ports and
-//! `when` keys parsed, so that a decision never parses anything.
+//! AuthorizationPolicy compiled once per config: string patterns, path templates,
+//! CIDRs, ports, service accounts and `when` keys parsed, so that a decision never
+//! parses anything. Istio's webhook checks run first (`validate`): what it would
+//! refuse is refused here with its message.
 use std::net::IpAddr;
 
+use super::keys::{Condition, ConditionKey, ServiceAccount, Values};
 use crate::model::{self, Action, AuthorizationPolicy, Labels};
 
-/// Istio string match: exact, `*`, `prefix*` or `*suffix`.
+/// Istio string match: exact, `*`, `prefix*` or `*suffix`; for paths also a
+/// template (`{*}` one segment, `{**}` one or more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pattern {
     Any,
     Exact(String),
     Prefix(String),
     Suffix(String),
+    Template(Vec<Segment>),
+}
+
+/// One `/`-separated part of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    One,
+    Many,
+}
+
+fn template_matches(t: &[Segment], path: &[&str]) -> bool {
+    match (t.split_first(), path.split_first()) {
+        (None, None) => true,
+        (Some((Segment::Literal(l), t)), Some((p, path))) => l == p && template_matches(t, path),
+        (Some((Segment::One, t)), Some((p, path))) => !p.is_empty() && template_matches(t, path),
+        (Some((Segment::Many, t)), Some(_)) => {
+            (1..=path.len()).any(|n| template_matches(t, &path[n..]))
+        }
+        _ => false,
+    }
 }
 
 impl Pattern {
-    fn new(p: &str) -> Pattern {
+    pub fn new(p: &str) -> Pattern {
         if p == "*" {
             Pattern::Any
         } else if let Some(prefix) = p.strip_suffix('*') {
@@ -32,7 +57,27 @@ impl Pattern {
             Pattern::Exact(e) => e == v,
             Pattern::Prefix(p) => v.starts_with(p.as_str()),
             Pattern::Suffix(s) => v.ends_with(s.as_str()),
+            Pattern::Template(t) => v
+                .strip_prefix('/')
+                .is_some_and(|v| template_matches(t, &v.split('/').collect::<Vec<_>>())),
         }
+    }
+
+    /// A path: a template if it has `{*}` or `{**}` (validated already).
+    fn path(p: &str) -> Pattern {
+        if !(p.contains("{*}") || p.contains("{**}")) {
+            return Pattern::new(p);
+        }
+        let segments = p
+            .trim_matches('/')
+            .split('/')
+            .map(|s| match s {
+                "{*}" => Segment::One,
+                "{**}" => Segment::Many,
+                lit => Segment::Literal(lit.to_owned()),
+            })
+            .collect();
+        Pattern::Template(segments)
     }
 }
 
@@ -73,54 +118,19 @@ impl Cidr {
     }
 }
 
-/// What a `when` condition reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConditionKey {
-    Header(String),
-    /// `request.auth.claims[a][b]`: the path into the claims.
-    Claim(Vec<String>),
-    RequestPrincipal,
-    SourcePrincipal,
-    SourceNamespace,
-    Method,
-    /// A key this version does not know: it yields no value.
-    Unknown(String),
-}
-
-impl ConditionKey {
-    fn new(key: &str) -> ConditionKey {
-        let inner = |prefix: &str| key.strip_prefix(prefix).and_then(|k| k.strip_suffix(']'));
-        if let Some(h) = inner("request.headers[") {
-            return ConditionKey::Header(h.to_ascii_lowercase());
-        }
-        if let Some(c) = inner("request.auth.claims[") {
-            return ConditionKey::Claim(c.split("][").map(str::to_owned).collect());
-        }
-        match key {
-            "request.auth.principal" => ConditionKey::RequestPrincipal,
-            "source.principal" => ConditionKey::SourcePrincipal,
-            "source.namespace" => ConditionKey::SourceNamespace,
-            "request.method" => ConditionKey::Method,
-            other => ConditionKey::Unknown(other.to_owned()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    pub key: ConditionKey,
-    pub values: Vec<Pattern>,
-    pub not_values: Vec<Pattern>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Source {
     pub principals: Vec<Pattern>,
     pub not_principals: Vec<Pattern>,
     pub namespaces: Vec<Pattern>,
     pub not_namespaces: Vec<Pattern>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub not_service_accounts: Vec<ServiceAccount>,
     pub ip_blocks: Vec<Cidr>,
     pub not_ip_blocks: Vec<Cidr>,
+    /// HTTP attributes (ztunnel's rule at L4).
+    pub remote_ip_blocks: Vec<Cidr>,
+    pub not_remote_ip_blocks: Vec<Cidr>,
     pub request_principals: Vec<Pattern>,
     pub not_request_principals: Vec<Pattern>,
 }
@@ -129,6 +139,7 @@ pub struct Source {
 pub struct Operation {
     pub ports: Vec<u16>,
     pub not_ports: Vec<u16>,
+    /// HTTP attributes (ztunnel's rule at L4).
     pub methods: Vec<Pattern>,
     pub not_methods: Vec<Pattern>,
     pub paths: Vec<Pattern>,
@@ -139,14 +150,40 @@ pub struct Operation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// The rule names attributes only a request has.
-    pub l7: bool,
+    /// The HTTP attributes it names, by Istio's names (`methods`, `request.headers[x]`).
+    /// Where only an L4 check decides, ztunnel's rule applies: an ALLOW (or AUDIT)
+    /// rule with any matches nothing; a DENY rule matches on its other fields.
+    pub http: Vec<String>,
     pub from: Vec<Source>,
     pub to: Vec<Operation>,
     pub when: Vec<Condition>,
-    /// Fields of the rule ferrymesh cannot judge (unknown or unsupported). An ALLOW
-    /// or AUDIT rule with any matches nothing; a DENY rule matches on the rest.
+    /// Fields ferrymesh does not know (a future Istio's): an ALLOW or AUDIT rule
+    /// with any matches nothing; a DENY rule matches on the rest.
     pub unsupported: Vec<String>,
+}
+
+impl Rule {
+    pub fn l7(&self) -> bool {
+        !self.http.is_empty()
+    }
+}
+
+/// What a policy is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every workload of its namespace (of the mesh, in the root namespace).
+    Namespace,
+    /// Workloads of its namespace whose labels hold these.
+    Selector(Labels),
+    /// `targetRefs`: Services (requests and connections addressed to them) and
+    /// Gateways (their workloads) of its namespace.
+    Targets(Vec<Target>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Service(String),
+    Gateway(String),
 }
 
 /// One AuthorizationPolicy, ready to decide.
@@ -156,8 +193,12 @@ pub struct Policy {
     pub name: String,
     pub namespace: String,
     pub action: Action,
-    /// None: every workload of the namespace (or of the mesh, in the root namespace).
-    pub selector: Option<Labels>,
+    pub scope: Scope,
+    /// In the mesh's root namespace: its scope reaches every namespace (a
+    /// selector still restricts it), as Istio's reference says.
+    pub mesh_wide: bool,
+    /// `istio.io/dry-run`: evaluated, logged and counted, never enforced.
+    pub dry_run: bool,
     pub rules: Vec<Rule>,
     /// What was not understood and how it is enforced instead (logged, counted).
     pub degraded: Vec<String>,
@@ -166,7 +207,7 @@ pub struct Policy {
 impl Policy {
     /// Some rule needs a request to be judged.
     pub fn has_l7(&self) -> bool {
-        self.rules.iter().any(|r| r.l7)
+        self.rules.iter().any(Rule::l7)
     }
 }
 
@@ -174,151 +215,161 @@ fn patterns(v: &[String]) -> Vec<Pattern> {
     v.iter().map(|p| Pattern::new(p)).collect()
 }
 
-/// A list field whose every entry parses; else the field is left out (a DENY rule
-/// then matches as if it were absent, as widely as possible) and noted as
-/// unsupported (an ALLOW rule with it matches nothing).
-fn all_or_none<T>(
-    v: &[String],
-    field: &str,
-    what: &str,
-    parse: impl Fn(&str) -> Option<T>,
-    unsupported: &mut Vec<String>,
-) -> Vec<T> {
-    let parsed: Option<Vec<T>> = v.iter().map(|s| parse(s)).collect();
-    parsed.unwrap_or_else(|| {
-        let bad: Vec<&String> = v.iter().filter(|s| parse(s).is_none()).collect();
-        unsupported.push(format!("{field} ({bad:?} not {what})"));
-        Vec::new()
-    })
+fn cidrs(v: &[String]) -> Vec<Cidr> {
+    v.iter().filter_map(|s| Cidr::parse(s)).collect()
 }
 
-fn cidrs(v: &[String], field: &str, unsupported: &mut Vec<String>) -> Vec<Cidr> {
-    all_or_none(v, field, "an address or CIDR", Cidr::parse, unsupported)
+fn ports(v: &[String]) -> Vec<u16> {
+    v.iter().filter_map(|p| p.parse().ok()).collect()
 }
 
-fn ports(v: &[String], field: &str, unsupported: &mut Vec<String>) -> Vec<u16> {
-    all_or_none(v, field, "a port number", |p| p.parse().ok(), unsupported)
+fn accounts(v: &[String], ns: &str) -> Vec<ServiceAccount> {
+    v.iter().map(|s| ServiceAccount::parse(s, ns)).collect()
 }
 
-fn source(s: &model::Source, field: &str, unsupported: &mut Vec<String>) -> Result<Source, String> {
-    Ok(Source {
+fn source(s: &model::Source, ns: &str, http: &mut Vec<String>) -> Source {
+    for (name, v) in [
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
+    ] {
+        if !v.is_empty() {
+            http.push(name.to_owned());
+        }
+    }
+    Source {
         principals: patterns(&s.principals),
         not_principals: patterns(&s.not_principals),
         namespaces: patterns(&s.namespaces),
         not_namespaces: patterns(&s.not_namespaces),
-        ip_blocks: cidrs(&s.ip_blocks, &format!("{field}.ipBlocks"), unsupported),
-        not_ip_blocks: cidrs(
-            &s.not_ip_blocks,
-            &format!("{field}.notIpBlocks"),
-            unsupported,
-        ),
+        service_accounts: accounts(&s.service_accounts, ns),
+        not_service_accounts: accounts(&s.not_service_accounts, ns),
+        ip_blocks: cidrs(&s.ip_blocks),
+        not_ip_blocks: cidrs(&s.not_ip_blocks),
+        remote_ip_blocks: cidrs(&s.remote_ip_blocks),
+        not_remote_ip_blocks: cidrs(&s.not_remote_ip_blocks),
         request_principals: patterns(&s.request_principals),
         not_request_principals: patterns(&s.not_request_principals),
-    })
+    }
 }
 
-fn operation(
-    o: &model::Operation,
-    field: &str,
-    unsupported: &mut Vec<String>,
-) -> Result<Operation, String> {
-    Ok(Operation {
-        ports: ports(&o.ports, &format!("{field}.ports"), unsupported),
-        not_ports: ports(&o.not_ports, &format!("{field}.notPorts"), unsupported),
-        methods: patterns(&o.methods),
-        not_methods: patterns(&o.not_methods),
-        paths: patterns(&o.paths),
-        not_paths: patterns(&o.not_paths),
-        // Hosts match case-insensitively (the waypoint lower-cases the request's).
-        hosts: host_patterns(&o.hosts),
-        not_hosts: host_patterns(&o.not_hosts),
-    })
-}
-
+/// Hosts match case-insensitively (the waypoint lower-cases the request's).
 fn host_patterns(v: &[String]) -> Vec<Pattern> {
     v.iter()
         .map(|h| Pattern::new(&h.to_ascii_lowercase()))
         .collect()
 }
 
-/// The fields of a rule ferrymesh cannot judge, by path.
-fn unsupported(r: &model::Rule, i: usize) -> Vec<String> {
+fn operation(o: &model::Operation, http: &mut Vec<String>) -> Operation {
+    for (name, v) in [
+        ("hosts", &o.hosts),
+        ("notHosts", &o.not_hosts),
+        ("methods", &o.methods),
+        ("notMethods", &o.not_methods),
+        ("paths", &o.paths),
+        ("notPaths", &o.not_paths),
+    ] {
+        if !v.is_empty() {
+            http.push(name.to_owned());
+        }
+    }
+    Operation {
+        ports: ports(&o.ports),
+        not_ports: ports(&o.not_ports),
+        methods: patterns(&o.methods),
+        not_methods: patterns(&o.not_methods),
+        paths: o.paths.iter().map(|p| Pattern::path(p)).collect(),
+        not_paths: o.not_paths.iter().map(|p| Pattern::path(p)).collect(),
+        hosts: host_patterns(&o.hosts),
+        not_hosts: host_patterns(&o.not_hosts),
+    }
+}
+
+/// The fields of a rule ferrymesh does not know, by path.
+fn unknown(r: &model::Rule, i: usize) -> Vec<String> {
     let at = format!("spec.rules[{i}]");
     let mut out: Vec<String> = r.unknown.keys().map(|k| format!("{at}.{k}")).collect();
     for (j, f) in r.from.iter().enumerate() {
-        let s = &f.source;
         let field = format!("{at}.from[{j}].source");
-        out.extend(s.unknown.keys().map(|k| format!("{field}.{k}")));
-        for (name, v) in [
-            ("remoteIpBlocks", &s.remote_ip_blocks),
-            ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
-            ("serviceAccounts", &s.service_accounts),
-            ("notServiceAccounts", &s.not_service_accounts),
-        ] {
-            if !v.is_empty() {
-                out.push(format!("{field}.{name}"));
-            }
-        }
+        out.extend(f.source.unknown.keys().map(|k| format!("{field}.{k}")));
     }
     for (j, t) in r.to.iter().enumerate() {
         let field = format!("{at}.to[{j}].operation");
         out.extend(t.operation.unknown.keys().map(|k| format!("{field}.{k}")));
     }
-    for (j, c) in r.when.iter().enumerate() {
-        if let ConditionKey::Unknown(k) = ConditionKey::new(&c.key) {
-            out.push(format!("{at}.when[{j}].key {k}"));
-        }
-    }
     out
 }
 
-fn rule(r: &model::Rule, i: usize) -> Result<Rule, String> {
-    let mut bad = unsupported(r, i);
+fn rule(r: &model::Rule, i: usize, ns: &str) -> Result<Rule, String> {
+    let mut http = Vec::new();
     let from = r
         .from
         .iter()
-        .enumerate()
-        .map(|(j, f)| {
-            let field = format!("spec.rules[{i}].from[{j}].source");
-            source(&f.source, &field, &mut bad)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|f| source(&f.source, ns, &mut http))
+        .collect();
     let to =
         r.to.iter()
-            .enumerate()
-            .map(|(j, t)| {
-                let field = format!("spec.rules[{i}].to[{j}].operation");
-                operation(&t.operation, &field, &mut bad)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|t| operation(&t.operation, &mut http))
+            .collect();
     let when = r
         .when
         .iter()
-        .map(|c| Condition {
-            key: ConditionKey::new(&c.key),
-            values: patterns(&c.values),
-            not_values: patterns(&c.not_values),
+        .map(|c| {
+            let key = ConditionKey::parse(&c.key)?;
+            if !key.l4() {
+                http.push(c.key.clone());
+            }
+            Ok(Condition {
+                values: Values::new(&key, &c.values, ns),
+                not_values: Values::new(&key, &c.not_values, ns),
+                key,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
+    http.sort();
+    http.dedup();
     Ok(Rule {
-        l7: rule_has_l7(r),
+        http,
         from,
         to,
         when,
-        unsupported: bad,
+        unsupported: unknown(r, i),
     })
 }
 
-/// Compiles one policy; Err is the message naming the bad field.
-pub fn policy(p: &AuthorizationPolicy) -> Result<Policy, String> {
+fn scope(p: &AuthorizationPolicy) -> Scope {
+    let refs = p.spec.target_refs.iter().chain(p.spec.target_ref.as_ref());
+    let targets: Vec<Target> = refs
+        .filter_map(|r| match (r.group.as_str(), r.kind.as_str()) {
+            ("" | "core", "Service") => Some(Target::Service(r.name.clone())),
+            ("gateway.networking.k8s.io", "Gateway") => Some(Target::Gateway(r.name.clone())),
+            _ => None,
+        })
+        .collect();
+    if !targets.is_empty() {
+        return Scope::Targets(targets);
+    }
+    match &p.spec.selector {
+        // Istio: a selector without labels selects every workload of the namespace.
+        Some(s) if !s.match_labels.is_empty() => Scope::Selector(s.match_labels.clone()),
+        _ => Scope::Namespace,
+    }
+}
+
+/// Compiles one policy, after Istio's webhook checks; Err is the message naming
+/// the bad field. `root` is the mesh's root namespace.
+pub fn policy(p: &AuthorizationPolicy, root: &str) -> Result<Policy, String> {
+    super::validate::policy(p)?;
+    let ns = p.metadata.namespace();
     let mut rules = p
         .spec
         .rules
         .iter()
         .enumerate()
-        .map(|(i, r)| rule(r, i))
+        .map(|(i, r)| rule(r, i, ns))
         .collect::<Result<Vec<_>, _>>()?;
-    // A field of the spec itself (targetRefs, ...) bears on every rule.
+    // A field of the spec itself bears on every rule.
     let spec_unknown: Vec<String> = p.spec.unknown.keys().map(|k| format!("spec.{k}")).collect();
     for r in &mut rules {
         r.unsupported.extend(spec_unknown.iter().cloned());
@@ -337,32 +388,18 @@ pub fn policy(p: &AuthorizationPolicy) -> Result<Policy, String> {
     };
     for r in &rules {
         for u in &r.unsupported {
-            degraded.push(format!("{u} is not supported: {how}"));
+            degraded.push(format!("{u} is not known: {how}"));
         }
     }
+    let scope = scope(p);
     Ok(Policy {
-        name: format!("{}/{}", p.metadata.namespace(), p.metadata.name),
-        namespace: p.metadata.namespace().to_owned(),
+        name: format!("{ns}/{}", p.metadata.name),
+        namespace: ns.to_owned(),
         action,
-        selector: p.spec.selector.as_ref().map(|s| s.match_labels.clone()),
+        mesh_wide: ns == root && !matches!(scope, Scope::Targets(_)),
+        scope,
+        dry_run: p.metadata.dry_run(),
         rules,
         degraded,
     })
-}
-
-/// The rule names attributes only a request has.
-pub fn rule_has_l7(r: &crate::model::Rule) -> bool {
-    !r.when.is_empty()
-        || r.from.iter().any(|f| {
-            !f.source.request_principals.is_empty() || !f.source.not_request_principals.is_empty()
-        })
-        || r.to.iter().any(|t| {
-            let o = &t.operation;
-            !(o.methods.is_empty()
-                && o.not_methods.is_empty()
-                && o.paths.is_empty()
-                && o.not_paths.is_empty()
-                && o.hosts.is_empty()
-                && o.not_hosts.is_empty())
-        })
 }

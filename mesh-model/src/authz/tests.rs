@@ -6,7 +6,7 @@ fn policies(yaml: &str) -> Vec<Policy> {
         .expect("policy yaml")
         .authorization_policies
         .iter()
-        .map(|p| compile(p).expect("compiles"))
+        .map(|p| compile(p, "istio-system").expect("compiles"))
         .collect()
 }
 
@@ -224,6 +224,7 @@ fn l4_authorization_matrix() {
             &Connection {
                 source: id.as_ref(),
                 source_ip: c.ip.parse().expect("ip"),
+                destination_ip: "198.19.1.20".parse().expect("ip"),
                 destination_port: c.port,
                 l7: L7::None,
             },
@@ -400,10 +401,12 @@ fn l7_rules_per_request_and_at_l4() {
             headers: &headers,
             principal: principal.as_deref(),
             claims: c.jwt,
+            remote_ip: "198.19.1.10".parse().expect("ip"),
         };
         let conn = Connection {
             source: Some(&c.source),
             source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_ip: "198.19.1.20".parse().expect("ip"),
             destination_port: 8080,
             l7: L7::Request(&req),
         };
@@ -423,6 +426,7 @@ fn l7_rules_per_request_and_at_l4() {
             &Connection {
                 source,
                 source_ip: "198.19.1.10".parse().expect("ip"),
+                destination_ip: "198.19.1.20".parse().expect("ip"),
                 destination_port: 8080,
                 l7,
             },
@@ -430,7 +434,7 @@ fn l7_rules_per_request_and_at_l4() {
         .allowed()
     };
     assert!(
-        at_l4(Some(&client), L7::JudgedAtSource),
+        at_l4(Some(&client), L7::PerRequest),
         "judged at source: allowed on L4 parts"
     );
     // Nobody judged the requests: ALLOW rules with L7 fields never match, DENY rules
@@ -446,6 +450,7 @@ fn l7_rules_per_request_and_at_l4() {
         &Connection {
             source: None,
             source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_ip: "198.19.1.20".parse().expect("ip"),
             destination_port: 8080,
             l7: L7::None,
         },
@@ -460,8 +465,9 @@ fn l7_rules_per_request_and_at_l4() {
         &Connection {
             source: Some(&client),
             source_ip: "198.19.1.10".parse().expect("ip"),
+            destination_ip: "198.19.1.20".parse().expect("ip"),
             destination_port: 8080,
-            l7: L7::JudgedAtSource,
+            l7: L7::PerRequest,
         },
     );
     assert!(
@@ -470,4 +476,5 @@ fn l7_rules_per_request_and_at_l4() {
     );
 }
 
+mod conformance;
 mod fail_closed;

@@ -1,10 +1,14 @@
 //! What a decision is asked about and what it answers.
 use std::net::IpAddr;
 
-use crate::{identity::Identity, model::Labels};
+use crate::{
+    identity::Identity,
+    model::{Action, Labels},
+};
 
-/// Policies in this namespace apply to every workload of the mesh.
-pub const ROOT_NAMESPACE: &str = "ferrymesh-system";
+/// Label Istio (and ferrymesh) put on a Gateway's workloads: a policy whose
+/// `targetRefs` names the Gateway applies to them.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// What the destination agent knows of a connection.
 #[derive(Debug, Clone)]
@@ -12,18 +16,23 @@ pub struct Connection<'a> {
     /// None for plaintext (no peer certificate).
     pub source: Option<&'a Identity>,
     pub source_ip: IpAddr,
+    pub destination_ip: IpAddr,
     pub destination_port: u16,
     pub l7: L7<'a>,
 }
 
-/// What is known above L4.
+/// What is known above L4, and so how rules with HTTP attributes count.
 #[derive(Debug, Clone, Copy)]
 pub enum L7<'a> {
-    /// A request, judged at the waypoint.
+    /// A request: every field is judged.
     Request(&'a Request<'a>),
-    /// L4 only, from a mesh agent whose waypoint judged the requests.
-    JudgedAtSource,
-    /// L4 only and nobody judged requests.
+    /// A connection whose requests are judged one by one after this check (this
+    /// agent's L7 at the destination, the waypoint that made it): an ALLOW rule
+    /// counts on its L4 fields (the requests are judged in full later), DENY and
+    /// AUDIT rules with HTTP attributes are left to the requests.
+    PerRequest,
+    /// Only this L4 check decides (ztunnel's rule): an ALLOW or AUDIT rule with
+    /// HTTP attributes matches nothing; a DENY rule matches on its L4 fields.
     None,
 }
 
@@ -37,6 +46,8 @@ pub struct Request<'a> {
     /// `iss/sub` of a validated JWT.
     pub principal: Option<&'a str>,
     pub claims: Option<&'a serde_json::Value>,
+    /// The client's address as the first hop saw it (`remoteIpBlocks`, `remote.ip`).
+    pub remote_ip: IpAddr,
 }
 
 /// The destination workload.
@@ -55,11 +66,23 @@ pub enum Decision {
     },
 }
 
+/// What the dry-run (`istio.io/dry-run`) policies of one action would have done,
+/// as Envoy's shadow rules report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    pub action: Action,
+    pub would_allow: bool,
+    /// The dry-run policy that matched, if one did.
+    pub policy: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub decision: Decision,
     /// AUDIT policies that matched.
     pub audited: Vec<String>,
+    /// One per action that has dry-run policies here (DENY first).
+    pub dry_run: Vec<DryRun>,
 }
 
 impl Verdict {

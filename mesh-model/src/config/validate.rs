@@ -99,5 +99,15 @@ pub(super) fn objects(path: &str, o: &Objects) -> Result<(), Error> {
         }
         c.service(s, name)?;
     }
+    if let Some(extra) = o.mesh_configs.get(1) {
+        let message = "a config holds at most one MeshConfig".into();
+        return Err(c.invalid("MeshConfig", &extra.metadata.name, message));
+    }
+    for m in &o.mesh_configs {
+        if m.spec.root_namespace.is_empty() {
+            let message = "spec.rootNamespace must not be empty".into();
+            return Err(c.invalid("MeshConfig", &m.metadata.name, message));
+        }
+    }
     Ok(())
 }

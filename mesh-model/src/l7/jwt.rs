@@ -8,7 +8,7 @@ use crate::model::Labels;
 use http::HeaderMap;
 use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
 
-use crate::{authz::ROOT_NAMESPACE, model::Objects};
+use crate::model::Objects;
 
 #[derive(Clone)]
 struct Key {
@@ -41,6 +41,8 @@ pub struct JwtRule {
 #[derive(Debug, Clone)]
 pub struct JwtPolicy {
     namespace: String,
+    /// In the mesh's root namespace: applies in every namespace.
+    mesh_wide: bool,
     selector: Option<Labels>,
     rules: Vec<JwtRule>,
 }
@@ -193,6 +195,7 @@ pub fn compile(o: &Objects) -> (Vec<JwtPolicy>, Vec<(String, String)>) {
         }
         out.push(JwtPolicy {
             namespace: ra.metadata.namespace().to_owned(),
+            mesh_wide: ra.metadata.namespace() == o.root_namespace(),
             selector: ra.spec.selector.as_ref().map(|s| s.match_labels.clone()),
             rules,
         });
@@ -265,7 +268,7 @@ fn verify(rule: &JwtRule, token: &str) -> Result<serde_json::Value, String> {
 
 impl JwtPolicy {
     pub fn applies(&self, namespace: &str, labels: &Labels) -> bool {
-        (self.namespace == namespace || self.namespace == ROOT_NAMESPACE)
+        (self.namespace == namespace || self.mesh_wide)
             && self
                 .selector
                 .as_ref()

@@ -101,3 +101,56 @@ pub struct ServicePort {
 fn default_protocol() -> String {
     "TCP".to_owned()
 }
+
+/// Istio's default root namespace: policies there apply to the whole mesh.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// Mesh-wide settings (the part of Istio's MeshConfig that policy needs). At most
+/// one per config; in a cluster the control plane makes it from its flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {
+    pub api_version: Interned,
+    pub kind: Interned,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: MeshConfigSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfigSpec {
+    /// Policies (AuthorizationPolicy, PeerAuthentication, RequestAuthentication) in
+    /// this namespace apply to every workload of the mesh.
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+}
+
+fn default_root_namespace() -> String {
+    DEFAULT_ROOT_NAMESPACE.to_owned()
+}
+
+impl Default for MeshConfigSpec {
+    fn default() -> Self {
+        MeshConfigSpec {
+            root_namespace: default_root_namespace(),
+        }
+    }
+}
+
+impl MeshConfig {
+    /// The settings object a control plane sends for `root_namespace`.
+    pub fn new(root_namespace: &str) -> MeshConfig {
+        MeshConfig {
+            api_version: "ferrymesh.io/v1alpha1".into(),
+            kind: "MeshConfig".into(),
+            metadata: ObjectMeta {
+                name: "mesh".into(),
+                ..ObjectMeta::default()
+            },
+            spec: MeshConfigSpec {
+                root_namespace: root_namespace.to_owned(),
+            },
+        }
+    }
+}

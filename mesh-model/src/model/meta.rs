@@ -73,13 +73,34 @@ pub struct ObjectMeta {
     pub labels: Labels,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub annotations: Labels,
+    /// RFC 3339, as the API server sets it: the oldest of equal PeerAuthentications
+    /// wins. Absent in files (then the name decides).
+    #[serde(
+        default,
+        rename = "creationTimestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub creation_timestamp: Option<String>,
 }
 
 impl ObjectMeta {
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or("default")
     }
+
+    /// Istio's `istio.io/dry-run` annotation, read as Go's `strconv.ParseBool` reads
+    /// it (Istio's reading): a value that does not parse means enforced.
+    pub fn dry_run(&self) -> bool {
+        matches!(
+            self.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str),
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True")
+        )
+    }
 }
+
+/// Annotation that makes an AuthorizationPolicy evaluated, logged and counted,
+/// never enforced.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
 /// Only `apiVersion` and `kind`, read first to pick the type of a document.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -134,6 +134,16 @@ kinds! {
     DirectResponse, direct_responses, DirectResponse, "DirectResponse", true;
     RequestAuthentication, request_authentications, RequestAuthentication, "RequestAuthentication", true;
     ReferenceGrant, reference_grants, ReferenceGrant, "ReferenceGrant", true;
+    MeshConfig, mesh_configs, MeshConfig, "MeshConfig", false;
+}
+
+impl Objects {
+    /// The mesh's root namespace: the MeshConfig's, else Istio's default.
+    pub fn root_namespace(&self) -> &str {
+        self.mesh_configs
+            .first()
+            .map_or(DEFAULT_ROOT_NAMESPACE, |m| m.spec.root_namespace.as_str())
+    }
 }
 
 fn same<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {

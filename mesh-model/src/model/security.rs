@@ -33,6 +33,13 @@ pub struct AuthorizationPolicySpec {
     /// Workloads in the policy's namespace it applies to; absent: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// The Services or Gateways (of the policy's namespace) it is attached to,
+    /// instead of a selector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<AuthzTargetRef>,
+    /// The single, deprecated form of `targetRefs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<AuthzTargetRef>,
     #[serde(default)]
     pub action: Action,
     /// The external authorizer of a CUSTOM policy (not supported: see README).
@@ -46,6 +53,21 @@ pub struct AuthorizationPolicySpec {
     pub unknown: Unknown,
 }
 
+/// What a policy is attached to (Istio's `AuthzTargetReference`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthzTargetRef {
+    /// `""` (core) for a Service, `gateway.networking.k8s.io` for a Gateway.
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    /// Must be absent: cross-namespace references are refused, as Istio does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
 )]
@@ -56,8 +78,8 @@ pub enum Action {
     Deny,
     Audit,
     // Delegated to an external authorizer: not supported, enforced as DENY for
-    // what its rules match (fail closed). (Not a doc comment: it would make the
-    // CRD schema a oneOf.)
+    // what its rules match (fail closed, never dropped). (Not a doc comment: it
+    // would make the CRD schema a oneOf.)
     Custom,
 }
 
@@ -113,12 +135,12 @@ pub struct Source {
     pub request_principals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_request_principals: Vec<String>,
-    /// Not supported (X-Forwarded-For trust): fail closed.
+    /// The client's address as the first hop saw it (L7).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_ip_blocks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
-    /// Not supported: fail closed.
+    /// `serviceAccount` (of the policy's namespace) or `namespace/serviceAccount`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -177,7 +199,7 @@ pub struct PeerAuthenticationSpec {
     pub selector: Option<LabelSelector>,
     #[serde(default)]
     pub mtls: Mtls,
-    /// Per-port modes: not supported; a policy with them counts as STRICT.
+    /// Per-port modes (of a workload policy), by the workload's port number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub port_level_mtls: BTreeMap<String, Mtls>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -203,7 +225,7 @@ pub enum MtlsMode {
     #[default]
     Permissive,
     Strict,
-    // UNSET: inherit (no opinion); DISABLE: plaintext allowed, as PERMISSIVE
+    // UNSET: inherit the parent's mode; DISABLE: plaintext allowed, as PERMISSIVE
     // (ambient enforces STRICT only).
     Unset,
     Disable,

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use super::policy::Policies;
+use super::policy::{PeerMtls, Policies};
 use crate::{
     authz::Policy,
     l7::table::Table,
@@ -42,8 +42,8 @@ pub struct WorkloadInfo {
     pub captured: bool,
     /// The AuthorizationPolicies that apply to it.
     pub policies: Vec<Arc<Policy>>,
-    /// PeerAuthentication STRICT: plaintext inbound is refused.
-    pub strict: bool,
+    /// Its effective PeerAuthentication: where plaintext inbound is refused.
+    pub mtls: PeerMtls,
     /// It has policy only a waypoint can enforce (L7 rules, RequestAuthentication).
     pub l7: bool,
 }
@@ -110,6 +110,9 @@ pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
     /// The shared waypoint its traffic goes through (`ferrymesh.io/use-waypoint`).
     pub waypoint: Option<Arc<WorkloadInfo>>,
+    /// AuthorizationPolicies attached to it by `targetRefs`: judged for
+    /// connections and requests addressed to it.
+    pub policies: Vec<Arc<Policy>>,
 }
 
 impl ServiceInfo {
@@ -163,7 +166,7 @@ fn workload(
     WorkloadInfo {
         object: w.clone(),
         captured: namespaces.get(ns).is_some_and(|n| n.ambient) && !opted_out,
-        strict: policies.strict(ns, labels),
+        mtls: policies.peer_mtls(ns, labels),
         policies: applying,
         l7: l7_policy,
     }
@@ -259,7 +262,8 @@ impl Topology {
                 })
                 .filter(|name| *name != "none")
                 .and_then(|name| by_name.get(&(ns, name.as_str())).map(|w| (*w).clone()));
-            let info = Arc::new(service(s, endpoints, waypoint, l7));
+            let attached = policies.for_service(ns, &s.metadata.name);
+            let info = Arc::new(service(s, endpoints, waypoint, l7, attached));
             for vip in info.vips() {
                 t.services_by_vip.insert(*vip, info.clone());
             }
@@ -276,10 +280,13 @@ fn service(
     endpoints: Vec<Arc<WorkloadInfo>>,
     waypoint: Option<Arc<WorkloadInfo>>,
     l7: &Table,
+    policies: Vec<Arc<Policy>>,
 ) -> ServiceInfo {
     let ns = s.metadata.namespace();
     let key = format!("{ns}/{}", s.metadata.name);
-    let endpoint_l7 = endpoints.iter().any(|w| w.l7);
+    // Requests are judged at the waypoint for an endpoint's L7 policy or the
+    // Service's own (`targetRefs`).
+    let endpoint_l7 = endpoints.iter().any(|w| w.l7) || policies.iter().any(|p| p.has_l7());
     let ports = s
         .spec
         .ports
@@ -303,6 +310,7 @@ fn service(
         object: s.clone(),
         ports,
         waypoint,
+        policies,
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{io::H2Io, CONNECTION_WINDOW, MAX_FRAME, REASON_HEADER, STREAM_WINDOW};
 use crate::{
     datapath::DataPath,
-    enforce::{self, Caller},
+    enforce::{self, Caller, Judging},
     guard::{self, Guard, Reason},
     local::Pod,
     tls,
@@ -67,38 +67,51 @@ pub async fn serve(
     serve_with(listener, acceptor, pod, dp, Deliver { l7 }).await
 }
 
-/// The workload behind `pod` when L7 policy applies to it (an AuthorizationPolicy
-/// rule with request attributes, or a RequestAuthentication) and the caller is not
-/// a waypoint (a shared waypoint judged the requests with the policies bound to it,
-/// as Istio's ztunnel trusts waypoints).
-fn l7_policy(
-    dp: &DataPath,
-    pod: &Pod,
-    source: &Identity,
-) -> Option<Arc<mesh_model::state::WorkloadInfo>> {
+/// Who judges the requests of a stream to `pod` from `source`.
+enum Requests {
+    /// This agent, at L7: the pod has L7 policy (rules with HTTP attributes,
+    /// RequestAuthentication).
+    JudgedHere(Arc<mesh_model::state::WorkloadInfo>),
+    /// The shared waypoint that sends the stream judged them.
+    JudgedByWaypoint,
+    /// Nobody: the L4 check decides alone.
+    NotJudged,
+}
+
+impl Requests {
+    fn judging(&self) -> Judging {
+        match self {
+            Requests::NotJudged => Judging::L4Only,
+            Requests::JudgedHere(_) | Requests::JudgedByWaypoint => Judging::PerRequest,
+        }
+    }
+}
+
+fn requests(dp: &DataPath, pod: &Pod, source: &Identity) -> Requests {
     let state = dp.inputs.state.load();
-    let w = pod
+    let Some(w) = pod
         .addresses
         .first()
-        .and_then(|a| state.workloads_by_ip.get(a))?;
-    let jwt = || {
-        state
-            .l7
-            .jwt
-            .iter()
-            .any(|j| j.applies(w.namespace(), w.labels()))
+        .and_then(|a| state.workloads_by_ip.get(a))
+    else {
+        return Requests::NotJudged;
     };
-    if !(w.policies.iter().any(|p| p.has_l7()) || jwt()) {
-        return None;
-    }
-    // Only for pods with L7 policy: is the caller a waypoint?
     let inputs = &dp.inputs;
-    let from_waypoint = state
-        .services_by_key
-        .values()
-        .filter_map(|s| s.waypoint.as_ref())
-        .any(|wp| inputs.identity_of(wp) == *source);
-    (!from_waypoint).then(|| w.clone())
+    let from_waypoint = || {
+        state
+            .services_by_key
+            .values()
+            .filter_map(|s| s.waypoint.as_ref())
+            .any(|wp| inputs.identity_of(wp) == *source)
+    };
+    if !w.l7 {
+        return Requests::NotJudged;
+    }
+    if from_waypoint() {
+        Requests::JudgedByWaypoint
+    } else {
+        Requests::JudgedHere(w.clone())
+    }
 }
 
 /// An HBONE server whose streams go to `on`.
@@ -377,11 +390,13 @@ async fn stream(
         identity: Some(&source),
         ip: peer.ip().to_canonical(),
     };
-    if let Err(denied) = enforce::connection(&dp.inputs, &pod, caller, target.port()) {
+    let requests = requests(&dp, &pod, &source);
+    let judging = requests.judging();
+    if let Err(denied) = enforce::connection(&dp.inputs, &pod, caller, target, judging) {
         c.inbound_denied.inc();
         return refuse(respond, StatusCode::UNAUTHORIZED, &denied.to_string());
     }
-    if let Some(workload) = l7_policy(&dp, &pod, &source) {
+    if let Requests::JudgedHere(workload) = requests {
         return serve_l7(
             req,
             respond,
@@ -395,7 +410,7 @@ async fn stream(
     }
     let registration = dp
         .established
-        .register(&pod, caller.identity, caller.ip, target.port());
+        .register(&pod, caller.identity, caller.ip, target, judging);
     let Some(app) = inbound::connect_app(&pod, target, &dp.inputs.guard).await else {
         return refuse(
             respond,

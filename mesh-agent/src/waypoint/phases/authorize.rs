@@ -48,35 +48,81 @@ fn authenticate(
     })
 }
 
-/// One target workload's policy for this request.
+fn forbidden() -> LocalReply {
+    LocalReply::new(
+        StatusCode::FORBIDDEN,
+        "access denied\n",
+        ResponseFlag::Unauthorized,
+    )
+}
+
+/// The request's attributes for policy. The client's address (`remoteIpBlocks`) is
+/// the peer's: X-Forwarded-For is not trusted (Istio's default of no trusted
+/// proxies).
+fn attributes<'r>(
+    conn: &Conn,
+    parts: &'r Parts,
+    path: &'r str,
+    log: &'r RequestLog,
+    authn: Option<&'r jwt::Authenticated>,
+) -> authz::Request<'r> {
+    authz::Request {
+        method: parts.method.as_str(),
+        path,
+        host: &log.authority,
+        headers: &parts.headers,
+        principal: authn.map(|a| a.principal.as_str()),
+        claims: authn.map(|a| &a.claims),
+        remote_ip: conn.client.ip().to_canonical(),
+    }
+}
+
+/// The policies attached to the Service this request is addressed to.
+fn service_policy(conn: &Conn, parts: &Parts, log: &RequestLog) -> Result<(), LocalReply> {
+    let Parent::Service { service, .. } = &conn.parent else {
+        return Ok(());
+    };
+    if service.policies.is_empty() {
+        return Ok(());
+    }
+    let path = parts.uri.path().to_owned();
+    let request = attributes(conn, parts, &path, log, None);
+    let caller = Caller {
+        identity: conn.source.as_ref(),
+        ip: conn.client.ip(),
+    };
+    let policies = service.policies.iter().map(AsRef::as_ref);
+    let target = format!("service {}", service.key());
+    enforce::request(
+        &conn.dp.inputs,
+        policies,
+        &target,
+        caller,
+        conn.original,
+        &request,
+    )
+    .map_err(|_| forbidden())
+}
+
+/// One target workload's policy for this request, `destination` its address.
 fn target_policy(
     conn: &Conn,
     state: &State,
-    target: &WorkloadInfo,
+    (target, destination): (&WorkloadInfo, std::net::SocketAddr),
     source: Option<&Identity>,
     parts: &mut Parts,
     log: &RequestLog,
 ) -> Result<(), LocalReply> {
     let authn = authenticate(conn, state, target, parts, log)?;
     let path = parts.uri.path().to_owned();
-    let request = authz::Request {
-        method: parts.method.as_str(),
-        path: &path,
-        host: &log.authority,
-        headers: &parts.headers,
-        principal: authn.as_ref().map(|a| a.principal.as_str()),
-        claims: authn.as_ref().map(|a| &a.claims),
-    };
+    let request = attributes(conn, parts, &path, log, authn.as_ref());
     let caller = Caller {
         identity: source,
         ip: conn.client.ip(),
     };
-    if enforce::request(target, caller, conn.original.port(), &request).is_err() {
-        return Err(LocalReply::new(
-            StatusCode::FORBIDDEN,
-            "access denied\n",
-            ResponseFlag::Unauthorized,
-        ));
+    let inputs = &conn.dp.inputs;
+    if enforce::workload_request(inputs, target, caller, destination, &request).is_err() {
+        return Err(forbidden());
     }
     if let Some(a) = authn {
         if let Some(h) = &a.strip {
@@ -102,8 +148,10 @@ pub fn check(
     log: &mut RequestLog,
 ) -> Result<(), LocalReply> {
     if let Parent::Gateway { workload, .. } = &conn.parent {
-        target_policy(conn, state, workload, conn.source.as_ref(), parts, log)?;
+        let at = (workload.as_ref(), conn.original);
+        target_policy(conn, state, at, conn.source.as_ref(), parts, log)?;
     }
+    service_policy(conn, parts, log)?;
     let Some(w) = state.workloads_by_ip.get(&chosen.first.ip()) else {
         return Ok(());
     };
@@ -127,5 +175,5 @@ pub fn check(
         Parent::Gateway { .. } => Some(&conn.pod.identity),
         _ => conn.source.as_ref(),
     };
-    target_policy(conn, state, w, source, parts, log)
+    target_policy(conn, state, (w, chosen.first), source, parts, log)
 }
