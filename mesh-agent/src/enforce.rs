@@ -12,6 +12,8 @@ use mesh_model::{
     state::{ServiceInfo, WorkloadInfo},
 };
 
+pub use mesh_model::authz::Judging;
+
 use crate::{
     datapath::Inputs,
     local::Pod,
@@ -52,26 +54,6 @@ impl Caller<'_> {
         self.identity
             .map(ToString::to_string)
             .unwrap_or_else(|| format!("plaintext {}", self.ip))
-    }
-}
-
-/// Whether the requests of a connection are judged after its L4 check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Judging {
-    /// L7 serves it (this agent at the destination, or the waypoint that made
-    /// it): rules with HTTP attributes are left to the requests.
-    PerRequest,
-    /// Nothing judges requests: ztunnel's rule (an ALLOW rule with HTTP attributes
-    /// matches nothing; a DENY rule matches on its L4 fields).
-    L4Only,
-}
-
-impl Judging {
-    fn l7(self) -> authz::L7<'static> {
-        match self {
-            Judging::PerRequest => authz::L7::PerRequest,
-            Judging::L4Only => authz::L7::None,
-        }
     }
 }
 

@@ -12,10 +12,10 @@ use std::{
     },
 };
 
-use mesh_model::identity::Identity;
+use mesh_model::{authz::Judging, identity::Identity};
 use tokio::sync::Notify;
 
-use crate::{enforce::Judging, local::Pod};
+use crate::local::Pod;
 
 struct Entry {
     pod: Arc<Pod>,

@@ -6,7 +6,7 @@
 //! its fail-closed stand-in and report it: never drop it.
 use kube::api::DynamicObject;
 use mesh_control::translate::{self, Inputs};
-use mesh_model::testing::{authz_cases, authz_conformance_cases};
+use mesh_model::conformance::{self, case};
 use serde::Deserialize;
 
 fn inputs(yaml: &str) -> Inputs {
@@ -29,21 +29,21 @@ fn inputs(yaml: &str) -> Inputs {
 
 #[test]
 fn istio_verdicts_through_the_cluster_translation() {
-    let cases = authz_conformance_cases();
+    let cases = conformance::cases();
     let mut failures = Vec::new();
     for c in &cases {
         let (objects, problems) = translate::objects(&inputs(&c.yaml));
         let refused = c
             .checks
             .iter()
-            .any(|(_, w)| matches!(w, authz_cases::Want::Refused(_)));
+            .any(|(_, w)| matches!(w, case::Want::Refused(_)));
         if refused == problems.is_empty() {
             failures.push(format!(
                 "{}: refused {refused}, problems reported: {problems:?}",
                 c.name
             ));
         }
-        failures.extend(authz_cases::check(c, Ok(objects), true));
+        failures.extend(case::check(c, Ok(objects), true));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

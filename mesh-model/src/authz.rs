@@ -14,13 +14,13 @@ use crate::model::Action;
 mod compile;
 mod keys;
 mod matching;
+mod patterns;
 mod types;
 pub mod validate;
 
-pub use compile::{
-    policy as compile, Cidr, Pattern, Policy, Rule, Scope, Segment, Target as PolicyTarget,
-};
+pub use compile::{policy as compile, Policy, Rule, Scope, Target as PolicyTarget};
 pub use keys::{Condition, ConditionKey, ServiceAccount, Values};
+pub use patterns::{Cidr, Pattern, Segment};
 pub use types::*;
 
 /// Whether a policy applies to a workload: its namespace (any, for a policy of the

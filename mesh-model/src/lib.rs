@@ -15,6 +15,8 @@
 pub mod authz;
 pub mod ca;
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod identity;
 pub mod l7;
 pub mod model;

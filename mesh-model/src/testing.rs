@@ -5,12 +5,6 @@
 //! with `config().with(...)` and compiled with `.state()`.
 use std::{net::IpAddr, sync::Arc};
 
-pub mod authz_cases;
-mod authz_table;
-mod authz_table_fields;
-
-pub use authz_table::cases as authz_conformance_cases;
-
 use crate::{
     model::{self, *},
     state::State,

@@ -1,6 +1,6 @@
 //! What a `when` condition reads (Istio's attribute names) and the typed values it
 //! is compared with, parsed once when the policy is compiled.
-use super::compile::{Cidr, Pattern};
+use super::patterns::{Cidr, Pattern};
 
 /// A `when` key. Istio's webhook refuses any other (`validate`).
 #[derive(Debug, Clone, PartialEq, Eq)]

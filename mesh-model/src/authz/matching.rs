@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use super::{
-    compile::{Cidr, Operation, Pattern, Policy, Rule, Source},
+    compile::{Operation, Policy, Rule, Source},
     keys::{Condition, ConditionKey, ServiceAccount, Values},
+    patterns::{Cidr, Pattern},
     types::{Connection, L7},
 };
 use crate::model::Action;

@@ -36,6 +36,26 @@ pub enum L7<'a> {
     None,
 }
 
+/// Whether the requests of a connection are judged after its L4 check (what the
+/// L4 check then passes as `L7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judging {
+    /// L7 serves it (this agent at the destination, or the waypoint that made
+    /// it): rules with HTTP attributes are left to the requests.
+    PerRequest,
+    /// Nothing judges requests: ztunnel's rule.
+    L4Only,
+}
+
+impl Judging {
+    pub fn l7(self) -> L7<'static> {
+        match self {
+            Judging::PerRequest => L7::PerRequest,
+            Judging::L4Only => L7::None,
+        }
+    }
+}
+
 /// An HTTP request's attributes.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

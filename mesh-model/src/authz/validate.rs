@@ -4,7 +4,7 @@
 //! object by its fail-closed stand-in and reports it).
 use crate::model::{self, Action, AuthorizationPolicy, LabelSelector, PeerAuthentication};
 
-use super::keys::ConditionKey;
+use super::{keys::ConditionKey, patterns::Cidr};
 
 /// A port as Go's `strconv.ParseUint(s, 10, 32)` and `<= 65535` read it.
 pub fn port(s: &str) -> Option<u16> {
@@ -16,7 +16,7 @@ pub fn port(s: &str) -> Option<u16> {
 
 fn ips(v: &[String], errs: &mut Vec<String>) {
     for s in v {
-        let ok = super::Cidr::parse(s).is_some();
+        let ok = Cidr::parse(s).is_some();
         match (ok, s.contains('/')) {
             (true, _) => {}
             (false, true) => errs.push(format!("bad CIDR range ({s})")),

@@ -1,6 +1,6 @@
 //! Conformance cases, cause 7: fields, their matching and Istio's webhook checks;
 //! `targetRefs` and CUSTOM.
-use super::authz_cases::{
+use super::case::{
     ap, Ask,
     Ask::{Gateway, Http, ServiceHttp, L4},
     Case,

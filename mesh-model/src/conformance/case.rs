@@ -1,16 +1,13 @@
-//! A conformance table for AuthorizationPolicy and PeerAuthentication: named cases
-//! from Istio's reference and ztunnel's tests (each with a one-line source), the
-//! verdicts Istio gives. Run in file mode (`mesh_model` unit tests) and through
-//! mesh-control's translation of Kubernetes objects (its tests), so both paths
-//! agree with Istio.
+//! One conformance case: what is asked, what Istio answers, and the check that
+//! runs it against compiled objects.
 use std::sync::Arc;
 
-use super::{namespace, service, workload};
 use crate::{
     authz::{self, Connection, Request, L7},
     identity::Identity,
     model::Objects,
     state::State,
+    testing::{namespace, service, workload},
 };
 
 /// Who asks.

@@ -3,7 +3,7 @@
 //! `l4WhenAttributes`, `convertedSelectorPeerAuthentications`), ztunnel's rbac.rs
 //! tests, Istio's webhook (pkg/config/validation, pkg/config/security) and the
 //! istio.io reference pages.
-use super::authz_cases::{
+use super::case::{
     ap, pa, Ask,
     Ask::{Gateway, Http, Plaintext, L4},
     Case,
@@ -21,7 +21,7 @@ fn case(name: &'static str, source: &'static str, yaml: String, checks: Vec<(Ask
     }
 }
 
-fn req(from: super::authz_cases::From, method: &'static str, port: u16, path: &'static str) -> Ask {
+fn req(from: super::case::From, method: &'static str, port: u16, path: &'static str) -> Ask {
     Http(from, port, method, path, "httpbin.foo", None, None)
 }
 
@@ -443,6 +443,6 @@ pub fn cases() -> Vec<Case> {
     all.extend(dry_run());
     all.extend(root_namespace());
     all.extend(peer_authentication());
-    all.extend(super::authz_table_fields::cases());
+    all.extend(super::table_fields::cases());
     all
 }

@@ -1,0 +1,136 @@
+//! Istio's AuthorizationPolicy semantics through real connections: an ALLOW with
+//! an L4 `when` key is judged at L4 (mTLS and plaintext alike), an L7-only DENY is
+//! judged per request where L7 runs and keeps its L4 part where only L4 decides
+//! (ztunnel's rule), and a dry-run policy is logged and counted, never enforced.
+mod common;
+
+use common::two_node_lab;
+use ferrymesh_tests::Lab;
+
+const ALLOW_8080: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-8080, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  rules:
+  - when: [{key: destination.port, values: ["8080"]}]
+---
+"#;
+
+const DENY_POST: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-post, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - to: [{operation: {methods: [POST]}}]
+---
+"#;
+
+const DRY_RUN_DENY_ALL: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: would-deny-all
+  namespace: shop
+  annotations: {istio.io/dry-run: "true"}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules: [{}]
+---
+"#;
+
+/// curl from `pod`: the HTTP status, 0 when the connection was refused or reset.
+fn status(lab: &Lab, pod: &str, args: &[&str]) -> u16 {
+    let mut all = vec![
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "10",
+        "-w",
+        "%{http_code}",
+    ];
+    all.extend_from_slice(args);
+    let out = lab.run_in_pod(pod, "curl", &all).expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn l4_when_and_l7_only_deny_behave_as_in_istio() {
+    let mut lab = two_node_lab();
+    let _server = lab.http_server("server", "server", &[]).expect("server");
+    let ip = lab.pod("server").addr4(8080).ip().to_string();
+    let http = format!("http://{ip}:8080/x");
+    let ws = format!("http://{ip}:8081/x");
+    // No policy: both ports answer, from the mesh and from outside it.
+    for pod in ["client", "outsider"] {
+        assert_eq!(status(&lab, pod, &[&http]), 200, "{pod} to 8080");
+        assert_ne!(status(&lab, pod, &[&ws]), 0, "{pod} to 8081");
+    }
+
+    // ALLOW when destination.port 8080: an L4 key, judged at L4 for mTLS and
+    // plaintext sources alike.
+    lab.apply_config(ALLOW_8080).expect("policy applied");
+    let denied = lab.counter("b", "shop/server", "inbound_denied").unwrap();
+    for pod in ["client", "outsider"] {
+        assert_eq!(status(&lab, pod, &[&http]), 200, "{pod}: 8080 allowed");
+        assert_eq!(status(&lab, pod, &[&ws]), 0, "{pod}: 8081 refused at L4");
+    }
+    assert_eq!(
+        lab.counter("b", "shop/server", "inbound_denied").unwrap(),
+        denied + 2
+    );
+
+    // DENY methods POST (HTTP only) beside it: mTLS requests are judged one by
+    // one at the destination; a plaintext connection, which nothing judges per
+    // request, is refused on the DENY's L4 part (empty: all of it).
+    lab.apply_config(&format!("{ALLOW_8080}{DENY_POST}"))
+        .expect("policies applied");
+    assert_eq!(status(&lab, "client", &[&http]), 200, "GET allowed");
+    assert_eq!(
+        status(&lab, "client", &["-X", "POST", &http]),
+        403,
+        "POST denied per request"
+    );
+    assert_eq!(
+        status(&lab, "outsider", &[&http]),
+        0,
+        "plaintext refused at L4"
+    );
+    let log = lab.agent_log("b");
+    assert!(
+        log.contains("request denied: denied by policy shop/no-post")
+            && log.contains("connection refused: denied by policy shop/no-post"),
+        "{log}"
+    );
+
+    // Dry run: evaluated, logged and counted, never enforced.
+    lab.apply_config(&format!("{ALLOW_8080}{DRY_RUN_DENY_ALL}"))
+        .expect("dry run applied");
+    assert_eq!(
+        status(&lab, "client", &[&http]),
+        200,
+        "dry run not enforced"
+    );
+    assert_eq!(
+        status(&lab, "outsider", &[&http]),
+        200,
+        "dry run not enforced"
+    );
+    let m = lab.metrics("b").unwrap();
+    let would_deny = |layer: &str| {
+        m.lines().any(|l| {
+            l.starts_with("ferrymesh_authz_dry_run_total{")
+                && l.contains(&format!("layer=\"{layer}\""))
+                && l.contains("result=\"would_deny\"")
+                && !l.ends_with(" 0")
+        })
+    };
+    assert!(would_deny("l4"), "{m}");
+    assert!(lab.agent_log("b").contains("dry run: would_deny"));
+}
