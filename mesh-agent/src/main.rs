@@ -163,6 +163,12 @@ struct WaypointFlags {
     /// Act as this Gateway (namespace/name): routes whose parentRef is it apply.
     #[arg(long)]
     gateway: Option<String>,
+    /// Proxies in front of the gateway whose X-Forwarded-For entries are trusted
+    /// (Istio's numTrustedProxies): the client address policy sees
+    /// (`remoteIpBlocks`, `remote.ip`) is the Nth entry from the right; 0 (the
+    /// default): the peer's address.
+    #[arg(long, default_value_t = 0)]
+    trusted_proxies: u8,
     /// Plain HTTP listener for clients outside the mesh (e.g. [::]:8000).
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -266,6 +272,7 @@ fn waypoint(f: WaypointFlags) -> Result<(), String> {
         workload: f.workload,
         hbone: f.hbone,
         gateway: f.gateway,
+        trusted_proxies: f.trusted_proxies,
         http: f.http,
         https: f.https,
         tls_cert: f.tls_cert,

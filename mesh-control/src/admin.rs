@@ -112,7 +112,7 @@ mod tests {
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: ext, namespace: shop}
-spec: {action: CUSTOM, rules: [{}]}
+spec: {action: CUSTOM, provider: {name: ext-authz}, rules: [{}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute

@@ -152,6 +152,7 @@ async fn waypoint(
         client: peer,
         original,
         at_destination: false,
+        trusted_proxies: 0,
     });
     // hyper closes the connection itself (with 400 for bytes that are not HTTP).
     if let Err(e) = crate::waypoint::server::serve(conn.take(), wc).await {

@@ -23,6 +23,10 @@ pub struct Conn {
     /// The destination's own node serving it (L7 policy enforced where the pod
     /// runs): requests go straight to the application, not through another plan.
     pub at_destination: bool,
+    /// Proxies in front of this edge whose X-Forwarded-For entries are trusted
+    /// (Istio's `numTrustedProxies`): the client address for policy is the Nth
+    /// from the right. 0 (everywhere but a configured edge): the peer's.
+    pub trusted_proxies: u8,
 }
 
 impl Conn {

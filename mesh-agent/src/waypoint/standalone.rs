@@ -78,6 +78,8 @@ pub struct Args {
     pub https: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Proxies in front of the edge whose X-Forwarded-For entries are trusted.
+    pub trusted_proxies: u8,
     pub metrics: SocketAddr,
     pub reload_interval: Duration,
     pub worker_threads: usize,
@@ -185,6 +187,7 @@ async fn stream(
         client: peer,
         original: target,
         at_destination: false,
+        trusted_proxies: 0,
     });
     if let Err(e) = server::serve(io, conn).await {
         tracing::debug!(%peer, %target, "waypoint stream ended: {e}");
@@ -195,7 +198,7 @@ async fn edge(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     (pod, dp, l7): Ctx,
-    gateway: String,
+    (gateway, trusted_proxies): (String, u8),
 ) {
     let mut backoff = mesh_infra::backoff::Backoff::accept();
     loop {
@@ -240,6 +243,7 @@ async fn edge(
                 client: SocketAddr::new(client.ip().to_canonical(), client.port()),
                 original,
                 at_destination: false,
+                trusted_proxies,
             });
             let guard = conn.dp.inputs.guard.clone();
             let r = match tls {
@@ -346,7 +350,7 @@ async fn listen(args: &Args, pod: &Arc<Pod>, dp: &DataPath) -> Result<(), Error>
         if let Some(addr) = addr {
             let l = bind(addr).await?;
             let ctx = (pod.clone(), dp.clone(), l7.clone());
-            tokio::spawn(edge(l, tls, ctx, gw.clone()));
+            tokio::spawn(edge(l, tls, ctx, (gw.clone(), args.trusted_proxies)));
         }
     }
     Ok(())

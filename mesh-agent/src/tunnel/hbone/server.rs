@@ -477,6 +477,7 @@ async fn serve_l7(
         client: peer,
         original: target,
         at_destination: true,
+        trusted_proxies: 0,
     });
     if let Err(e) = crate::waypoint::server::serve(tunnel, conn).await {
         tracing::debug!(%peer, %target, "L7 at the destination ended: {e}");

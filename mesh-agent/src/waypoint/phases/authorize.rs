@@ -56,9 +56,33 @@ fn forbidden() -> LocalReply {
     )
 }
 
-/// The request's attributes for policy. The client's address (`remoteIpBlocks`) is
-/// the peer's: X-Forwarded-For is not trusted (Istio's default of no trusted
-/// proxies).
+/// The client's address for policy (`remoteIpBlocks`, `remote.ip`): with `trusted`
+/// proxies in front (an edge's `--trusted-proxies`), the X-Forwarded-For entry
+/// that many from the right, as Envoy's `xff_num_trusted_hops`; with none, or
+/// when the header has fewer entries or one that is not an address, the peer's.
+pub fn remote_ip(
+    headers: &http::HeaderMap,
+    peer: std::net::IpAddr,
+    trusted: u8,
+) -> std::net::IpAddr {
+    if trusted == 0 {
+        return peer.to_canonical();
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(usize::from(trusted))
+        .and_then(|i| entries[i].parse::<std::net::IpAddr>().ok())
+        .map_or(peer.to_canonical(), |ip| ip.to_canonical())
+}
+
+/// The request's attributes for policy.
 fn attributes<'r>(
     conn: &Conn,
     parts: &'r Parts,
@@ -73,7 +97,7 @@ fn attributes<'r>(
         headers: &parts.headers,
         principal: authn.map(|a| a.principal.as_str()),
         claims: authn.map(|a| &a.claims),
-        remote_ip: conn.client.ip().to_canonical(),
+        remote_ip: remote_ip(&parts.headers, conn.client.ip(), conn.trusted_proxies),
     }
 }
 
@@ -176,4 +200,34 @@ pub fn check(
         _ => conn.source.as_ref(),
     };
     target_policy(conn, state, (w, chosen.first), source, parts, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_ip;
+
+    #[test]
+    fn the_client_address_trusts_only_configured_proxies() {
+        let peer: std::net::IpAddr = "192.0.2.9".parse().expect("ip");
+        // (X-Forwarded-For values, trusted proxies, client address)
+        let cases: [(&[&str], u8, &str); 6] = [
+            (&["203.0.113.1"], 0, "192.0.2.9"),
+            (&["203.0.113.1"], 1, "203.0.113.1"),
+            (&["198.51.100.7, 203.0.113.1"], 2, "198.51.100.7"),
+            (&["198.51.100.7", "203.0.113.1"], 1, "203.0.113.1"),
+            (&["203.0.113.1"], 2, "192.0.2.9"),
+            (&["not-an-address"], 1, "192.0.2.9"),
+        ];
+        for (xff, trusted, want) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().expect("value"));
+            }
+            assert_eq!(
+                remote_ip(&h, peer, trusted).to_string(),
+                want,
+                "{xff:?} {trusted}"
+            );
+        }
+    }
 }
