@@ -143,3 +143,57 @@ fn l4_when_and_l7_only_deny_behave_as_in_istio() {
     assert!(would_deny("l4"), "{m}");
     assert!(lab.agent_log("b").contains("dry run: would_deny"));
 }
+
+const SERVICE_ALLOW_CLIENT: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: server-svc-clients, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: server}]
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+---
+"#;
+
+const SERVICE_DENY_ADMIN: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: server-svc-admin, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: server}]
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin"]}}]
+---
+"#;
+
+#[test]
+fn a_policy_attached_to_a_service_judges_what_is_addressed_to_it() {
+    let mut lab = two_node_lab();
+    let _http = lab
+        .http_server("server", "server", &[])
+        .expect("http server");
+    let vip = format!("http://{}:80", lab.service("server").vip4);
+    let pod = format!("http://{}", lab.pod("server").addr4(8080));
+
+    // At L4, where the connection leaves: only the client may use the Service;
+    // the pod addressed directly is not the Service.
+    lab.apply_config(SERVICE_ALLOW_CLIENT)
+        .expect("policy applied");
+    assert_eq!(status(&lab, "client", &[&format!("{vip}/x")]), 200);
+    assert_eq!(
+        status(&lab, "other", &[&format!("{vip}/x")]),
+        0,
+        "refused at L4"
+    );
+    assert_eq!(status(&lab, "other", &[&format!("{pod}/x")]), 200);
+    assert!(
+        lab.agent_log("a").contains("service shop/server"),
+        "the refusal names the Service"
+    );
+
+    // An HTTP rule: the Service's requests are judged at the waypoint.
+    lab.apply_config(SERVICE_DENY_ADMIN)
+        .expect("policy applied");
+    assert_eq!(status(&lab, "client", &[&format!("{vip}/admin")]), 403);
+    assert_eq!(status(&lab, "client", &[&format!("{vip}/x")]), 200);
+    assert_eq!(status(&lab, "client", &[&format!("{pod}/admin")]), 200);
+}
