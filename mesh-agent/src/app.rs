@@ -3,6 +3,7 @@ use crate::inpod;
 
 mod args;
 pub mod memory;
+mod persist;
 mod serve;
 
 pub use args::*;

@@ -123,12 +123,28 @@ fn unpin(link: PinnedLink) {
 
 /// Removes what earlier (dead) agents of this node left pinned: their programs
 /// detach. Called once this agent's programs are attached.
+/// Maps every agent generation on the node shares: pinned in `<pin dir>/maps-v1`
+/// (the version names their layout), so a successor's programs see the
+/// enrolments, listeners and original destinations of the one before it, and old
+/// and new programs agree while both are attached.
+const SHARED_MAPS: [&str; 7] = [
+    maps::ENROLLED_NETNS,
+    maps::PENDING_CONNECT,
+    maps::ORIG_DST,
+    maps::EXCLUDED_PORTS,
+    maps::INBOUND_LISTENERS,
+    maps::ENROLLED_ADDRS,
+    maps::COUNTERS,
+];
+const MAPS_DIR: &str = "maps-v1";
+
+/// Removes the attachments earlier agents pinned (not the shared maps).
 fn remove_stale_pins(pin_dir: &Path, ours: &Path) {
     let Ok(entries) = std::fs::read_dir(pin_dir) else {
         return;
     };
     for e in entries.flatten() {
-        if e.path() != ours {
+        if e.path() != ours && e.file_name() != MAPS_DIR {
             tracing::info!(dir = %e.path().display(), "removing eBPF attachments left by a previous agent");
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -189,14 +205,18 @@ fn ip_from_words(w: &IpWords, v4: bool) -> IpAddr {
 
 /// The programs, attached, and the maps the agent writes.
 ///
-/// Every attachment is pinned in bpffs: if the agent dies, capture stays in place
-/// and enrolled pods fail closed (connections are refused, never sent around the
-/// mesh). A graceful shutdown unpins everything; the next agent on the node
-/// removes what a dead one left once its own programs are attached.
+/// Every attachment and map is pinned in bpffs: when the agent stops (SIGTERM,
+/// crash, kill -9) capture stays in place and enrolled pods fail closed
+/// (connections are refused, never sent around the mesh) until an agent serves
+/// them. The next agent shares the maps, attaches its own programs beside the old
+/// ones, enrols its pods, and only then removes what the previous one pinned
+/// (`release_previous`). Only `uninstall` removes capture.
 pub struct Kernel {
     bpf: Ebpf,
+    pin_dir: PathBuf,
     pins: PathBuf,
-    cgroup_links: Vec<PinnedLink>,
+    /// Held for the agent's life (pinned: they outlive it).
+    _cgroup_links: Vec<PinnedLink>,
     enrolled: HashMap<MapData, u64, EnrolledNetns>,
     enrolled_addrs: HashMap<MapData, IpWords, u32>,
     listeners: SockHash<MapData, IpWords>,
@@ -208,8 +228,17 @@ pub struct Kernel {
 impl Kernel {
     /// Loads the object and attaches connect4/connect6/sockops to `cgroup`.
     pub fn load(cgroup: &Path, pin_dir: &Path) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
-        let mut bpf = Ebpf::load(OBJECT)?;
         ensure_bpffs(pin_dir)?;
+        let maps_dir = pin_dir.join(MAPS_DIR);
+        std::fs::create_dir_all(&maps_dir).map_err(|source| Error::Pin {
+            path: maps_dir.clone(),
+            source,
+        })?;
+        let mut loader = aya::EbpfLoader::new();
+        for name in SHARED_MAPS {
+            loader.map_pin_path(name, maps_dir.join(name));
+        }
+        let mut bpf = loader.load(OBJECT)?;
         let pins = pin_dir.join(std::process::id().to_string());
         std::fs::create_dir_all(&pins).map_err(|source| Error::Pin {
             path: pins.clone(),
@@ -246,7 +275,6 @@ impl Kernel {
         let link = FdLink::try_from(p.take_link(id).map_err(prog_err(name))?)
             .map_err(|e| Error::Link { name, source: e })?;
         cgroup_links.push(pin(link, &pins.join(name))?);
-        remove_stale_pins(pin_dir, &pins);
         let p: &mut SkLookup = program(&mut bpf, programs::SK_LOOKUP)?;
         p.load().map_err(prog_err(programs::SK_LOOKUP))?;
         let take = |bpf: &mut Ebpf, name: &'static str| {
@@ -267,8 +295,9 @@ impl Kernel {
         Ok((
             Kernel {
                 bpf,
+                pin_dir: pin_dir.to_owned(),
                 pins,
-                cgroup_links,
+                _cgroup_links: cgroup_links,
                 enrolled,
                 enrolled_addrs,
                 listeners,
@@ -353,15 +382,30 @@ impl Kernel {
         Ok(())
     }
 
-    /// Graceful stop: every attachment goes, nothing stays pinned.
-    pub fn shutdown(&mut self) {
-        for (_, link) in self.lookups.drain() {
-            unpin(link);
+    /// Once this agent's programs are attached and its pods enrolled: detaches what
+    /// earlier agents pinned, and forgets enrolments of netns and addresses that
+    /// are not this agent's (pods that left while no agent ran).
+    pub fn release_previous(&mut self) {
+        remove_stale_pins(&self.pin_dir, &self.pins);
+        let stale: Vec<u64> = self
+            .enrolled
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|c| !self.lookups.contains_key(c))
+            .collect();
+        for c in stale {
+            let _ = self.enrolled.remove(&c);
         }
-        for link in self.cgroup_links.drain(..) {
-            unpin(link);
+        let ours: Vec<IpWords> = self.listeners.keys().filter_map(Result::ok).collect();
+        let stale: Vec<IpWords> = self
+            .enrolled_addrs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|a| !ours.contains(a))
+            .collect();
+        for a in stale {
+            let _ = self.enrolled_addrs.remove(&a);
         }
-        let _ = std::fs::remove_dir(&self.pins);
     }
 
     pub fn enrolled_count(&self) -> usize {
@@ -380,6 +424,16 @@ impl Kernel {
                 (counters::NAMES[i as usize], v)
             })
             .collect()
+    }
+}
+
+/// Removes capture from the node: every attachment and shared map under `pin_dir`
+/// (`mesh-agent uninstall`). Pods are then reached directly, outside the mesh.
+pub fn uninstall(pin_dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

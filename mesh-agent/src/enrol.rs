@@ -247,12 +247,6 @@ impl Enroller {
         problems
     }
 
-    pub fn unenrol_all(&mut self) {
-        for (_, e) in std::mem::take(&mut self.active) {
-            self.unenrol(e);
-        }
-    }
-
     /// Takes a pod out of the mesh. An address a later pod was enrolled with (it
     /// was reused while this pod terminated) keeps that pod's entries.
     fn unenrol(&mut self, e: Enrolled) {

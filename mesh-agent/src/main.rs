@@ -28,6 +28,39 @@ enum Command {
     /// Open one HBONE stream with given certificates and report what happened
     /// (for operators and tests: run it inside a pod's network namespace).
     HboneProbe(probe::ProbeArgs),
+    /// Remove capture from this node: every eBPF attachment and map the agents
+    /// pinned. A stopped agent leaves its pods captured (they fail closed); this is
+    /// the way out (after `helm uninstall`, or to debug a node without the mesh).
+    Uninstall(UninstallFlags),
+}
+
+#[derive(Args)]
+struct UninstallFlags {
+    /// The node's name (the default pin directory is /sys/fs/bpf/ferrymesh/<node>).
+    #[arg(long, default_value = "")]
+    node: String,
+    /// The agents' bpffs directory, as given to `run --pin-dir`.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+}
+
+fn uninstall(f: UninstallFlags) -> Result<(), String> {
+    let pin_dir = match (f.pin_dir, f.node.as_str()) {
+        (Some(d), _) => d,
+        (None, "") => return Err("give --node or --pin-dir".into()),
+        (None, node) => PathBuf::from("/sys/fs/bpf/ferrymesh").join(node),
+    };
+    match mesh_agent::ebpf::uninstall(&pin_dir) {
+        Ok(true) => {
+            tracing::info!(pin_dir = %pin_dir.display(), "capture removed: pods on this node are no longer in the mesh");
+            Ok(())
+        }
+        Ok(false) => {
+            tracing::info!(pin_dir = %pin_dir.display(), "nothing pinned here: no capture to remove");
+            Ok(())
+        }
+        Err(e) => Err(format!("removing {}: {e}", pin_dir.display())),
+    }
 }
 
 #[derive(Args)]
@@ -53,9 +86,13 @@ struct RunFlags {
     #[arg(long, default_value = "0.0.0.0:15020")]
     metrics: SocketAddr,
     /// bpffs directory where the agent pins its attachments, so that enrolled pods
-    /// fail closed if the agent dies (default: /sys/fs/bpf/ferrymesh/<node>).
+    /// fail closed if the agent stops (default: /sys/fs/bpf/ferrymesh/<node>).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
+    /// Where the last good config from the control plane is kept, to restart from
+    /// it while the control plane is unreachable (default: /var/lib/ferrymesh/<node>).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Where pods' network namespaces are pinned, for pods whose config has no
     /// spec.netns (cluster mode); repeat for several.
     #[arg(long, default_values = ["/var/run/netns", "/run/netns"])]
@@ -230,6 +267,9 @@ fn run(f: RunFlags) -> Result<(), String> {
     let pin_dir = f
         .pin_dir
         .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ferrymesh").join(&f.node));
+    let state_dir = f
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ferrymesh").join(&f.node));
     app::run(app::RunArgs {
         config: match f.config {
             Some(path) => app::ConfigSource::File(path),
@@ -240,6 +280,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         admin: f.admin,
         metrics: f.metrics,
         pin_dir,
+        state_dir,
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
@@ -321,6 +362,7 @@ fn main() -> ExitCode {
         Command::Waypoint(f) => waypoint(f),
         Command::RequestCert(f) => request_cert(f),
         Command::HboneProbe(args) => probe::run(args),
+        Command::Uninstall(f) => uninstall(f),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -330,14 +330,28 @@ fn a_malformed_config_is_refused_with_its_place_and_traffic_keeps_flowing() {
 }
 
 #[test]
-fn sigterm_unloads_everything() {
+fn sigterm_leaves_pods_captured_until_uninstall() {
     let mut lab = two_node_lab();
     let mut server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let echoed = |lab: &ferrymesh_tests::Lab, pod: &str| {
+        lab.run_client(pod, &["connect", "--to", &to, "--bytes", "4096"])
+            .is_ok_and(|r| r["received"] == 4096)
+    };
     assert!(lab.stop_agent("a").unwrap().success());
     assert!(lab.stop_agent("b").unwrap().success());
-    // With programs and sk_lookup attachments gone, the client reaches the server
-    // directly: the server sees the client's own address, not the agent's 127.0.0.6.
-    let to = lab.pod("server").addr4(8080).to_string();
+    // Stopped agents leave capture in place: the meshed client is refused, and
+    // plaintext from outside the mesh never reaches the meshed server.
+    assert!(!echoed(&lab, "client"), "a meshed pod went around the mesh");
+    assert!(!echoed(&lab, "outsider"), "plaintext reached a meshed pod");
+    assert!(
+        server.drain().iter().all(|l| !l.starts_with("accepted")),
+        "the server accepted a connection while no agent ran"
+    );
+    // `mesh-agent uninstall` removes capture: the client reaches the server
+    // directly, which sees the client's own address, not the agent's 127.0.0.6.
+    assert!(lab.uninstall("a").unwrap().success());
+    assert!(lab.uninstall("b").unwrap().success());
     let r = lab
         .run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
         .unwrap();

@@ -251,3 +251,58 @@ fn cluster_mode_agents_find_pod_namespaces_themselves() {
     lab.set_meshed("plain", false).expect("config");
     wait_enrolled(&lab, "a", "plain/outsider", false);
 }
+
+#[test]
+fn a_restart_with_the_control_plane_down_starts_from_the_last_good_config() {
+    let mut lab = lab();
+    let mut server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let echoed = |lab: &Lab, pod: &str| {
+        lab.run_client(pod, &["connect", "--to", &to, "--bytes", "1024"])
+            .is_ok_and(|r| r["received"] == 1024)
+    };
+    let plaintext_echoed = |lab: &Lab| echoed(lab, "outsider");
+    assert!(echoed(&lab, "client"));
+    server
+        .expect_line("accepted", Duration::from_secs(5))
+        .expect("the first connection accepted");
+    // `drain` returns every line so far: count the accepts.
+    let accepted = |server: &mut ferrymesh_tests::App| {
+        let lines = server.drain();
+        lines.iter().filter(|l| l.starts_with("accepted")).count()
+    };
+    let before = accepted(&mut server);
+    // SIGTERM: the server stays captured; nothing reaches it around the mesh.
+    assert!(lab.stop_agent("b").unwrap().success());
+    assert!(
+        !plaintext_echoed(&lab),
+        "plaintext reached a pod whose agent stopped"
+    );
+    assert_eq!(
+        accepted(&mut server),
+        before,
+        "the server accepted a connection while no agent ran"
+    );
+    // With the control plane down, the new agent enrols from what it persisted.
+    lab.kill_control_plane().expect("kill control plane");
+    lab.start_agent("b")
+        .expect("agent b ready without a control plane");
+    assert!(
+        enrolled(&lab, "b", "shop/server"),
+        "enrolled from the persisted config"
+    );
+    assert!(lab
+        .agent_log("b")
+        .contains("starting from the last good config from the control plane"));
+    assert!(
+        plaintext_echoed(&lab),
+        "served again (PERMISSIVE) by the new agent"
+    );
+    // The control plane back: mTLS too (the CA is part of it), once b has its
+    // certificate.
+    lab.start_control_plane().expect("control plane back");
+    eventually(Duration::from_secs(30), "mTLS to the server again", || {
+        echoed(&lab, "client").then_some(()).ok_or("not yet")
+    })
+    .expect("served over mTLS");
+}

@@ -52,6 +52,8 @@ pub struct RunArgs {
     pub metrics: SocketAddr,
     /// bpffs directory for this node's pinned attachments.
     pub pin_dir: PathBuf,
+    /// Where the last good config from the control plane is kept.
+    pub state_dir: PathBuf,
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,

@@ -148,6 +148,17 @@ struct Agent {
     enroller: Enroller,
     enrolled: Arc<Mutex<Vec<String>>>,
     dp: DataPath,
+    /// Where each config from the control plane is kept (None: file mode).
+    persist_to: Option<std::path::PathBuf>,
+}
+
+/// Keeps a control plane's config on disk (file mode has its file).
+fn persist(args: &RunArgs, s: &State) {
+    if matches!(args.config, ConfigSource::ControlPlane) {
+        if let Err(e) = super::persist::save(&args.state_dir, &s.objects) {
+            tracing::warn!(dir = %args.state_dir.display(), "the config is not persisted: {e}");
+        }
+    }
 }
 
 impl Agent {
@@ -164,6 +175,11 @@ impl Agent {
         match update {
             Update::Apply(version, s) => {
                 let generation = s.generation;
+                if let Some(dir) = &self.persist_to {
+                    if let Err(e) = super::persist::save(dir, &s.objects) {
+                        tracing::warn!(dir = %dir.display(), "the config is not persisted: {e}");
+                    }
+                }
                 m.config.degraded.set(s.fail_closed().count() as i64);
                 self.state.store(*s);
                 m.config.applied();
@@ -327,10 +343,18 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     )
     .with_places(args.netns_places.clone());
     let mut signals = Signals::new()?;
-    let first = match initial {
+    let persisted = || {
+        let s = super::persist::load(&args.state_dir)?;
+        tracing::info!(dir = %args.state_dir.display(), "starting from the last good config from the control plane; its stream replaces it when it answers");
+        Some(s)
+    };
+    let first = match initial.or_else(persisted) {
         Some(s) => s,
         None => match first_config(&mut updates, &mut signals, &metrics).await {
-            Some(s) => s,
+            Some(s) => {
+                persist(&args, &s);
+                s
+            }
             None => return Ok(()),
         },
     };
@@ -346,16 +370,24 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         enroller,
         enrolled,
         dp: dp.clone(),
+        persist_to: matches!(args.config, ConfigSource::ControlPlane)
+            .then(|| args.state_dir.clone()),
     };
     agent.reconcile();
+    // This agent's attachments serve every pod it could enrol: what an earlier
+    // agent left pinned goes now, not before (no gap).
+    kernel
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .release_previous();
     wait_for_certificates(&dp, &agent.enroller).await;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
     agent.run(&mut updates, &mut signals).await;
-    tracing::info!("shutting down: unenrolling pods and detaching eBPF programs");
+    // Capture stays: enrolled pods fail closed until an agent serves them again.
+    // Only leaving the mesh or `mesh-agent uninstall` removes it.
+    tracing::info!(pin_dir = %args.pin_dir.display(), "stopping; pods stay captured and fail closed until an agent serves them (`mesh-agent uninstall` removes capture)");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
-    agent.enroller.unenrol_all();
     drop(agent);
-    kernel.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
     Ok(())
 }

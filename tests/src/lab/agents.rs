@@ -84,6 +84,8 @@ impl Lab {
             .args(self.ca_args(&node.name))
             .arg("--pin-dir")
             .arg(self.pin_dir().join(&node.name))
+            .arg("--state-dir")
+            .arg(self.dir.join("state").join(&node.name))
             .args(&self.spec.agent_args)
             .env(
                 "RUST_LOG",
@@ -132,6 +134,17 @@ impl Lab {
         }
         self.spec.agent_args = args.iter().map(|a| a.to_string()).collect();
         self.start_agents()
+    }
+
+    /// Runs `mesh-agent uninstall` for a node: its capture goes.
+    pub fn uninstall(&self, node: &str) -> Result<std::process::ExitStatus> {
+        let status = std::process::Command::new(agent_binary()?)
+            .arg("uninstall")
+            .arg("--pin-dir")
+            .arg(self.pin_dir().join(node))
+            .status()
+            .context("running mesh-agent uninstall")?;
+        Ok(status)
     }
 
     /// Stops one node's agent with SIGTERM and waits for it to exit.
