@@ -48,6 +48,7 @@ impl Admin {
             "config": self.metrics.config.json(),
             "enrolled": *self.enrolled.lock().unwrap_or_else(|p| p.into_inner()),
             "enrolled_netns": enrolled_netns,
+            "blocked": self.metrics.blocked_json(),
             "orig_dst_entries": inputs.orig_dst.as_ref().map(|o| o.len()),
             "ebpf": ebpf,
             "workloads": self.metrics.workloads_json(),

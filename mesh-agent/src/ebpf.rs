@@ -340,6 +340,29 @@ impl Kernel {
                 .insert(ip_words(*a), inbound.as_raw_fd(), 0)
                 .map_err(map_err(maps::INBOUND_LISTENERS))?;
         }
+        self.capture(netns, addresses, 0)
+    }
+
+    /// A pod whose enrolment failed: inbound to its addresses is dropped (no
+    /// listener) and its connect()s beyond loopback are refused, until `enrol`.
+    pub fn block(
+        &mut self,
+        netns: &crate::inpod::Netns,
+        addresses: &[IpAddr],
+    ) -> Result<(), Error> {
+        for a in addresses {
+            let _ = self.listeners.remove(&ip_words(*a));
+        }
+        self.capture(netns, addresses, mesh_common::ENROLLED_BLOCKED)
+    }
+
+    /// sk_lookup on the netns, its addresses and its entry (with `flags`).
+    fn capture(
+        &mut self,
+        netns: &crate::inpod::Netns,
+        addresses: &[IpAddr],
+        flags: u32,
+    ) -> Result<(), Error> {
         let name = programs::SK_LOOKUP;
         let p: &mut SkLookup = program(&mut self.bpf, name)?;
         if let std::collections::hash_map::Entry::Vacant(e) = self.lookups.entry(netns.cookie()) {
@@ -355,7 +378,10 @@ impl Kernel {
                 .insert(ip_words(*a), 1, 0)
                 .map_err(map_err(maps::ENROLLED_ADDRS))?;
         }
-        let mut value = EnrolledNetns::default();
+        let mut value = EnrolledNetns {
+            flags,
+            ..EnrolledNetns::default()
+        };
         for a in addresses {
             if a.is_ipv4() {
                 value.pod_ip4 = ip_words(*a);
@@ -396,7 +422,12 @@ impl Kernel {
         for c in stale {
             let _ = self.enrolled.remove(&c);
         }
-        let ours: Vec<IpWords> = self.listeners.keys().filter_map(Result::ok).collect();
+        let mut ours: Vec<IpWords> = Vec::new();
+        for c in self.lookups.keys() {
+            if let Ok(e) = self.enrolled.get(c, 0) {
+                ours.extend([e.pod_ip4, e.pod_ip6]);
+            }
+        }
         let stale: Vec<IpWords> = self
             .enrolled_addrs
             .keys()

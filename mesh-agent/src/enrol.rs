@@ -149,6 +149,15 @@ pub struct Enroller {
     found: Discovered,
     /// Address -> the pod last enrolled with it (whose entries the maps hold).
     owners: std::collections::HashMap<IpAddr, String>,
+    /// Pods whose enrolment failed, blocked in the kernel (fail closed) until a
+    /// retry succeeds: their spec, netns cookie and why.
+    blocked: BTreeMap<String, Blocked>,
+}
+
+struct Blocked {
+    spec: Spec,
+    cookie: Option<u64>,
+    why: String,
 }
 
 /// The addresses of `key` whose kernel and registry entries are its own, removed
@@ -183,6 +192,7 @@ impl Enroller {
             places: Default::default(),
             found: Default::default(),
             owners: Default::default(),
+            blocked: BTreeMap::new(),
         }
     }
 
@@ -227,24 +237,94 @@ impl Enroller {
                 self.unenrol(e);
             }
         }
+        self.unblock_gone(&want);
         for (key, spec) in want {
             if self.active.contains_key(&key) {
                 continue;
             }
-            match self.enrol(spec) {
+            match self.enrol(spec.clone()) {
                 Ok(e) => {
                     tracing::info!(workload = %key, "enrolled");
                     for a in &e.spec.addresses {
                         self.owners.insert(*a, key.clone());
                     }
-                    self.active.insert(key, e);
+                    self.active.insert(key.clone(), e);
+                    if self.blocked.remove(&key).is_some() {
+                        tracing::info!(workload = %key, "unblocked: enrolled on retry");
+                    }
                 }
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => {
+                    let why = e.to_string();
+                    self.block(spec, &why);
+                    problems.push(format!(
+                        "{why}; blocked (its connections are refused) and retried"
+                    ));
+                }
             }
         }
         let active = &self.active;
         self.metrics.prune(|k| active.contains_key(k));
+        let blocked = self
+            .blocked
+            .iter()
+            .map(|(k, b)| (k.clone(), b.why.clone()))
+            .collect();
+        self.metrics.set_blocked(blocked);
         problems
+    }
+
+    /// A pod that should be captured but could not be enrolled: its netns is put
+    /// in the kernel's maps as blocked, so it sends and receives nothing around the
+    /// mesh. A netns that cannot even be opened cannot be blocked (said so).
+    /// Done again after each failed retry: a failure half-way through `enrol` may
+    /// have undone the kernel entries.
+    fn block(&mut self, spec: Spec, why: &str) {
+        let again = self.blocked.get(&spec.key).is_some_and(|b| b.spec == spec);
+        let cookie = match Netns::open(&spec.netns) {
+            Ok(netns) => {
+                let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+                match k.block(&netns, &spec.addresses) {
+                    Ok(()) => Some(netns.cookie()),
+                    Err(e) => {
+                        tracing::error!(workload = %spec.key, "cannot block a pod whose enrolment failed: {e}");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(workload = %spec.key, "enrolment failed and its netns cannot be opened to block it: {e}");
+                None
+            }
+        };
+        if !again {
+            tracing::warn!(workload = %spec.key, blocked = cookie.is_some(), "enrolment failed, the pod is blocked and retried: {why}");
+        }
+        let key = spec.key.clone();
+        let why = why.to_owned();
+        self.blocked.insert(key, Blocked { spec, cookie, why });
+    }
+
+    /// Lifts the block of pods no longer to be captured (or changed).
+    fn unblock_gone(&mut self, want: &BTreeMap<String, Spec>) {
+        let gone: Vec<String> = self
+            .blocked
+            .iter()
+            .filter(|(k, b)| want.get(*k) != Some(&b.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let Some(b) = self.blocked.remove(&key) else {
+                continue;
+            };
+            if let Some(cookie) = b.cookie {
+                let mine = release(&mut self.owners, &key, &b.spec.addresses);
+                let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = k.unenrol(cookie, &mine) {
+                    tracing::warn!(workload = %key, "unblock: {e}");
+                }
+            }
+            tracing::info!(workload = %key, "block lifted: no longer to be captured");
+        }
     }
 
     /// Takes a pod out of the mesh. An address a later pod was enrolled with (it

@@ -165,6 +165,9 @@ pub struct Metrics {
     pub config: ConfigCounters,
     families: WorkloadFamilies,
     workloads: Mutex<BTreeMap<String, WorkloadCounters>>,
+    /// Local pods whose enrolment failed, blocked (fail closed) and retried: why.
+    blocked: Mutex<BTreeMap<String, String>>,
+    blocked_count: Gauge,
 }
 
 impl Metrics {
@@ -173,7 +176,22 @@ impl Metrics {
         let m = Metrics::default();
         m.families.register(r);
         m.config.register(r);
+        r.register(
+            "workloads_blocked",
+            "Local pods whose enrolment failed: every connection of theirs is refused until it succeeds",
+            m.blocked_count.clone(),
+        );
         m
+    }
+
+    /// Records the pods blocked now (key -> why).
+    pub fn set_blocked(&self, blocked: BTreeMap<String, String>) {
+        self.blocked_count.set(blocked.len() as i64);
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = blocked;
+    }
+
+    pub fn blocked_json(&self) -> Value {
+        json!(*self.blocked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Counters of a workload, kept across unenrol/enrol so totals never go back.

@@ -107,9 +107,14 @@ impl IpWords {
 pub struct EnrolledNetns {
     pub pod_ip4: IpWords,
     pub pod_ip6: IpWords,
-    /// Reserved for per-namespace switches; 0 today.
+    /// `ENROLLED_*` bits.
     pub flags: u32,
 }
+
+/// `EnrolledNetns::flags`: the pod could not be enrolled; every connect() it makes
+/// beyond its loopback is refused (inbound finds no listener and is dropped), so it
+/// sends and receives nothing around the mesh until the agent enrols it.
+pub const ENROLLED_BLOCKED: u32 = 1;
 
 /// An original destination as recorded by connect4/connect6.
 #[repr(C)]
@@ -148,7 +153,8 @@ pub mod counters {
     pub const MAP_FULL: u32 = 8;
     pub const LOOKUP_DROPPED_NO_AGENT: u32 = 9;
     pub const LOOKUP_DROPPED_UNATTRIBUTED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const CONNECT_BLOCKED: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "connect_captured",
@@ -162,6 +168,7 @@ pub mod counters {
         "map_full",
         "lookup_dropped_no_agent",
         "lookup_dropped_unattributed",
+        "connect_blocked",
     ];
 }
 

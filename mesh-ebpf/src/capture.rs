@@ -3,7 +3,8 @@
 //! For a TCP connect() in an enrolled netns that is not the agent's own (marked) and
 //! not to an excluded destination, remember the original destination under the
 //! socket cookie and rewrite the destination to the agent's 15001 listener on the
-//! loopback of the same namespace.
+//! loopback of the same namespace. A pod whose enrolment failed (`ENROLLED_BLOCKED`)
+//! is refused every connect() beyond its loopback.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -20,35 +21,35 @@ use crate::{
 };
 
 const ALLOW: i32 = 1;
+/// connect() fails with EPERM.
+const REJECT: i32 = 0;
 const SOCK_STREAM: u32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
-    try_connect(&ctx, AF_INET);
-    ALLOW
+    try_connect(&ctx, AF_INET)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
-    try_connect(&ctx, AF_INET6);
-    ALLOW
+    try_connect(&ctx, AF_INET6)
 }
 
 #[inline(always)]
-fn try_connect(ctx: &SockAddrContext, family: u16) {
+fn try_connect(ctx: &SockAddrContext, family: u16) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: the verifier guarantees ctx fields are readable for this program type.
     unsafe {
         if (*sa).type_ != SOCK_STREAM {
-            return;
+            return ALLOW;
         }
         let netns = bpf_get_netns_cookie(sa as *mut c_void);
         let Some(pod) = ENROLLED_NETNS.get(netns) else {
-            return;
+            return ALLOW;
         };
         let sk = (*sa).__bindgen_anon_1.sk;
         if sk.is_null() {
-            return;
+            return ALLOW;
         }
         let mark = (*sk).mark;
         let ip = if family == AF_INET {
@@ -61,11 +62,15 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
         match decide::outbound(mark, &ip, excluded, pod) {
             Outbound::SkipMarked => {
                 count(counters::CONNECT_SKIPPED_MARK);
-                return;
+                return ALLOW;
             }
             Outbound::SkipExcluded => {
                 count(counters::CONNECT_SKIPPED_EXCLUDED);
-                return;
+                return ALLOW;
+            }
+            Outbound::Blocked => {
+                count(counters::CONNECT_BLOCKED);
+                return REJECT;
             }
             Outbound::Capture => {}
         }
@@ -87,4 +92,5 @@ fn try_connect(ctx: &SockAddrContext, family: u16) {
         (*sa).user_port = u32::from(ports::OUTBOUND.to_be());
         count(counters::CONNECT_CAPTURED);
     }
+    ALLOW
 }

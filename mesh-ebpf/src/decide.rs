@@ -1,8 +1,10 @@
 //! Pure capture decisions, shared by connect4 and connect6.
-use mesh_common::{EnrolledNetns, IpWords, AGENT_MARK, AGENT_MARK_MASK};
+use mesh_common::{EnrolledNetns, IpWords, AGENT_MARK, AGENT_MARK_MASK, ENROLLED_BLOCKED};
 
 pub enum Outbound {
     Capture,
+    /// The pod's enrolment failed: refused.
+    Blocked,
     SkipMarked,
     SkipExcluded,
 }
@@ -22,6 +24,9 @@ pub fn is_loopback_or_unspecified(ip: &IpWords) -> bool {
 pub fn outbound(mark: u32, dst: &IpWords, port_excluded: bool, pod: &EnrolledNetns) -> Outbound {
     if mark & AGENT_MARK_MASK == AGENT_MARK {
         return Outbound::SkipMarked;
+    }
+    if pod.flags & ENROLLED_BLOCKED != 0 && !is_loopback_or_unspecified(dst) {
+        return Outbound::Blocked;
     }
     if port_excluded
         || is_loopback_or_unspecified(dst)

@@ -466,3 +466,56 @@ fn a_dead_agent_fails_closed_and_a_new_one_takes_over() {
     assert!(echoed(&lab, "client"));
     assert!(echoed(&lab, "outsider"));
 }
+
+#[test]
+fn a_pod_that_cannot_be_enrolled_is_blocked_and_retried() {
+    let mut lab = two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let echoed = |lab: &ferrymesh_tests::Lab, pod: &str| {
+        lab.run_client(pod, &["connect", "--to", &to, "--bytes", "1024"])
+            .is_ok_and(|r| r["received"] == 1024)
+    };
+    // The outsider's application holds the agent's outbound port: when its
+    // namespace joins the mesh, enrolment fails.
+    let squatter = lab.server("outsider", &[15001]).expect("app on 15001");
+    assert!(
+        echoed(&lab, "outsider"),
+        "outside the mesh it is not captured"
+    );
+    let blocked_before = lab.stats("a").unwrap()["ebpf"]["connect_blocked"]
+        .as_u64()
+        .unwrap_or(0);
+    lab.set_meshed("plain", true).unwrap();
+    lab.wait_stats("a", "the outsider blocked", |s| {
+        s["blocked"]["plain/outsider"]
+            .as_str()
+            .is_some_and(|why| why.contains("Address already in use"))
+    })
+    .unwrap();
+    // Blocked, not passed: its connects are refused in the kernel.
+    assert!(
+        !echoed(&lab, "outsider"),
+        "a pod that failed enrolment went around the mesh"
+    );
+    let s = lab.stats("a").unwrap();
+    assert!(
+        s["ebpf"]["connect_blocked"].as_u64().unwrap_or(0) > blocked_before,
+        "{s:#}"
+    );
+    let m = lab.metrics("a").unwrap();
+    assert!(m.contains("ferrymesh_workloads_blocked 1"), "{m}");
+    assert!(lab
+        .agent_log("a")
+        .contains("enrolment failed, the pod is blocked and retried"));
+    // The port is free again: the retry enrols it and it is served.
+    drop(squatter);
+    lab.wait_stats("a", "the outsider enrolled on retry", |s| {
+        s["enrolled"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| w == "plain/outsider"))
+            && s["blocked"].as_object().is_some_and(|b| b.is_empty())
+    })
+    .unwrap();
+    assert!(echoed(&lab, "outsider"));
+}
