@@ -152,7 +152,14 @@ pub struct Enroller {
     /// Pods whose enrolment failed, blocked in the kernel (fail closed) until a
     /// retry succeeds: their spec, netns cookie and why.
     blocked: BTreeMap<String, Blocked>,
+    /// Listeners a previous agent handed over (`handoff`), used instead of new ones.
+    inherited: std::collections::HashMap<String, crate::handoff::PodListeners>,
+    /// Duplicates of every enrolled pod's listeners, for a successor.
+    kept: KeptListeners,
 }
+
+/// What a successor would be handed: the enrolled pods' listeners, by key.
+pub type KeptListeners = Arc<std::sync::Mutex<BTreeMap<String, Arc<crate::handoff::Kept>>>>;
 
 struct Blocked {
     spec: Spec,
@@ -193,7 +200,29 @@ impl Enroller {
             found: Default::default(),
             owners: Default::default(),
             blocked: BTreeMap::new(),
+            inherited: Default::default(),
+            kept: Default::default(),
         }
+    }
+
+    /// Listeners handed over by the agent this one replaces.
+    pub fn inherit(&mut self, l: std::collections::HashMap<String, crate::handoff::PodListeners>) {
+        self.inherited = l;
+    }
+
+    pub fn kept(&self) -> KeptListeners {
+        self.kept.clone()
+    }
+
+    /// A successor took the listeners: stop accepting on them (it accepts now) and
+    /// leave the kernel's entries to it. Proxied connections run on.
+    pub fn stop_accepting(&mut self) {
+        for (_, e) in std::mem::take(&mut self.active) {
+            for t in e.tasks {
+                t.abort();
+            }
+        }
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Where pods' network namespaces are looked for when the config has none.
@@ -330,6 +359,10 @@ impl Enroller {
     /// Takes a pod out of the mesh. An address a later pod was enrolled with (it
     /// was reused while this pod terminated) keeps that pod's entries.
     fn unenrol(&mut self, e: Enrolled) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.spec.key);
         let mine = release(&mut self.owners, &e.spec.key, &e.spec.addresses);
         self.dp.pods.set(&mine, None);
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,7 +384,29 @@ impl Enroller {
             key: key.clone(),
             source,
         })?;
-        let listeners = Listeners::open(&netns, &key)?;
+        let listeners = match self.inherited.remove(&key) {
+            Some(l) if l.cookie == netns.cookie() => {
+                tracing::info!(workload = %key, "listeners taken over from the previous agent");
+                Listeners {
+                    out4: l.out4,
+                    out6: l.out6,
+                    inbound: l.inbound,
+                    hbone: l.hbone,
+                }
+            }
+            _ => Listeners::open(&netns, &key)?,
+        };
+        let kept = crate::handoff::keep(
+            netns.cookie(),
+            &listeners.out4,
+            listeners.out6.as_ref(),
+            &listeners.inbound,
+            &listeners.hbone,
+        )
+        .map_err(|source| Error::Listener {
+            key: key.clone(),
+            source,
+        })?;
         let cookie = netns.cookie();
         self.kernel
             .lock()
@@ -376,14 +431,22 @@ impl Enroller {
         // Known as local before its listeners serve, so that no connection to it is
         // planned as leaving the node.
         self.dp.pods.set(&spec.addresses, Some(pod.clone()));
+        // The identity is wanted before the listeners serve: a connection already
+        // waiting (a handed-over backlog) then waits for its certificate instead of
+        // finding none.
+        self.dp.inputs.certs.acquire(&identity);
         let tasks = self.serve(listeners, &pod).inspect_err(|_| {
+            self.dp.inputs.certs.release(&identity);
             self.dp.pods.set(&spec.addresses, None);
             let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = k.unenrol(cookie, &spec.addresses) {
                 tracing::warn!(workload = %key, "undoing a failed enrolment: {e}");
             }
         })?;
-        self.dp.inputs.certs.acquire(&identity);
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Arc::new(kept));
         Ok(Enrolled {
             spec,
             cookie,

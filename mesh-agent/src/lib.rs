@@ -26,6 +26,8 @@ pub mod enrol;
 pub mod established;
 pub mod fuzzing;
 pub mod guard;
+#[allow(unsafe_code)]
+pub mod handoff;
 pub mod identity;
 #[allow(unsafe_code)]
 pub mod inpod;

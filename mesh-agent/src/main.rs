@@ -93,6 +93,11 @@ struct RunFlags {
     /// it while the control plane is unreachable (default: /var/lib/ferrymesh/<node>).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// After handing its pods to a new agent on the node (an upgrade): how long
+    /// established connections may take to end before this agent exits (keep it
+    /// below the pod's terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 25)]
+    drain_seconds: u64,
     /// Where pods' network namespaces are pinned, for pods whose config has no
     /// spec.netns (cluster mode); repeat for several.
     #[arg(long, default_values = ["/var/run/netns", "/run/netns"])]
@@ -281,6 +286,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         metrics: f.metrics,
         pin_dir,
         state_dir,
+        drain: Duration::from_secs(f.drain_seconds),
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),

@@ -1,5 +1,6 @@
 //! Building, running and tearing down a lab cluster.
 mod agents;
+pub use agents::OldAgent;
 mod apps;
 mod build;
 mod control;

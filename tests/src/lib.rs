@@ -15,4 +15,4 @@ pub mod sys;
 
 pub use app::App;
 pub use eventually::eventually;
-pub use lab::{Lab, LabSpec, PodSpec, ServiceSpec, Waypoint};
+pub use lab::{Lab, LabSpec, OldAgent, PodSpec, ServiceSpec, Waypoint};

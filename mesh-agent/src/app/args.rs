@@ -52,8 +52,12 @@ pub struct RunArgs {
     pub metrics: SocketAddr,
     /// bpffs directory for this node's pinned attachments.
     pub pin_dir: PathBuf,
-    /// Where the last good config from the control plane is kept.
+    /// Where the last good config from the control plane is kept, and the handoff
+    /// socket a successor connects to.
     pub state_dir: PathBuf,
+    /// After handing over to a successor: how long established connections may
+    /// take to end before this agent exits.
+    pub drain: Duration,
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,

@@ -61,12 +61,24 @@ fn start_source(
     }
 }
 
-async fn bind_admin(args: &RunArgs) -> Result<Vec<(TcpListener, bool)>, Error> {
+/// The admin and metrics listeners: handed over by the agent this one replaces,
+/// else bound.
+async fn bind_admin(
+    args: &RunArgs,
+    inherited: Vec<std::net::TcpListener>,
+) -> Result<Vec<(TcpListener, bool)>, Error> {
     let mut listeners = Vec::new();
+    let mut inherited = inherited.into_iter();
     for (addr, public) in [(args.admin, false), (args.metrics, true)] {
-        let listener = admin::bind(addr)
-            .await
-            .map_err(|source| Error::Admin { addr, source })?;
+        let from_std = |l: std::net::TcpListener| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        };
+        let listener = match inherited.next() {
+            Some(l) => from_std(l),
+            None => admin::bind(addr).await,
+        }
+        .map_err(|source| Error::Admin { addr, source })?;
         listeners.push((listener, public));
     }
     Ok(listeners)
@@ -212,20 +224,110 @@ impl Agent {
     }
 
     /// Applies updates, and retries pods whose enrolment failed (e.g. netns not
-    /// there yet), until told to stop.
-    async fn run(&mut self, updates: &mut mpsc::Receiver<Update>, signals: &mut Signals) {
+    /// there yet), until told to stop or a successor took the listeners.
+    async fn run(
+        &mut self,
+        updates: &mut mpsc::Receiver<Update>,
+        signals: &mut Signals,
+        handed: &mut mpsc::Receiver<usize>,
+    ) -> End {
         let mut retry = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
-                _ = signals.stop() => return,
+                _ = signals.stop() => return End::Stopped,
+                Some(n) = handed.recv() => {
+                    tracing::info!(pods = n, "a new agent took over this node's listeners; draining");
+                    return End::HandedOver;
+                }
                 _ = retry.tick() => self.reconcile(),
                 u = updates.recv() => match u {
                     Some(u) => self.apply(u),
-                    None => return,
+                    None => return End::Stopped,
                 },
             }
         }
     }
+}
+
+/// Why the agent's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// SIGTERM/SIGINT, or the config source went away.
+    Stopped,
+    /// A successor holds the listeners now.
+    HandedOver,
+}
+
+/// Takes the listening sockets of the agent running on this node, if one answers
+/// on the handoff socket (an upgrade); else nothing (a first start, a crash).
+fn take_over(args: &RunArgs) -> crate::handoff::Takeover {
+    let path = args.state_dir.join(crate::handoff::SOCKET);
+    match crate::handoff::take_over(&path) {
+        Ok(Some(t)) => {
+            tracing::info!(pods = t.pods.len(), "taking over from the agent running on this node: its listening sockets were handed over");
+            t
+        }
+        Ok(None) => Default::default(),
+        Err(e) => {
+            tracing::warn!("no handoff from a running agent: {e}");
+            Default::default()
+        }
+    }
+}
+
+/// Waits, on its own thread, for a successor on the handoff socket; says how many
+/// pods' listeners it was given.
+fn serve_handoff(
+    args: &RunArgs,
+    kept: crate::enrol::KeptListeners,
+    admin: Vec<std::os::fd::OwnedFd>,
+) -> mpsc::Receiver<usize> {
+    let (tx, rx) = mpsc::channel(1);
+    let path = args.state_dir.join(crate::handoff::SOCKET);
+    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
+        tracing::warn!(dir = %args.state_dir.display(), "no handoff socket (upgrades will not be hitless): {e}");
+        return rx;
+    }
+    let listener = match crate::handoff::listen_at(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("no handoff socket (upgrades will not be hitless): {e}");
+            return rx;
+        }
+    };
+    std::thread::spawn(move || loop {
+        let snapshot: Vec<_> = kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match crate::handoff::serve_one(&listener, &snapshot, &admin) {
+            Ok(n) => {
+                let _ = tx.blocking_send(n);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("handoff to a new agent failed, still serving: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    rx
+}
+
+/// After a handoff: until the connections this agent proxies have ended, or
+/// `limit` passed.
+async fn drain(metrics: &Metrics, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while metrics.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = metrics.active_connections();
+    tracing::info!(
+        left,
+        "drained; exiting (capture and listeners are the new agent's)"
+    );
 }
 
 /// Ready once the local pods' certificates are there (or after 10 s, saying so).
@@ -313,7 +415,12 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let initial = start_source(&args, &compiler, cfg_tx)?;
     // Everything that can fail goes before the attachments, which stay pinned.
     let (certs, roots) = cert_manager(&args.node, &args.identity)?;
-    let listeners = bind_admin(&args).await?;
+    let takeover = take_over(&args);
+    let listeners = bind_admin(&args, takeover.admin).await?;
+    let admin_fds = listeners
+        .iter()
+        .filter_map(|(l, _)| std::os::fd::AsFd::as_fd(l).try_clone_to_owned().ok())
+        .collect();
     let (kernel, orig_dst) = attach(&args)?;
     let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel);
     spawn_pool_expiry(&dp);
@@ -328,14 +435,15 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         enrolled: enrolled.clone(),
         public: false,
     };
+    let mut admin_tasks = Vec::new();
     for (listener, public) in listeners {
         let a = admin::Admin {
             public,
             ..admin_state.clone()
         };
-        tokio::spawn(admin::serve(listener, a));
+        admin_tasks.push(tokio::spawn(admin::serve(listener, a)));
     }
-    let enroller = Enroller::new(
+    let mut enroller = Enroller::new(
         args.node.clone(),
         kernel.clone(),
         dp.clone(),
@@ -364,6 +472,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         .set(first.fail_closed().count() as i64);
     state.store(first);
     metrics.config.applied();
+    enroller.inherit(takeover.pods);
     let mut agent = Agent {
         state,
         metrics,
@@ -383,7 +492,16 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     wait_for_certificates(&dp, &agent.enroller).await;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
-    agent.run(&mut updates, &mut signals).await;
+    let mut handed = serve_handoff(&args, agent.enroller.kept(), admin_fds);
+    if agent.run(&mut updates, &mut signals, &mut handed).await == End::HandedOver {
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        agent.enroller.stop_accepting();
+        for t in admin_tasks {
+            t.abort();
+        }
+        drain(&agent.metrics, args.drain).await;
+        return Ok(());
+    }
     // Capture stays: enrolled pods fail closed until an agent serves them again.
     // Only leaving the mesh or `mesh-agent uninstall` removes it.
     tracing::info!(pin_dir = %args.pin_dir.display(), "stopping; pods stay captured and fail closed until an agent serves them (`mesh-agent uninstall` removes capture)");

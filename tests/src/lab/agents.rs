@@ -13,7 +13,44 @@ use super::core::Lab;
 use super::spec::*;
 use crate::eventually::eventually;
 
+/// The agent an upgrade replaced, draining.
+pub struct OldAgent {
+    child: Child,
+    /// Its log (moved aside when the new agent started).
+    pub log: PathBuf,
+}
+
+impl OldAgent {
+    /// Waits until it has drained and exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        eventually(timeout, "the replaced agent to drain and exit", || {
+            self.child.try_wait().ok().flatten().ok_or("still running")
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 impl Lab {
+    /// Starts a second agent on `node` beside the running one, as a DaemonSet
+    /// surge pod does, and waits until it is ready (it took the running one's
+    /// sockets); the old one drains and exits on its own.
+    pub fn begin_upgrade(&mut self, node: &str) -> Result<OldAgent> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .context("node")?;
+        let child = self.nodes[i].agent.take().context("agent not running")?;
+        let log = self.nodes[i].log.with_extension("replaced.log");
+        std::fs::rename(&self.nodes[i].log, &log)?;
+        self.start_agent_at(i, &agent_binary()?)?;
+        self.wait_ready(node)?;
+        Ok(OldAgent { child, log })
+    }
+
     /// Kills one node's agent without warning (SIGKILL), as a crash would.
     pub fn kill_agent(&mut self, node: &str) -> Result<()> {
         let n = self
