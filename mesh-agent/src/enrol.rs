@@ -156,6 +156,9 @@ pub struct Enroller {
     inherited: std::collections::HashMap<String, crate::handoff::PodListeners>,
     /// Duplicates of every enrolled pod's listeners, for a successor.
     kept: KeptListeners,
+    /// Namespaces the CNI plugin handed over before their pod is in the config:
+    /// blocked in the kernel until enrolled. netns path -> (cookie, addresses).
+    provisional: BTreeMap<PathBuf, (u64, Vec<IpAddr>)>,
 }
 
 /// What a successor would be handed: the enrolled pods' listeners, by key.
@@ -202,6 +205,49 @@ impl Enroller {
             blocked: BTreeMap::new(),
             inherited: Default::default(),
             kept: Default::default(),
+            provisional: BTreeMap::new(),
+        }
+    }
+
+    /// CNI ADD: a new pod's namespace, blocked until its workload is enrolled.
+    pub fn provisional(
+        &mut self,
+        netns_path: &std::path::Path,
+        ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        let key = netns_path.display().to_string();
+        let netns = Netns::open(netns_path).map_err(|source| Error::Netns {
+            key: key.clone(),
+            source,
+        })?;
+        let cookie = netns.cookie();
+        if self.active.values().any(|e| e.cookie == cookie) {
+            return Ok(());
+        }
+        self.kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .block(&netns, ips)
+            .map_err(|source| Error::Kernel {
+                key,
+                source: Box::new(source),
+            })?;
+        self.provisional
+            .insert(netns_path.to_owned(), (cookie, ips.to_vec()));
+        Ok(())
+    }
+
+    /// CNI DEL: forgets a namespace handed over but never enrolled.
+    pub fn drop_provisional(&mut self, netns_path: &std::path::Path) {
+        let Some((cookie, ips)) = self.provisional.remove(netns_path) else {
+            return;
+        };
+        if self.active.values().any(|e| e.cookie == cookie) {
+            return;
+        }
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = k.unenrol(cookie, &ips) {
+            tracing::warn!(netns = %netns_path.display(), "CNI DEL: {e}");
         }
     }
 
@@ -277,6 +323,8 @@ impl Enroller {
                     for a in &e.spec.addresses {
                         self.owners.insert(*a, key.clone());
                     }
+                    let cookie = e.cookie;
+                    self.provisional.retain(|_, (c, _)| *c != cookie);
                     self.active.insert(key.clone(), e);
                     if self.blocked.remove(&key).is_some() {
                         tracing::info!(workload = %key, "unblocked: enrolled on retry");

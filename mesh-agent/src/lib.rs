@@ -17,6 +17,7 @@
 pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
+pub mod cni;
 pub mod connect;
 pub mod datapath;
 #[allow(unsafe_code)]

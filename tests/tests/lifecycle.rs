@@ -71,3 +71,100 @@ fn an_upgrade_hands_over_without_a_failed_or_reset_connection() {
         .unwrap();
     common::assert_intact(&r, 4096);
 }
+
+/// Calls ferrymesh-cni exactly as a container runtime does; (exit ok, stdout JSON).
+fn cni(
+    lab: &ferrymesh_tests::Lab,
+    command: &str,
+    pod: &str,
+    k8s_namespace: &str,
+) -> (bool, serde_json::Value) {
+    use std::io::Write;
+    let bin = ferrymesh_tests::lab::agent_binary()
+        .expect("mesh-agent binary")
+        .with_file_name("ferrymesh-cni");
+    let p = lab.pod(pod);
+    let socket = lab.dir.join("state").join(&p.spec.node).join("cni.sock");
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferrymesh-cni",
+        "agentSocket": socket,
+        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": format!("{}/24", p.ip4)}]},
+    });
+    let mut child = std::process::Command::new(bin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("sandbox-{pod}"))
+        .env("CNI_NETNS", p.netns_path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={k8s_namespace};K8S_POD_NAME={pod}"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ferrymesh-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.to_string().as_bytes())
+        .expect("config on stdin");
+    let out = child.wait_with_output().expect("ferrymesh-cni exits");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json)
+}
+
+#[test]
+fn the_cni_plugin_holds_a_new_pod_until_its_agent_has_taken_it() {
+    let mut lab = common::two_node_lab();
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let echoed = |lab: &ferrymesh_tests::Lab| {
+        lab.run_client("outsider", &["connect", "--to", &to, "--bytes", "1024"])
+            .is_ok_and(|r| r["received"] == 1024)
+    };
+    // `outsider` stands for a new pod of the meshed namespace `shop` whose
+    // workload the agent does not know yet.
+    assert!(echoed(&lab));
+    // Agent down: ADD fails with "try again later", so the runtime retries.
+    lab.kill_agent("a").unwrap();
+    let (ok, out) = cni(&lab, "ADD", "outsider", "shop");
+    assert!(!ok, "{out}");
+    assert_eq!(out["code"], 11, "{out}");
+    // Agent up: ADD succeeds, passes the previous result on, and from then on the
+    // pod sends nothing around the mesh.
+    lab.start_agent("a").unwrap();
+    let (ok, out) = cni(&lab, "ADD", "outsider", "shop");
+    assert!(ok, "{out}");
+    assert_eq!(
+        out["ips"][0]["address"],
+        format!("{}/24", lab.pod("outsider").ip4),
+        "{out}"
+    );
+    assert!(
+        !echoed(&lab),
+        "a pod held by the CNI plugin went around the mesh"
+    );
+    assert!(
+        lab.stats("a").unwrap()["ebpf"]["connect_blocked"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
+    // DEL lets go; an ADD for a namespace outside the mesh holds nothing.
+    let (ok, out) = cni(&lab, "DEL", "outsider", "shop");
+    assert!(ok, "{out}");
+    assert!(echoed(&lab));
+    let (ok, out) = cni(&lab, "ADD", "outsider", "plain");
+    assert!(ok, "{out}");
+    assert!(echoed(&lab));
+    // VERSION, as the spec asks.
+    let (ok, out) = cni(&lab, "VERSION", "outsider", "plain");
+    assert!(
+        ok && out["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{out}"
+    );
+}

@@ -229,7 +229,10 @@ impl Agent {
         &mut self,
         updates: &mut mpsc::Receiver<Update>,
         signals: &mut Signals,
-        handed: &mut mpsc::Receiver<usize>,
+        (handed, cni): (
+            &mut mpsc::Receiver<usize>,
+            &mut mpsc::Receiver<crate::cni::Asked>,
+        ),
     ) -> End {
         let mut retry = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -239,6 +242,9 @@ impl Agent {
                     tracing::info!(pods = n, "a new agent took over this node's listeners; draining");
                     return End::HandedOver;
                 }
+                Some((req, reply)) = cni.recv() => {
+                    let _ = reply.send(self.cni(&req));
+                }
                 _ = retry.tick() => self.reconcile(),
                 u = updates.recv() => match u {
                     Some(u) => self.apply(u),
@@ -247,6 +253,47 @@ impl Agent {
             }
         }
     }
+}
+
+impl Agent {
+    /// A CNI plugin's ADD or DEL for a new pod's namespace.
+    fn cni(&mut self, r: &crate::cni::Request) -> crate::cni::Reply {
+        use crate::cni::{Command, Reply};
+        let pod = format!("{}/{}", r.namespace, r.pod);
+        match r.command {
+            Command::Add => {
+                let state = self.state.load();
+                if !state
+                    .namespaces
+                    .get(&r.namespace)
+                    .is_some_and(|n| n.ambient)
+                {
+                    return Reply::ok(format!("{pod}: namespace not in the mesh"));
+                }
+                match self.enroller.provisional(&r.netns, &r.ips) {
+                    Ok(()) => {
+                        tracing::info!(%pod, netns = %r.netns.display(), "CNI ADD: held blocked until enrolled");
+                        Reply::ok(format!("{pod}: captured (blocked until enrolled)"))
+                    }
+                    Err(e) => Reply::failed(format!("{pod}: {e}")),
+                }
+            }
+            Command::Del => {
+                self.enroller.drop_provisional(&r.netns);
+                Reply::ok(format!("{pod}: released"))
+            }
+        }
+    }
+}
+
+/// The CNI plugin's socket in the state directory, served once the agent runs.
+fn serve_cni(args: &RunArgs) -> mpsc::Receiver<crate::cni::Asked> {
+    let (tx, rx) = mpsc::channel(16);
+    let path = args.state_dir.join(crate::cni::SOCKET);
+    if let Err(e) = crate::cni::serve(path.clone(), tx) {
+        tracing::warn!(path = %path.display(), "no CNI socket (new pods wait for it): {e}");
+    }
+    rx
 }
 
 /// Why the agent's loop ended.
@@ -493,7 +540,12 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
     let mut handed = serve_handoff(&args, agent.enroller.kept(), admin_fds);
-    if agent.run(&mut updates, &mut signals, &mut handed).await == End::HandedOver {
+    let mut cni = serve_cni(&args);
+    if agent
+        .run(&mut updates, &mut signals, (&mut handed, &mut cni))
+        .await
+        == End::HandedOver
+    {
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
         agent.enroller.stop_accepting();
         for t in admin_tasks {
