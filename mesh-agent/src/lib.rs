@@ -18,6 +18,7 @@ pub mod admin;
 #[allow(unsafe_code)]
 pub mod app;
 pub mod cni;
+pub mod cni_install;
 pub mod connect;
 pub mod datapath;
 #[allow(unsafe_code)]

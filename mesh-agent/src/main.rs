@@ -32,6 +32,46 @@ enum Command {
     /// pinned. A stopped agent leaves its pods captured (they fail closed); this is
     /// the way out (after `helm uninstall`, or to debug a node without the mesh).
     Uninstall(UninstallFlags),
+    /// Put ferrymesh-cni into this node's CNI config (the DaemonSet's init
+    /// container): new pods are then held until the agent has taken them.
+    CniInstall(CniInstallFlags),
+}
+
+#[derive(Args)]
+struct CniInstallFlags {
+    /// The node's CNI network config directory.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The node's CNI plugin binary directory.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// The plugin binary to copy there.
+    #[arg(long, default_value = "/usr/local/bin/ferrymesh-cni")]
+    plugin: PathBuf,
+    /// The agent's CNI socket (<state dir>/cni.sock on the node).
+    #[arg(long)]
+    agent_socket: String,
+    /// Take the plugin out of the chain instead.
+    #[arg(long)]
+    remove: bool,
+}
+
+fn cni_install(f: CniInstallFlags) -> Result<(), String> {
+    let changed = mesh_agent::cni_install::run(
+        &f.cni_conf_dir,
+        &f.cni_bin_dir,
+        &f.plugin,
+        &f.agent_socket,
+        f.remove,
+    )
+    .map_err(|e| e.to_string())?;
+    let what = if f.remove {
+        "removed from"
+    } else {
+        "chained into"
+    };
+    tracing::info!(config = %changed.display(), "ferrymesh-cni {what} the node's CNI config");
+    Ok(())
 }
 
 #[derive(Args)]
@@ -369,6 +409,7 @@ fn main() -> ExitCode {
         Command::RequestCert(f) => request_cert(f),
         Command::HboneProbe(args) => probe::run(args),
         Command::Uninstall(f) => uninstall(f),
+        Command::CniInstall(f) => cni_install(f),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
