@@ -153,6 +153,44 @@ async fn first_config(
     }
 }
 
+/// The admin and metrics servers, as tasks (aborted when a successor takes over).
+fn spawn_admin(
+    listeners: Vec<(TcpListener, bool)>,
+    base: &admin::Admin,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|(listener, public)| {
+            let a = admin::Admin {
+                public,
+                ..base.clone()
+            };
+            tokio::spawn(admin::serve(listener, a))
+        })
+        .collect()
+}
+
+/// The config to start from: the file's; else the one persisted from the control
+/// plane; else the control plane's first (persisted). None: told to stop first.
+async fn first_state(
+    args: &RunArgs,
+    initial: Option<State>,
+    (updates, signals): (&mut mpsc::Receiver<Update>, &mut Signals),
+    metrics: &Metrics,
+) -> Option<State> {
+    let persisted = || {
+        let s = super::persist::load(&args.state_dir)?;
+        tracing::info!(dir = %args.state_dir.display(), "starting from the last good config from the control plane; its stream replaces it when it answers");
+        Some(s)
+    };
+    if let Some(s) = initial.or_else(persisted) {
+        return Some(s);
+    }
+    let s = first_config(updates, signals, metrics).await?;
+    persist(args, &s);
+    Some(s)
+}
+
 /// The agent after attaching: what the loop needs.
 struct Agent {
     state: StateHandle,
@@ -199,6 +237,7 @@ impl Agent {
                 m.set_config_error(None);
                 tracing::info!(generation, source_version = version, "config reloaded");
                 self.reconcile();
+                self.evict_departed();
                 // Policy may have changed: what it no longer allows is closed.
                 let inputs = &self.dp.inputs;
                 let closed = self
@@ -256,6 +295,25 @@ impl Agent {
 }
 
 impl Agent {
+    /// Pooled HBONE connections to addresses whose workload left or is another
+    /// identity now are dropped: no new stream goes to them.
+    fn evict_departed(&self) {
+        let state = self.dp.inputs.state.load();
+        let inputs = &self.dp.inputs;
+        let evicted = inputs.pool.evict(|k| {
+            state
+                .workloads_by_ip
+                .get(&k.address)
+                .is_some_and(|w| inputs.identity_of(w) == k.destination)
+        });
+        if evicted > 0 {
+            tracing::info!(
+                evicted,
+                "pooled HBONE connections to departed workloads dropped"
+            );
+        }
+    }
+
     /// A CNI plugin's ADD or DEL for a new pod's namespace.
     fn cni(&mut self, r: &crate::cni::Request) -> crate::cni::Reply {
         use crate::cni::{Command, Reply};
@@ -482,14 +540,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         enrolled: enrolled.clone(),
         public: false,
     };
-    let mut admin_tasks = Vec::new();
-    for (listener, public) in listeners {
-        let a = admin::Admin {
-            public,
-            ..admin_state.clone()
-        };
-        admin_tasks.push(tokio::spawn(admin::serve(listener, a)));
-    }
+    let admin_tasks = spawn_admin(listeners, &admin_state);
     let mut enroller = Enroller::new(
         args.node.clone(),
         kernel.clone(),
@@ -498,20 +549,9 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     )
     .with_places(args.netns_places.clone());
     let mut signals = Signals::new()?;
-    let persisted = || {
-        let s = super::persist::load(&args.state_dir)?;
-        tracing::info!(dir = %args.state_dir.display(), "starting from the last good config from the control plane; its stream replaces it when it answers");
-        Some(s)
-    };
-    let first = match initial.or_else(persisted) {
-        Some(s) => s,
-        None => match first_config(&mut updates, &mut signals, &metrics).await {
-            Some(s) => {
-                persist(&args, &s);
-                s
-            }
-            None => return Ok(()),
-        },
+    let Some(first) = first_state(&args, initial, (&mut updates, &mut signals), &metrics).await
+    else {
+        return Ok(());
     };
     metrics
         .config

@@ -352,6 +352,17 @@ fn peer_authentication() -> Vec<Case> {
                 (Plaintext(9090), Strict(false)),
             ],
         ),
+    ]
+}
+
+/// Cause 6, continued: inheritance, age, scope and webhook checks.
+fn peer_authentication_more() -> Vec<Case> {
+    let mode = |m: &str| format!("{{mtls: {{mode: {m}}}}}");
+    let wl = |m: &str, ports: &str| {
+        format!("{{{SEL}, mtls: {{mode: {m}}}, portLevelMtls: {{{ports}}}}}")
+    };
+    let src = "istiod convertedSelectorPeerAuthentications";
+    vec![
         case(
             "workload UNSET, port UNSET inherit namespace STRICT",
             src,
@@ -443,6 +454,7 @@ pub fn cases() -> Vec<Case> {
     all.extend(dry_run());
     all.extend(root_namespace());
     all.extend(peer_authentication());
+    all.extend(peer_authentication_more());
     all.extend(super::table_fields::cases());
     all
 }

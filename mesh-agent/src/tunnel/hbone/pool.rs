@@ -83,6 +83,8 @@ pub struct PoolCounters {
     pub connections_open: Gauge,
     pub streams_opened: Counter,
     pub refused: Counter,
+    /// Streams retried on a new connection because a pooled one was dead.
+    pub stale_retried: Counter,
 }
 
 impl PoolCounters {
@@ -108,6 +110,11 @@ impl PoolCounters {
             "HBONE CONNECT streams the peer refused",
             c.refused.clone(),
         );
+        r.register(
+            "hbone_stale_connections_retried",
+            "Streams retried on a new connection because a pooled one was dead",
+            c.stale_retried.clone(),
+        );
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -116,6 +123,7 @@ impl PoolCounters {
             "connections_open": self.connections_open.get(),
             "streams_opened": self.streams_opened.get(),
             "refused": self.refused.get(),
+            "stale_retried": self.stale_retried.get(),
         })
     }
 }
@@ -161,6 +169,9 @@ impl Pool {
     }
 
     /// Opens a CONNECT stream to `target` through a pooled connection for `key`.
+    /// A pooled connection that turns out dead (its peer went away without a
+    /// reset, its address now another pod's) costs one retry on a new connection,
+    /// never a failed stream.
     pub async fn connect(
         &self,
         key: &Key,
@@ -168,35 +179,69 @@ impl Pool {
         client: SocketAddr,
         dial: Dial<'_>,
     ) -> Result<(H2Io, StreamGuard), Error> {
+        let (send, guard, reused) = self.checkout(key, &dial, false).await?;
+        match self.stream(send.0, key, target, client).await {
+            Err(Error::H2(..) | Error::Timeout(_)) if reused => {
+                send.1.store(true, Ordering::Relaxed);
+                drop(guard);
+                self.counters.stale_retried.inc();
+                tracing::debug!(destination = %key.destination, address = %key.address, "pooled HBONE connection was dead; retrying on a new one");
+                let (send, guard, _) = self.checkout(key, &dial, true).await?;
+                let io = self.stream(send.0, key, target, client).await?;
+                Ok((io, guard))
+            }
+            r => r.map(|io| (io, guard)),
+        }
+    }
+
+    /// A connection with room for one more stream (a new one if `fresh`): its
+    /// sender and closed flag, the stream's place, and whether it was pooled.
+    async fn checkout(
+        &self,
+        key: &Key,
+        dial: &Dial<'_>,
+        fresh: bool,
+    ) -> Result<((SendRequest<Bytes>, Arc<AtomicBool>), StreamGuard, bool), Error> {
         let hbone = SocketAddr::new(key.address, self.port);
         let slot = {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             keys.entry(key.clone()).or_default().clone()
         };
-        let (mut send, guard) = {
-            let mut conns = slot.lock().await;
-            conns.retain(|c| !c.closed.load(Ordering::Relaxed));
-            // The peer's SETTINGS_MAX_CONCURRENT_STREAMS bounds ours: a stream
-            // beyond it would wait inside h2 until an earlier one closed.
-            let found = conns.iter_mut().find(|c| {
-                let limit = self.max_streams.min(c.send.current_max_send_streams());
-                c.streams.load(Ordering::Relaxed) < limit
-            });
-            let conn = match found {
-                Some(c) => c,
-                None => {
-                    let c = tokio::time::timeout(DIAL_TIMEOUT, self.open(key, hbone, dial))
-                        .await
-                        .map_err(|_| Error::Timeout(hbone))??;
-                    conns.push(c);
-                    conns.last_mut().expect("just pushed")
-                }
-            };
-            conn.last_used = Instant::now();
-            conn.streams.fetch_add(1, Ordering::Relaxed);
-            (conn.send.clone(), StreamGuard(conn.streams.clone()))
+        let mut conns = slot.lock().await;
+        conns.retain(|c| !c.closed.load(Ordering::Relaxed));
+        // The peer's SETTINGS_MAX_CONCURRENT_STREAMS bounds ours: a stream
+        // beyond it would wait inside h2 until an earlier one closed.
+        let found = conns.iter().position(|c| {
+            let limit = self.max_streams.min(c.send.current_max_send_streams());
+            !fresh && c.streams.load(Ordering::Relaxed) < limit
+        });
+        let (at, reused) = match found {
+            Some(i) => (i, true),
+            None => {
+                let c = tokio::time::timeout(DIAL_TIMEOUT, self.open(key, hbone, dial))
+                    .await
+                    .map_err(|_| Error::Timeout(hbone))??;
+                conns.push(c);
+                (conns.len() - 1, false)
+            }
         };
-        send = tokio::time::timeout(DIAL_TIMEOUT, send.ready())
+        let conn = &mut conns[at];
+        conn.last_used = Instant::now();
+        conn.streams.fetch_add(1, Ordering::Relaxed);
+        let guard = StreamGuard(conn.streams.clone());
+        Ok(((conn.send.clone(), conn.closed.clone()), guard, reused))
+    }
+
+    /// One CONNECT stream on `send`.
+    async fn stream(
+        &self,
+        send: SendRequest<Bytes>,
+        key: &Key,
+        target: SocketAddr,
+        client: SocketAddr,
+    ) -> Result<H2Io, Error> {
+        let hbone = SocketAddr::new(key.address, self.port);
+        let mut send = tokio::time::timeout(DIAL_TIMEOUT, send.ready())
             .await
             .map_err(|_| Error::Timeout(hbone))?
             .map_err(|e| Error::H2(hbone, e))?;
@@ -232,16 +277,35 @@ impl Pool {
                 reason,
             });
         }
-        Ok((H2Io::new(stream, resp.into_body()), guard))
+        Ok(H2Io::new(stream, resp.into_body()))
     }
 
-    async fn open(&self, key: &Key, hbone: SocketAddr, dial: Dial<'_>) -> Result<Conn, Error> {
+    /// Drops pooled connections whose key `keep` no longer wants (the workload at
+    /// that address is gone or is another identity now): streams open on them run
+    /// on; no new stream is put on them.
+    pub fn evict(&self, keep: impl Fn(&Key) -> bool) -> usize {
+        let gone: Vec<Key> = {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.keys().filter(|k| !keep(k)).cloned().collect()
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &gone {
+            keys.remove(k);
+        }
+        gone.len()
+    }
+
+    async fn open(&self, key: &Key, hbone: SocketAddr, dial: &Dial<'_>) -> Result<Conn, Error> {
         let sock: TcpSocket = dial.netns.outbound_socket(&hbone, None)?;
         let tcp = sock
             .connect(hbone)
             .await
             .map_err(|e| Error::Connect(hbone, e))?;
-        let cfg = tls::client_config(dial.source_cert, key.destination.clone(), dial.roots)?;
+        let cfg = tls::client_config(
+            dial.source_cert.clone(),
+            key.destination.clone(),
+            dial.roots.clone(),
+        )?;
         let name = ServerName::IpAddress(key.address.into());
         let tls_stream = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)

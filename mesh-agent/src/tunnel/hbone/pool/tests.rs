@@ -82,7 +82,42 @@ async fn peer(name: &str) -> Peer {
     peer_with(name, 1000).await
 }
 
+/// Like `serve`, but the first connection refuses every stream after its first
+/// (REFUSED_STREAM): a pooled connection its peer can no longer use.
+async fn serve_going_stale(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+    let mut first = true;
+    while let Ok((tcp, _)) = l.accept().await {
+        let acceptor = acceptor.clone();
+        let stale = std::mem::replace(&mut first, false);
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut h2) = h2::server::handshake(tls).await else {
+                return;
+            };
+            let mut open = Vec::new();
+            while let Some(Ok((req, mut respond))) = h2.accept().await {
+                if stale && !open.is_empty() {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let send: Result<h2::SendStream<Bytes>, _> =
+                    respond.send_response(http::Response::new(()), false);
+                open.push((req, send));
+            }
+        });
+    }
+}
+
 async fn peer_with(name: &str, max_streams: u32) -> Peer {
+    peer_serving(name, move |l, a| tokio::spawn(serve(l, a, max_streams))).await
+}
+
+async fn peer_serving(
+    name: &str,
+    start: impl FnOnce(TcpListener, tokio_rustls::TlsAcceptor) -> tokio::task::JoinHandle<()>,
+) -> Peer {
     let dir = std::env::temp_dir().join(format!("fm-pool-{name}-{}", std::process::id()));
     let ca = Ca::load_or_create(&dir, "cluster.local").expect("ca");
     let roots = tls::roots_from_pem(ca.root_pem()).expect("roots");
@@ -96,7 +131,7 @@ async fn peer_with(name: &str, max_streams: u32) -> Peer {
         tls::server_config(Arc::new(Fixed(cert(&ca, &server_id))), roots.clone()).expect("tls");
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = l.local_addr().expect("addr").port();
-    tokio::spawn(serve(l, tokio_rustls::TlsAcceptor::from(cfg), max_streams));
+    start(l, tokio_rustls::TlsAcceptor::from(cfg));
     Peer {
         port,
         client: cert(&ca, &client_id),
@@ -228,4 +263,36 @@ async fn a_silent_peer_costs_the_dial_timeout_not_forever() {
     let client: SocketAddr = "198.19.1.10:40000".parse().expect("addr");
     let r = pool.connect(&key(&p), target, client, dial).await;
     assert!(matches!(r, Err(Error::Timeout(_))), "{:?}", r.err());
+}
+
+#[tokio::test]
+async fn evicted_connections_take_no_new_stream() {
+    let p = peer("evicted").await;
+    let pool = Pool::new(Duration::from_secs(60)).with_port(p.port);
+    let ns = netns();
+    let first = open(&pool, &p, &ns).await;
+    assert_eq!(pool.counters.connections_opened.get(), 1);
+    // The workload at that address left (or is another identity now).
+    assert_eq!(pool.evict(|_| false), 1);
+    assert_eq!(pool.evict(|_| false), 0, "nothing left to evict");
+    let _second = open(&pool, &p, &ns).await;
+    assert_eq!(
+        pool.counters.connections_opened.get(),
+        2,
+        "a new stream went to a new connection"
+    );
+    drop(first);
+}
+
+#[tokio::test]
+async fn a_dead_pooled_connection_costs_a_retry_not_a_failed_stream() {
+    let p = peer_serving("stale", |l, a| tokio::spawn(serve_going_stale(l, a))).await;
+    let pool = Pool::new(Duration::from_secs(60)).with_port(p.port);
+    let ns = netns();
+    let _first = open(&pool, &p, &ns).await;
+    // The pooled connection refuses new streams now: the stream is retried on a
+    // new connection and succeeds.
+    let _second = open(&pool, &p, &ns).await;
+    assert_eq!(pool.counters.stale_retried.get(), 1);
+    assert_eq!(pool.counters.connections_opened.get(), 2);
 }
