@@ -24,7 +24,9 @@ fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Objec
         namespace: m.namespace.clone(),
         labels: m.labels.clone().unwrap_or_default().into(),
         annotations: kept_annotations(m.annotations.as_ref()),
-        creation_timestamp: m.creation_timestamp.as_ref().map(timestamp),
+        // Only PeerAuthentication precedence reads it (`custom`, `peer_stand_in`):
+        // kept off the rest, where it would only make versions.
+        creation_timestamp: None,
     }
 }
 
@@ -161,7 +163,10 @@ pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
             "namespace": o.metadata.namespace.clone(),
             "labels": o.metadata.labels.clone().unwrap_or_default(),
             "annotations": kept_annotations(o.metadata.annotations.as_ref()),
-            "creationTimestamp": o.metadata.creation_timestamp.as_ref().map(timestamp),
+            // Only PeerAuthentication precedence (oldest wins) reads it.
+            "creationTimestamp": o.metadata.creation_timestamp.as_ref()
+                .filter(|_| types.is_some_and(|t| t.kind == "PeerAuthentication"))
+                .map(timestamp),
         },
         "spec": o.data.get("spec").cloned().unwrap_or(serde_json::json!({})),
     });
@@ -251,7 +256,10 @@ fn peer_stand_in(d: &DynamicObject) -> model::PeerAuthentication {
     model::PeerAuthentication {
         api_version: "security.istio.io/v1".into(),
         kind: "PeerAuthentication".into(),
-        metadata: meta(&d.metadata),
+        metadata: ObjectMeta {
+            creation_timestamp: d.metadata.creation_timestamp.as_ref().map(timestamp),
+            ..meta(&d.metadata)
+        },
         spec: model::PeerAuthenticationSpec {
             selector: salvaged_selector(d),
             mtls: model::Mtls {

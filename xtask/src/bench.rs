@@ -206,6 +206,10 @@ pub fn run(out: &Path) -> Result<()> {
             let scale = crate::bench_scale::run(quick())?;
             return write(out, &json!({"scale": scale}));
         }
+        Ok("upgrade") => {
+            let upgrade = crate::bench_upgrade::run(quick())?;
+            return write(out, &json!({"upgrade": upgrade}));
+        }
         _ => {}
     }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
@@ -242,6 +246,7 @@ pub fn run(out: &Path) -> Result<()> {
     }
     let control = crate::bench_control::run()?;
     let scale = crate::bench_scale::run(quick())?;
+    let upgrade = crate::bench_upgrade::run(quick())?;
     let missed = verdicts.iter().filter(|v| v["met"] == false).count();
     if missed > 0 {
         println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
@@ -256,6 +261,7 @@ pub fn run(out: &Path) -> Result<()> {
         "l7": l7,
         "control": control,
         "scale": scale,
+        "upgrade": upgrade,
     });
     write(out, &report)
 }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_control;
 mod bench_l7;
 mod bench_scale;
+mod bench_upgrade;
 mod bench_util;
 mod bootstrap;
 mod build;
