@@ -110,7 +110,8 @@ pub fn run(quick: bool) -> Result<Value> {
         ("connect_p99_us", "new conn p99 us"),
         ("longest_stall_us_max", "longest stall us"),
     ] {
-        println!("  {label:<22} {:>12} {:>12}", base[k], up[k]);
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        println!("  {label:<22} {:>12.0} {:>12.0}", f(&base[k]), f(&up[k]));
     }
     println!(
         "  held connection kept    {:>12} {:>12}",
