@@ -46,6 +46,18 @@ pub struct DataPath {
     pub pods: Arc<LocalPods>,
     /// Connections let in by policy, re-checked when it changes.
     pub established: Arc<crate::established::Established>,
+    /// Connections and HBONE streams being served, from accept to the end (what
+    /// an agent that handed over waits for before it exits).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one connection in `DataPath::in_flight` until dropped.
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl DataPath {
@@ -54,6 +66,14 @@ impl DataPath {
             inputs: Arc::new(inputs),
             pods: Arc::default(),
             established: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Marks a connection as being served until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
     }
 }

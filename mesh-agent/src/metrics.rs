@@ -184,12 +184,6 @@ impl Metrics {
         m
     }
 
-    /// Proxied connections open now, over every workload (what a drain waits for).
-    pub fn active_connections(&self) -> i64 {
-        let w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
-        w.values().map(|c| c.active.get()).sum()
-    }
-
     /// Records the pods blocked now (key -> why).
     pub fn set_blocked(&self, blocked: BTreeMap<String, String>) {
         self.blocked_count.set(blocked.len() as i64);

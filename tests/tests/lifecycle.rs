@@ -168,3 +168,124 @@ fn the_cni_plugin_holds_a_new_pod_until_its_agent_has_taken_it() {
         "{out}"
     );
 }
+
+const STRICT: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+"#;
+
+/// tcpdump on the lab's fabric bridge, until dropped; the capture's bytes.
+struct Capture {
+    dump: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(lab: &ferrymesh_tests::Lab) -> Capture {
+        let file = lab.dir.join("lifecycle.pcap");
+        let dump = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.fabric_netns()))
+            .args(["--", "tcpdump", "-i", "br0", "-U", "-s", "0", "-w"])
+            .arg(&file)
+            .arg("tcp")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump (installed by cargo xtask)");
+        ferrymesh_tests::eventually(Duration::from_secs(10), "tcpdump to start", || {
+            (std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) >= 24)
+                .then_some(())
+                .ok_or("not yet")
+        })
+        .expect("tcpdump");
+        Capture { dump, file }
+    }
+
+    fn stop(mut self) -> Vec<u8> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.dump.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.dump.wait();
+        std::fs::read(&self.file).unwrap_or_default()
+    }
+}
+
+#[test]
+fn an_upgrade_under_steady_load_fails_nothing_and_leaks_no_plaintext() {
+    let mut lab = two_node_lab_with(&["--drain-seconds", "60"]);
+    lab.apply_config(STRICT).expect("STRICT applied");
+    let _server = lab.server("server", &[8080]).expect("server");
+    let to = lab.pod("server").addr4(8080).to_string();
+    let capture = Capture::start(&lab);
+    // Two meshed pods: a new connection every 10 ms and 50 long-lived ones echoing
+    // every 50 ms each; a plaintext probe from outside the mesh toward the STRICT
+    // server every 10 ms.
+    let steady = |lab: &ferrymesh_tests::Lab, pod: &str, held: &str, text: &str| {
+        lab.app(
+            pod,
+            &[
+                "steady",
+                "--to",
+                &to,
+                "--count",
+                "500",
+                "--every-ms",
+                "10",
+                "--held",
+                held,
+                "--text",
+                text,
+            ],
+        )
+        .expect("load")
+    };
+    let client = steady(&lab, "client", "50", "MESHED-CLIENT-MARKER");
+    let other = steady(&lab, "other", "0", "MESHED-OTHER-MARKER");
+    let probe = steady(&lab, "outsider", "0", "PLAINTEXT-PROBE");
+    let mut old_a = lab.begin_upgrade("a").expect("agent a upgraded");
+    let mut old_b = lab.begin_upgrade("b").expect("agent b upgraded");
+    let wait = |app: ferrymesh_tests::App| {
+        app.json_result(Duration::from_secs(120))
+            .expect("load result")
+    };
+    let (client, other, probe) = (wait(client), wait(other), wait(probe));
+    for r in [&client, &other] {
+        assert_eq!(
+            (r["new_ok"].as_u64(), r["new_failed"].as_u64()),
+            (Some(500), Some(0)),
+            "{r}"
+        );
+        assert_eq!(
+            r["held_failed"], 0,
+            "an established connection was reset: {r}"
+        );
+    }
+    assert!(
+        client["held_echoes"].as_u64().unwrap_or(0) >= 50,
+        "{client}"
+    );
+    assert_eq!(
+        probe["new_ok"], 0,
+        "plaintext reached the STRICT pod: {probe}"
+    );
+    assert_eq!(probe["new_failed"], 500, "{probe}");
+    for old in [&mut old_a, &mut old_b] {
+        assert!(old
+            .wait_exit(Duration::from_secs(60))
+            .expect("exits")
+            .success());
+    }
+    let bytes = capture.stop();
+    let has = |m: &str| bytes.windows(m.len()).any(|w| w == m.as_bytes());
+    assert!(
+        has("PLAINTEXT-PROBE"),
+        "the capture saw the probe (control)"
+    );
+    assert!(
+        !has("MESHED-CLIENT-MARKER") && !has("MESHED-OTHER-MARKER"),
+        "a meshed pod's bytes crossed the fabric in plaintext"
+    );
+}

@@ -421,14 +421,15 @@ fn serve_handoff(
     rx
 }
 
-/// After a handoff: until the connections this agent proxies have ended, or
-/// `limit` passed.
-async fn drain(metrics: &Metrics, limit: Duration) {
+/// After a handoff: until the connections and streams this agent serves (from
+/// accept on, not only once spliced) have ended, or `limit` passed.
+async fn drain(dp: &DataPath, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    while metrics.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+    let left = || dp.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    while left() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left = metrics.active_connections();
+    let left = left();
     tracing::info!(
         left,
         "drained; exiting (capture and listeners are the new agent's)"
@@ -591,7 +592,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         for t in admin_tasks {
             t.abort();
         }
-        drain(&agent.metrics, args.drain).await;
+        drain(&agent.dp, args.drain).await;
         return Ok(());
     }
     // Capture stays: enrolled pods fail closed until an agent serves them again.

@@ -106,6 +106,7 @@ pub async fn connect_app(pod: &Pod, original: SocketAddr, guard: &Guard) -> Opti
 }
 
 async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) {
+    let _in_flight = dp.in_flight();
     let c = &pod.counters;
     let start = std::time::Instant::now();
     c.inbound_captured.inc();

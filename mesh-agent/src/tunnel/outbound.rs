@@ -80,6 +80,7 @@ fn service_refused(
 type Ctx = (Arc<Pod>, DataPath, Arc<crate::waypoint::Runtime>);
 
 async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
+    let _in_flight = dp.in_flight();
     let c = &pod.counters;
     c.outbound_captured.inc();
     let _ = conn.set_nodelay(true);

@@ -373,6 +373,7 @@ async fn stream(
 ) {
     let c = &pod.counters;
     let start = std::time::Instant::now();
+    let _in_flight = dp.in_flight();
     c.inbound_captured.inc();
     let target = match connect_target(&req, &pod.addresses) {
         Ok(t) => t,
