@@ -49,6 +49,8 @@ pub struct DataPath {
     /// Connections and HBONE streams being served, from accept to the end (what
     /// an agent that handed over waits for before it exits).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// True once a successor took the listeners: HBONE connections send GOAWAY.
+    pub draining: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Counts one connection in `DataPath::in_flight` until dropped.
@@ -67,6 +69,7 @@ impl DataPath {
             pods: Arc::default(),
             established: Arc::default(),
             in_flight: Arc::default(),
+            draining: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 

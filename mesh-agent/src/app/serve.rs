@@ -589,6 +589,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     {
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
         agent.enroller.stop_accepting();
+        agent.dp.draining.send_replace(true);
         for t in admin_tasks {
             t.abort();
         }

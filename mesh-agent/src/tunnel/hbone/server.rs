@@ -237,15 +237,25 @@ async fn connection<S: OnStream>(
     let source = Arc::new(source);
     let keepalive = Keepalive::new(h2.ping_pong(), limits).until_lost();
     tokio::pin!(keepalive);
+    // A successor took this node's listeners: GOAWAY, so that peers open their
+    // next streams on a new connection (to it) while these streams run on.
+    let mut draining = dp.draining.subscribe();
+    let mut going_away = false;
     loop {
         let next = tokio::select! {
-            next = h2.accept() => next,
+            next = h2.accept() => Ok(next),
+            _ = draining.wait_for(|d| *d), if !going_away => Err(()),
             () = &mut keepalive => {
                 guard.refuse(Reason::KeepaliveTimeout, || {
                     tracing::info!(pod = %pod.key, %peer, %source, "HBONE connection closed: no answer to a keepalive PING");
                 });
                 return;
             }
+        };
+        let Ok(next) = next else {
+            h2.graceful_shutdown();
+            going_away = true;
+            continue;
         };
         match next {
             Some(Ok((req, respond))) => {
