@@ -33,6 +33,8 @@ pub enum Error {
     Tls { key: String, source: tls::Error },
     #[error("workload {key}: cannot serve a listener: {source}")]
     Listener { key: String, source: std::io::Error },
+    #[error("{key} is the node's own network namespace, never a pod's: refused")]
+    HostNetns { key: String },
 }
 
 /// What enrolment of one pod needs. Equal specs mean nothing to do.
@@ -221,6 +223,10 @@ impl Enroller {
             source,
         })?;
         let cookie = netns.cookie();
+        let own = Netns::open(std::path::Path::new("/proc/self/ns/net")).map(|n| n.cookie());
+        if own.is_ok_and(|c| c == cookie) {
+            return Err(Error::HostNetns { key });
+        }
         if self.active.values().any(|e| e.cookie == cookie) {
             return Ok(());
         }

@@ -79,6 +79,18 @@ fn cni(
     pod: &str,
     k8s_namespace: &str,
 ) -> (bool, serde_json::Value) {
+    let netns = lab.pod(pod).netns_path();
+    cni_in(lab, command, pod, k8s_namespace, &netns)
+}
+
+/// `cni` with CNI_NETNS set to `netns`.
+fn cni_in(
+    lab: &ferrymesh_tests::Lab,
+    command: &str,
+    pod: &str,
+    k8s_namespace: &str,
+    netns: &std::path::Path,
+) -> (bool, serde_json::Value) {
     use std::io::Write;
     let bin = ferrymesh_tests::lab::agent_binary()
         .expect("mesh-agent binary")
@@ -93,7 +105,7 @@ fn cni(
     let mut child = std::process::Command::new(bin)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", format!("sandbox-{pod}"))
-        .env("CNI_NETNS", p.netns_path())
+        .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
         .env(
@@ -158,6 +170,21 @@ fn the_cni_plugin_holds_a_new_pod_until_its_agent_has_taken_it() {
     assert!(echoed(&lab));
     let (ok, out) = cni(&lab, "ADD", "outsider", "plain");
     assert!(ok, "{out}");
+    assert!(echoed(&lab));
+    // A CNI_NETNS that is the node's own namespace is refused, never blocked.
+    let node = lab
+        .nodes
+        .iter()
+        .find(|n| n.name == "a")
+        .map(|n| std::path::PathBuf::from("/run/netns").join(&n.netns))
+        .expect("node a");
+    let (ok, out) = cni_in(&lab, "ADD", "outsider", "shop", &node);
+    assert!(
+        !ok && out["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("node's own network namespace")),
+        "{out}"
+    );
     assert!(echoed(&lab));
     // VERSION, as the spec asks.
     let (ok, out) = cni(&lab, "VERSION", "outsider", "plain");
