@@ -521,13 +521,14 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let initial = start_source(&args, &compiler, cfg_tx)?;
     // Everything that can fail goes before the attachments, which stay pinned.
     let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    // Attached first: if that fails, an agent running here keeps its sockets.
+    let (kernel, orig_dst) = attach(&args)?;
     let takeover = take_over(&args);
     let listeners = bind_admin(&args, takeover.admin).await?;
     let admin_fds = listeners
         .iter()
         .filter_map(|(l, _)| std::os::fd::AsFd::as_fd(l).try_clone_to_owned().ok())
         .collect();
-    let (kernel, orig_dst) = attach(&args)?;
     let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel);
     spawn_pool_expiry(&dp);
     spawn_jwks_fetch(&args, &state, &compiler, jwks_tx);
