@@ -290,10 +290,10 @@ fn steps(lab: &mut Lab) -> Result<()> {
         "agent memory (RSS, debug build; `cargo xtask bench` measures release): {}",
         rss.join(", ")
     ));
-    step("stopping agents (SIGTERM) and removing the lab");
+    step("stopping agents (SIGTERM: capture stays pinned, pods fail closed) and removing the lab (its pins with it)");
     for n in ["node-a", "node-b"] {
         let status = lab.stop_agent(n).context("stop agent")?;
-        println!("    {n}: agent exited ({status}), programs detached");
+        println!("    {n}: agent exited ({status}); its pods stay captured (fail closed) until the lab is removed");
     }
     Ok(())
 }
