@@ -215,11 +215,7 @@ fn salvaged_selector(d: &DynamicObject) -> Option<model::LabelSelector> {
     let s = d.data.get("spec")?.get("selector")?.clone();
     let s: model::LabelSelector = serde_json::from_value(s).ok()?;
     // A selector Istio refuses (an empty key, a wildcard) selects nothing sure.
-    let valid = s
-        .match_labels
-        .iter()
-        .all(|(k, v)| !k.is_empty() && !k.contains('*') && !v.contains('*'));
-    valid.then_some(s)
+    mesh_model::authz::validate::selector_ok(&s).then_some(s)
 }
 
 /// An unreadable AuthorizationPolicy, fail-closed: an ALLOW policy becomes one

@@ -104,6 +104,13 @@ fn path_templates(name: &str, v: &[String], errs: &mut Vec<String>) {
     }
 }
 
+/// Istio accepts the selector (no empty key, no wildcard).
+pub fn selector_ok(s: &LabelSelector) -> bool {
+    let mut errs = Vec::new();
+    selector(Some(s), &mut errs);
+    errs.is_empty()
+}
+
 fn selector(s: Option<&LabelSelector>, errs: &mut Vec<String>) {
     for (k, v) in s.iter().flat_map(|s| s.match_labels.iter()) {
         if k.is_empty() {

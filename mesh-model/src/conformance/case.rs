@@ -76,6 +76,21 @@ pub struct Case {
     pub checks: Vec<(Ask, Want)>,
 }
 
+/// A case: its name, its source, its objects and what is asked with Istio's answers.
+pub fn case(
+    name: &'static str,
+    source: &'static str,
+    yaml: String,
+    checks: Vec<(Ask, Want)>,
+) -> Case {
+    Case {
+        name,
+        source,
+        yaml,
+        checks,
+    }
+}
+
 const SLEEP: &str = "spiffe://cluster.local/ns/foo/sa/sleep";
 const OTHER: &str = "spiffe://cluster.local/ns/bar/sa/client";
 

@@ -4,22 +4,13 @@
 //! tests, Istio's webhook (pkg/config/validation, pkg/config/security) and the
 //! istio.io reference pages.
 use super::case::{
-    ap, pa, Ask,
+    ap, case, pa, Ask,
     Ask::{Gateway, Http, Plaintext, L4},
     Case,
     From::{Other, Plaintext as Plain, Sleep},
     Judging::{L4Only, PerRequest},
-    Want::{self, Allow, Deny, DryRun, Refused, Strict},
+    Want::{Allow, Deny, DryRun, Refused, Strict},
 };
-
-fn case(name: &'static str, source: &'static str, yaml: String, checks: Vec<(Ask, Want)>) -> Case {
-    Case {
-        name,
-        source,
-        yaml,
-        checks,
-    }
-}
 
 fn req(from: super::case::From, method: &'static str, port: u16, path: &'static str) -> Ask {
     Http(from, port, method, path, "httpbin.foo", None, None)

@@ -1,22 +1,13 @@
 //! Conformance cases, cause 7: fields, their matching and Istio's webhook checks;
 //! `targetRefs` and CUSTOM.
 use super::case::{
-    ap, Ask,
+    ap, case, Ask,
     Ask::{Gateway, Http, ServiceHttp, L4},
     Case,
     From::{Other, Plaintext as Plain, Sleep},
     Judging::L4Only,
-    Want::{self, Allow, Deny, Refused},
+    Want::{Allow, Deny, Refused},
 };
-
-fn case(name: &'static str, source: &'static str, yaml: String, checks: Vec<(Ask, Want)>) -> Case {
-    Case {
-        name,
-        source,
-        yaml,
-        checks,
-    }
-}
 
 fn get(path: &'static str, host: &'static str) -> Ask {
     Http(Sleep, 8080, "GET", path, host, None, None)
