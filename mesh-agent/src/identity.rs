@@ -3,3 +3,4 @@
 //! the CA core live in `mesh_model`.
 pub mod client;
 pub mod manager;
+pub mod store;

@@ -11,7 +11,14 @@ pub fn two_node_lab() -> Lab {
 }
 
 pub fn two_node_lab_with(agent_args: &[&str]) -> Lab {
-    let spec = LabSpec {
+    let mut lab = Lab::new(two_node_spec(agent_args)).expect("lab");
+    lab.start_agents().expect("agents");
+    lab
+}
+
+/// The spec of `two_node_lab`, for labs set up differently before their agents start.
+pub fn two_node_spec(agent_args: &[&str]) -> LabSpec {
+    LabSpec {
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         local_ca: false,
         nodes: vec!["a".into(), "b".into()],
@@ -30,10 +37,7 @@ pub fn two_node_lab_with(agent_args: &[&str]) -> Lab {
             port: 80,
             target_port: 8080,
         }],
-    };
-    let mut lab = Lab::new(spec).expect("lab");
-    lab.start_agents().expect("agents");
-    lab
+    }
 }
 
 pub fn assert_intact(r: &serde_json::Value, bytes: u64) {

@@ -298,11 +298,23 @@ fn a_restart_with_the_control_plane_down_starts_from_the_last_good_config() {
         plaintext_echoed(&lab),
         "served again (PERMISSIVE) by the new agent"
     );
-    // The control plane back: mTLS too (the CA is part of it), once b has its
-    // certificate.
+    // mTLS at once too, with the certificate b kept (the CA is down with the
+    // control plane).
+    assert!(lab
+        .agent_log("b")
+        .contains("certificate restored from the state directory"));
+    assert!(echoed(&lab, "client"), "mTLS with the restored certificate");
+    // The control plane back: b renews from the CA.
+    let issued = lab.stats("b").unwrap()["certificate_counters"]["issued"]
+        .as_u64()
+        .unwrap_or(0);
     lab.start_control_plane().expect("control plane back");
-    eventually(Duration::from_secs(30), "mTLS to the server again", || {
-        echoed(&lab, "client").then_some(()).ok_or("not yet")
-    })
-    .expect("served over mTLS");
+    lab.wait_stats_for(
+        "b",
+        "a certificate from the CA again",
+        Duration::from_secs(60),
+        |s| s["certificate_counters"]["issued"].as_u64() > Some(issued),
+    )
+    .expect("renewed from the CA");
+    assert!(echoed(&lab, "client"), "served over mTLS");
 }

@@ -8,6 +8,7 @@ use crate::{
     identity::{
         client::CaClient,
         manager::{CertManager, Signer},
+        store::CertStore,
     },
     source::control_plane as cp,
     tls,
@@ -114,9 +115,12 @@ pub enum CaSource {
     },
 }
 
+/// The node's certificate manager. With the CA service, certificates are kept in
+/// `state_dir` so that a restart during a CA outage still serves mTLS.
 pub(crate) fn cert_manager(
     node: &str,
     args: &IdentityArgs,
+    state_dir: Option<&std::path::Path>,
 ) -> Result<(CertManager, Arc<rustls::RootCertStore>), Error> {
     match &args.ca {
         CaSource::Local { dir } => {
@@ -144,7 +148,11 @@ pub(crate) fn cert_manager(
             let client = CaClient::new(address, &root_pem, node, &token)
                 .map_err(|e| Error::Identity(e.to_string()))?;
             Ok((
-                CertManager::new(Signer::Remote(Box::new(client)), args.cert_ttl),
+                match state_dir {
+                    Some(dir) => CertManager::new(Signer::Remote(Box::new(client)), args.cert_ttl)
+                        .with_store(CertStore::new(dir)),
+                    None => CertManager::new(Signer::Remote(Box::new(client)), args.cert_ttl),
+                },
                 roots,
             ))
         }

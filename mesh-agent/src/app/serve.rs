@@ -520,7 +520,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let jwks_tx = cfg_tx.clone();
     let initial = start_source(&args, &compiler, cfg_tx)?;
     // Everything that can fail goes before the attachments, which stay pinned.
-    let (certs, roots) = cert_manager(&args.node, &args.identity)?;
+    let (certs, roots) = cert_manager(&args.node, &args.identity, Some(&args.state_dir))?;
     // Attached first: if that fails, an agent running here keeps its sockets.
     let (kernel, orig_dst) = attach(&args)?;
     let takeover = take_over(&args);

@@ -12,7 +12,7 @@ use rustls::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::client::CaClient;
+use super::{client::CaClient, store::CertStore};
 use crate::metrics::Counter;
 use mesh_model::{ca::Ca, identity::Identity};
 
@@ -107,6 +107,7 @@ struct Slot {
 pub struct CertCounters {
     pub issued: Counter,
     pub failures: Counter,
+    pub restored: Counter,
 }
 
 impl CertCounters {
@@ -121,10 +122,15 @@ impl CertCounters {
             "Certificate requests that failed",
             self.failures.clone(),
         );
+        r.register(
+            "certificates_restored",
+            "Workload certificates taken from the state directory at start",
+            self.restored.clone(),
+        );
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({"issued": self.issued.get(), "failures": self.failures.get()})
+        serde_json::json!({"issued": self.issued.get(), "failures": self.failures.get(), "restored": self.restored.get()})
     }
 }
 
@@ -132,6 +138,7 @@ pub struct CertManager {
     signer: Arc<Signer>,
     ttl: Duration,
     slots: Mutex<HashMap<Identity, Slot>>,
+    store: Option<CertStore>,
     pub counters: Arc<CertCounters>,
 }
 
@@ -141,8 +148,16 @@ impl CertManager {
             signer: Arc::new(signer),
             ttl,
             slots: Mutex::default(),
+            store: None,
             counters: Arc::default(),
         }
+    }
+
+    /// Keeps each certificate in `store` and starts from a stored one that is
+    /// still valid (see `store`).
+    pub fn with_store(mut self, store: CertStore) -> CertManager {
+        self.store = Some(store);
+        self
     }
 
     /// One more pod with this identity on the node.
@@ -156,7 +171,7 @@ impl CertManager {
         let task = tokio::spawn(refresh(
             self.signer.clone(),
             id.clone(),
-            self.ttl,
+            (self.ttl, self.store.clone()),
             tx,
             self.counters.clone(),
         ));
@@ -171,6 +186,9 @@ impl CertManager {
             if s.refs == 0 {
                 if let Some(s) = slots.remove(id) {
                     s.task.abort();
+                }
+                if let Some(store) = &self.store {
+                    store.remove(id);
                 }
                 tracing::info!(identity = %id, "certificate dropped: no pod with this identity left on the node");
             }
@@ -221,18 +239,29 @@ impl CertManager {
 }
 
 /// Requests, then renews at half-life; retries with backoff on failure while the
-/// current certificate (if any) stays in use.
+/// current certificate (if any) stays in use. A valid stored certificate is in use
+/// from the start, while the first request is made.
 async fn refresh(
     signer: Arc<Signer>,
     id: Identity,
-    ttl: Duration,
+    (ttl, store): (Duration, Option<CertStore>),
     tx: watch::Sender<Option<Arc<WorkloadCert>>>,
     counters: Arc<CertCounters>,
 ) {
+    if let Some(cert) = store.as_ref().and_then(|s| restore(s, &id)) {
+        tracing::info!(identity = %id, "certificate restored from the state directory; renewing");
+        counters.restored.inc();
+        let _ = tx.send(Some(Arc::new(cert)));
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let result = match signer.sign(&id, ttl).await {
-            Ok((chain, key)) => WorkloadCert::from_pem(&id, &chain, &key),
+            Ok((chain, key)) => {
+                if let Some(Err(e)) = store.as_ref().map(|s| s.save(&id, &chain, &key)) {
+                    tracing::warn!(identity = %id, "the certificate is not stored (a restart during a CA outage will wait for the CA): {e}");
+                }
+                WorkloadCert::from_pem(&id, &chain, &key)
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -261,6 +290,29 @@ async fn refresh(
     }
 }
 
+/// A restored certificate must have at least this much life left.
+const MIN_LIFE: Duration = Duration::from_secs(60);
+
+/// The stored certificate of `id`, if it is its own and has life left.
+fn restore(store: &CertStore, id: &Identity) -> Option<WorkloadCert> {
+    let restored = store.load(id).map_err(|e| e.to_string()).and_then(|s| {
+        s.map(|(chain, key)| WorkloadCert::from_pem(id, &chain, &key).map_err(|e| e.to_string()))
+            .transpose()
+    });
+    match restored {
+        Ok(Some(c)) if c.not_after > SystemTime::now() + MIN_LIFE => Some(c),
+        Ok(Some(_)) => {
+            tracing::info!(identity = %id, "the stored certificate has (nearly) expired; not used");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(identity = %id, path = %store.file(id).display(), "the stored certificate is not used: {e}");
+            None
+        }
+    }
+}
+
 /// Serves the current certificate of one pod's identity (renewals apply to new
 /// handshakes at once).
 #[derive(Debug)]
@@ -283,5 +335,44 @@ impl rustls::server::ResolvesServerCert for PodCertResolver {
         self.manager
             .current(&self.identity)
             .map(|c| c.certified.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::{restore, CertStore};
+    use mesh_model::{ca::Ca, identity::Identity};
+
+    fn signed(ca: &Ca, id: &Identity, ttl: Duration) -> (Vec<String>, String) {
+        let (csr, key) = mesh_model::ca::new_csr(id).expect("csr");
+        let (_, parsed) = ca.csr_identity(&csr).expect("parsed");
+        (vec![ca.sign(&parsed, id, ttl).expect("signed")], key)
+    }
+
+    #[test]
+    fn a_stored_certificate_comes_back_only_for_its_identity_and_while_valid() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!("ferrymesh-certs-{}", std::process::id()));
+        let ca = Arc::new(Ca::load_or_create(&dir.join("ca"), "cluster.local").expect("ca"));
+        let store = CertStore::new(&dir);
+        let web = Identity::new("cluster.local", "shop", "web");
+        let db = Identity::new("cluster.local", "shop", "db");
+        let (chain, key) = signed(&ca, &web, Duration::from_secs(3600));
+        store.save(&web, &chain, &key).expect("saved");
+        let back = restore(&store, &web).expect("restored");
+        assert_eq!(back.identity, web);
+        assert!(restore(&store, &db).is_none(), "nothing stored for db");
+        // A file that names another identity (copied over) is refused.
+        std::fs::copy(store.file(&web), store.file(&db)).expect("copy");
+        assert!(restore(&store, &db).is_none());
+        // One that is about to expire is not used.
+        let (chain, key) = signed(&ca, &web, Duration::from_secs(30));
+        store.save(&web, &chain, &key).expect("saved");
+        assert!(restore(&store, &web).is_none());
+        store.remove(&web);
+        assert!(!store.file(&web).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,7 @@
 //! in Istio's wire format (`:authority` = `ip:port`, `Forwarded: for="ip:port"`), so
 //! a ztunnel peer can interoperate.
 pub mod io;
+pub mod keepalive;
 pub mod pool;
 pub mod server;
 

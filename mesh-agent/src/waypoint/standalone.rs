@@ -402,7 +402,7 @@ async fn serve(args: Args) -> Result<(), Error> {
     let compiler = Compiler::new(state.clone());
     state.store(compiler.load(&args.config)?);
     let w = own_workload(&state, &args.workload)?;
-    let (certs, roots) = app::cert_manager(&args.node, &args.identity)
+    let (certs, roots) = app::cert_manager(&args.node, &args.identity, None)
         .map_err(|e| Error::Identity(e.to_string()))?;
     let certs = Arc::new(certs);
     let identity = Identity::new(

@@ -66,12 +66,22 @@ impl Lab {
 
     /// Starts one node's agent again.
     pub fn start_agent(&mut self, node: &str) -> Result<()> {
+        self.spawn_agent(node)?;
+        self.wait_ready(node)
+    }
+
+    /// Starts one node's agent without waiting for it (`wait_agent_ready` does).
+    pub fn spawn_agent(&mut self, node: &str) -> Result<()> {
         let i = self
             .nodes
             .iter()
             .position(|n| n.name == node)
             .context("node")?;
-        self.start_agent_at(i, &agent_binary()?)?;
+        self.start_agent_at(i, &agent_binary()?)
+    }
+
+    /// Waits until the node's agent reports ready.
+    pub fn wait_agent_ready(&mut self, node: &str) -> Result<()> {
         self.wait_ready(node)
     }
 

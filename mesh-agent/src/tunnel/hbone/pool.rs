@@ -17,8 +17,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpSocket;
 
 use super::{
-    io::H2Io, CONNECTION_WINDOW, DIAL_TIMEOUT, MAX_FRAME, MAX_STREAMS_PER_CONNECTION,
-    REASON_HEADER, STREAM_WINDOW,
+    io::H2Io, keepalive::Keepalive, CONNECTION_WINDOW, DIAL_TIMEOUT, MAX_FRAME,
+    MAX_STREAMS_PER_CONNECTION, REASON_HEADER, STREAM_WINDOW,
 };
 use crate::{
     metrics::{Counter, Gauge},
@@ -85,6 +85,8 @@ pub struct PoolCounters {
     pub refused: Counter,
     /// Streams retried on a new connection because a pooled one was dead.
     pub stale_retried: Counter,
+    /// Connections dropped because the peer stopped answering keepalive PINGs.
+    pub keepalive_lost: Counter,
 }
 
 impl PoolCounters {
@@ -115,6 +117,11 @@ impl PoolCounters {
             "Streams retried on a new connection because a pooled one was dead",
             c.stale_retried.clone(),
         );
+        r.register(
+            "hbone_keepalive_lost",
+            "HBONE client connections dropped: the peer stopped answering keepalive PINGs",
+            c.keepalive_lost.clone(),
+        );
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -124,9 +131,13 @@ impl PoolCounters {
             "streams_opened": self.streams_opened.get(),
             "refused": self.refused.get(),
             "stale_retried": self.stale_retried.get(),
+            "keepalive_lost": self.keepalive_lost.get(),
         })
     }
 }
+
+/// Pooled connections are PINGed every 20 s; a peer silent for 10 s more is gone.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(10));
 
 pub struct Pool {
     keys: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Vec<Conn>>>>>,
@@ -135,6 +146,8 @@ pub struct Pool {
     max_streams: usize,
     /// The peers' HBONE port (15008; another only in tests).
     port: u16,
+    /// PING interval and how long a PONG may take.
+    keepalive: (Duration, Duration),
     pub counters: PoolCounters,
 }
 
@@ -152,8 +165,15 @@ impl Pool {
             idle,
             max_streams: MAX_STREAMS_PER_CONNECTION,
             port: mesh_common::ports::HBONE,
+            keepalive: KEEPALIVE,
             counters: PoolCounters::default(),
         }
+    }
+
+    /// Keepalive PINGs every `interval`, answered within `timeout` (tests).
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Pool {
+        self.keepalive = (interval, timeout);
+        self
     }
 
     /// At most `n` streams per connection (tests).
@@ -315,7 +335,7 @@ impl Pool {
                 peer: key.destination.clone(),
                 source,
             })?;
-        let (send, connection) = h2::client::Builder::new()
+        let (send, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
@@ -326,10 +346,19 @@ impl Pool {
         let done = closed.clone();
         let peer = key.destination.clone();
         let open = self.counters.connections_open.clone();
+        let lost = self.counters.keepalive_lost.clone();
+        let (interval, timeout) = self.keepalive;
+        let keepalive = Keepalive::new(connection.ping_pong(), interval, timeout).until_lost();
         open.inc();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "HBONE connection ended: {e}");
+            tokio::select! {
+                r = &mut connection => if let Err(e) = r {
+                    tracing::debug!(%peer, "HBONE connection ended: {e}");
+                },
+                () = keepalive => {
+                    lost.inc();
+                    tracing::info!(%peer, %hbone, "HBONE connection dropped: no answer to a keepalive PING");
+                }
             }
             done.store(true, Ordering::Relaxed);
             open.dec();

@@ -9,7 +9,9 @@ use http::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::{io::H2Io, CONNECTION_WINDOW, MAX_FRAME, REASON_HEADER, STREAM_WINDOW};
+use super::{
+    io::H2Io, keepalive::Keepalive, CONNECTION_WINDOW, MAX_FRAME, REASON_HEADER, STREAM_WINDOW,
+};
 use crate::{
     datapath::DataPath,
     enforce::{self, Caller, Judging},
@@ -235,7 +237,12 @@ async fn connection<S: OnStream>(
         }
     };
     let source = Arc::new(source);
-    let keepalive = Keepalive::new(h2.ping_pong(), limits).until_lost();
+    let keepalive = Keepalive::new(
+        h2.ping_pong(),
+        limits.keepalive_interval,
+        limits.keepalive_timeout,
+    )
+    .until_lost();
     tokio::pin!(keepalive);
     // A successor took this node's listeners: GOAWAY, so that peers open their
     // next streams on a new connection (to it) while these streams run on.
@@ -270,39 +277,6 @@ async fn connection<S: OnStream>(
                 break;
             }
             None => break,
-        }
-    }
-}
-
-/// HTTP/2 keepalive: a PING after every interval; a peer that does not answer
-/// within the timeout is gone (its connection and streams are dropped).
-struct Keepalive {
-    ping: Option<h2::PingPong>,
-    interval: Duration,
-    timeout: Duration,
-}
-
-impl Keepalive {
-    fn new(ping: Option<h2::PingPong>, limits: &crate::guard::Limits) -> Keepalive {
-        Keepalive {
-            ping,
-            interval: limits.keepalive_interval,
-            timeout: limits.keepalive_timeout,
-        }
-    }
-
-    /// PINGs after every interval; resolves when a PONG did not come back in time.
-    /// Never cancelled mid-PING (h2 allows one outstanding user PING).
-    async fn until_lost(mut self) {
-        let Some(ping) = self.ping.as_mut() else {
-            return std::future::pending().await;
-        };
-        loop {
-            tokio::time::sleep(self.interval).await;
-            let pong = tokio::time::timeout(self.timeout, ping.ping(h2::Ping::opaque())).await;
-            if !matches!(pong, Ok(Ok(_))) {
-                return;
-            }
         }
     }
 }

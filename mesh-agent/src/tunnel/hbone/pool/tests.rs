@@ -296,3 +296,93 @@ async fn a_dead_pooled_connection_costs_a_retry_not_a_failed_stream() {
     assert_eq!(pool.counters.stale_retried.get(), 1);
     assert_eq!(pool.counters.connections_opened.get(), 2);
 }
+
+/// A TCP relay in front of a peer; `freeze()` makes every connection relayed so
+/// far go silent (a node gone without a reset: the TCP connection stays up,
+/// nothing answers) while new ones are relayed.
+struct Relay {
+    port: u16,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Relay {
+        use std::sync::atomic::AtomicU64;
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let generation = Arc::new(AtomicU64::new(0));
+        let gen = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((a, _)) = l.accept().await {
+                let Ok(b) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                let born = gen.load(Ordering::SeqCst);
+                let (ar, aw) = a.into_split();
+                let (br, bw) = b.into_split();
+                tokio::spawn(relay_half(ar, bw, gen.clone(), born));
+                tokio::spawn(relay_half(br, aw, gen.clone(), born));
+            }
+        });
+        Relay { port, generation }
+    }
+
+    fn freeze(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Copies until the relay is frozen past `born`, then holds both sockets silently.
+async fn relay_half(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    gen: Arc<std::sync::atomic::AtomicU64>,
+    born: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = r.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if gen.load(Ordering::SeqCst) != born {
+            let _held = (r, w);
+            return std::future::pending().await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_dropped_from_the_pool() {
+    let p = peer("frozen").await;
+    let relay = Relay::start(p.port).await;
+    let pool = Pool::new(Duration::from_secs(60))
+        .with_port(relay.port)
+        .with_keepalive(Duration::from_millis(50), Duration::from_millis(200));
+    let ns = netns();
+    let _first = open(&pool, &p, &ns).await;
+    relay.freeze();
+    // Waits for the counter (bounded), not for a time.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while pool.counters.keepalive_lost.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the silent peer's connection dropped");
+    assert_eq!(pool.counters.connections_open.get(), 0);
+    // The next stream goes to a new connection, not the dead one.
+    let _second = open(&pool, &p, &ns).await;
+    assert_eq!(pool.counters.connections_opened.get(), 2);
+    assert_eq!(
+        pool.counters.stale_retried.get(),
+        0,
+        "no stream met the dead one"
+    );
+}

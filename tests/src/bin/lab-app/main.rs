@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 use nix::sched::{setns, CloneFlags};
 use sha2::{Digest, Sha256};
 
+mod steady;
+
 #[derive(Parser)]
 struct Cli {
     /// Network namespace file to enter.
@@ -165,88 +167,8 @@ fn run(cli: Cli) -> Result<()> {
             held,
             held_every_ms,
             text,
-        } => steady(to, (count, every_ms), (held, held_every_ms), &text),
+        } => steady::steady(to, (count, every_ms), (held, held_every_ms), &text),
     }
-}
-
-fn echo_once(c: &mut TcpStream, text: &[u8]) -> Result<()> {
-    c.write_all(text)?;
-    let mut back = vec![0u8; text.len()];
-    c.read_exact(&mut back)?;
-    if back != text {
-        bail!("wrong echo");
-    }
-    Ok(())
-}
-
-/// The held connections' side of `steady`: (echoes, failures).
-fn held_loop(
-    conns: Vec<TcpStream>,
-    every: Duration,
-    text: &[u8],
-    done: &std::sync::atomic::AtomicBool,
-) -> (u64, u64, Option<String>) {
-    let mut conns: Vec<Option<TcpStream>> = conns.into_iter().map(Some).collect();
-    let (mut ok, mut failed, mut first) = (0u64, 0u64, None);
-    while !done.load(std::sync::atomic::Ordering::Relaxed) {
-        for slot in conns.iter_mut() {
-            if let Some(c) = slot {
-                match echo_once(c, text) {
-                    Ok(()) => ok += 1,
-                    Err(e) => {
-                        failed += 1;
-                        first.get_or_insert(format!("{e:#} (after {ok} echoes)"));
-                        *slot = None;
-                    }
-                }
-            }
-        }
-        std::thread::sleep(every);
-    }
-    (ok, failed, first)
-}
-
-fn steady(
-    to: SocketAddr,
-    (count, every_ms): (u32, u64),
-    (held, held_every_ms): (u32, u64),
-    text: &str,
-) -> Result<()> {
-    let text = format!("{text}\n").into_bytes();
-    let mut conns = Vec::new();
-    for _ in 0..held {
-        let c = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
-        c.set_read_timeout(Some(Duration::from_secs(10)))?;
-        conns.push(c);
-    }
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (mut new_ok, mut new_failed, mut first_error) = (0u32, 0u32, None);
-    let (held_ok, held_failed, held_error) = std::thread::scope(|s| {
-        let h = s.spawn(|| held_loop(conns, Duration::from_millis(held_every_ms), &text, &done));
-        for _ in 0..count {
-            let r = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-                .map_err(anyhow::Error::from)
-                .and_then(|mut c| {
-                    c.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    echo_once(&mut c, &text)
-                });
-            match r {
-                Ok(()) => new_ok += 1,
-                Err(e) => {
-                    new_failed += 1;
-                    first_error.get_or_insert(e.to_string());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(every_ms));
-        }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        h.join().unwrap_or((0, 0, None))
-    });
-    println!(
-        "{}",
-        serde_json::json!({"new_ok": new_ok, "new_failed": new_failed, "held_echoes": held_ok, "held_failed": held_failed, "first_held_error": held_error, "first_error": first_error})
-    );
-    Ok(())
 }
 
 fn listen(port: u16) -> Result<TcpListener> {
