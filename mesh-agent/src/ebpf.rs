@@ -18,6 +18,8 @@ use aya::{
 };
 use mesh_common::{counters, maps, programs, EnrolledNetns, IpWords, OrigDstKey, SockAddr};
 
+pub mod fast;
+
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh"));
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum Error {
         name: &'static str,
         source: aya::programs::links::LinkError,
     },
+    #[error("{0}")]
+    Fast(#[from] fast::Error),
     #[error("cannot open cgroup {path}: {source}; is cgroup v2 mounted there?")]
     Cgroup {
         path: PathBuf,
@@ -127,7 +131,11 @@ fn unpin(link: PinnedLink) {
 /// (the version names their layout), so a successor's programs see the
 /// enrolments, listeners and original destinations of the one before it, and old
 /// and new programs agree while both are attached.
-const SHARED_MAPS: [&str; 7] = [
+const SHARED_MAPS: [&str; 11] = [
+    maps::FAST_SOCKS,
+    maps::FAST_DECIDED,
+    maps::FAST_ON,
+    maps::FAST_COUNTERS,
     maps::ENROLLED_NETNS,
     maps::PENDING_CONNECT,
     maps::ORIG_DST,
@@ -222,12 +230,18 @@ pub struct Kernel {
     listeners: SockHash<MapData, IpWords>,
     excluded: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
+    fast: fast::FastPath,
     lookups: StdHashMap<u64, PinnedLink>,
 }
 
 impl Kernel {
-    /// Loads the object and attaches connect4/connect6/sockops to `cgroup`.
-    pub fn load(cgroup: &Path, pin_dir: &Path) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
+    /// Loads the object and attaches connect4/connect6/sockops to `cgroup` (and
+    /// sk_msg to the fast path's sockhash when `fast_path` is on).
+    pub fn load(
+        cgroup: &Path,
+        pin_dir: &Path,
+        fast_path: fast::Mode,
+    ) -> Result<(Kernel, OrigDst, Option<Logger>), Error> {
         ensure_bpffs(pin_dir)?;
         let maps_dir = pin_dir.join(MAPS_DIR);
         std::fs::create_dir_all(&maps_dir).map_err(|source| Error::Pin {
@@ -251,6 +265,9 @@ impl Kernel {
                 None
             }
         };
+        // Before sockops is attached, so that every socket it puts in the sockhash
+        // finds the sk_msg program there.
+        let fast = fast::set_up(&mut bpf, fast_path)?;
         let cg = File::open(cgroup).map_err(|source| Error::Cgroup {
             path: cgroup.to_owned(),
             source,
@@ -303,6 +320,7 @@ impl Kernel {
                 listeners,
                 excluded,
                 counters,
+                fast,
                 lookups: StdHashMap::new(),
             },
             OrigDst(orig),
@@ -443,9 +461,9 @@ impl Kernel {
         self.enrolled.keys().filter(Result::is_ok).count()
     }
 
-    /// Kernel-side counters, summed over CPUs.
+    /// Kernel-side counters, summed over CPUs (the fast path's after capture's).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        (0..counters::COUNT)
+        let mut all: Vec<(&'static str, u64)> = (0..counters::COUNT)
             .map(|i| {
                 let v = self
                     .counters
@@ -454,7 +472,14 @@ impl Kernel {
                     .unwrap_or(0);
                 (counters::NAMES[i as usize], v)
             })
-            .collect()
+            .collect();
+        all.extend(self.fast.counters());
+        all
+    }
+
+    /// Whether the loopback fast path runs.
+    pub fn fast_path_active(&self) -> bool {
+        self.fast.active
     }
 }
 

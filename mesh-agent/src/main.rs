@@ -155,6 +155,11 @@ struct RunFlags {
     /// Data-path threads.
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
+    /// The loopback fast path (sockops + sk_msg): messages between applications
+    /// and the agent skip the loopback TCP stack. Off by default: with it, the
+    /// kernel can answer EAGAIN to an application's blocking read (see README).
+    #[arg(long, value_enum, default_value_t = mesh_agent::ebpf::fast::Mode::Off)]
+    fast_path: mesh_agent::ebpf::fast::Mode,
     /// How meshed destinations on other nodes are reached: `hbone` (mutual TLS) or
     /// `plaintext` (for measurements and debugging only).
     #[arg(long, env = "FERRYMESH_TUNNEL", default_value = "hbone", value_parser = ["hbone", "plaintext"])]
@@ -330,6 +335,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
+        fast_path: f.fast_path,
         tunnel: if f.tunnel == "hbone" {
             mesh_agent::datapath::Tunnel::Hbone
         } else {

@@ -45,6 +45,10 @@ pub mod maps {
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
     pub const ENROLLED_ADDRS: &str = "ENROLLED_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const FAST_SOCKS: &str = "FAST_SOCKS";
+    pub const FAST_DECIDED: &str = "FAST_DECIDED";
+    pub const FAST_ON: &str = "FAST_ON";
+    pub const FAST_COUNTERS: &str = "FAST_COUNTERS";
 }
 
 /// Names of the programs.
@@ -53,6 +57,7 @@ pub mod programs {
     pub const CONNECT6: &str = "mesh_connect6";
     pub const SOCKOPS: &str = "mesh_sockops";
     pub const SK_LOOKUP: &str = "mesh_sk_lookup";
+    pub const FAST_MSG: &str = "mesh_fast_msg";
 }
 
 /// Address family values as the kernel uses them.
@@ -140,6 +145,71 @@ pub struct OrigDstKey {
     pub _reserved: u32,
 }
 
+/// Key of `FAST_SOCKS` and `FAST_DECIDED`: one end of a loopback connection between
+/// an application and the agent, as that end sees it (its peer's key is the same
+/// with local and remote swapped). Ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FastKey {
+    pub netns_cookie: u64,
+    pub local: IpWords,
+    pub remote: IpWords,
+    pub local_port: u32,
+    pub remote_port: u32,
+}
+
+impl FastKey {
+    /// The other end of the same connection.
+    pub const fn peer(&self) -> FastKey {
+        FastKey {
+            netns_cookie: self.netns_cookie,
+            local: self.remote,
+            remote: self.local,
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+        }
+    }
+}
+
+/// A remote port as sock_ops and sk_msg contexts hold it (network order, shifted
+/// into the upper half on some kernels), in host order either way.
+#[inline(always)]
+pub const fn remote_port_host(raw: u32) -> u32 {
+    let v = u32::from_be(raw);
+    if v > 0xffff {
+        v >> 16
+    } else {
+        v
+    }
+}
+
+/// Values of `FAST_DECIDED`: what a socket's messages do, fixed at its first send so
+/// that no byte overtakes an earlier one taking the other path.
+pub mod fast {
+    pub const REDIRECT: u32 = 1;
+    pub const PASS: u32 = 2;
+
+    /// Indexes into the per-CPU `FAST_COUNTERS` array.
+    pub const SOCKETS_ADDED: u32 = 0;
+    pub const INSERT_FAILED: u32 = 1;
+    pub const SOCKETS_REDIRECTING: u32 = 2;
+    pub const SOCKETS_PASSING: u32 = 3;
+    pub const MSGS_REDIRECTED: u32 = 4;
+    pub const BYTES_REDIRECTED: u32 = 5;
+    pub const MSGS_DROPPED: u32 = 6;
+    pub const COUNT: u32 = 7;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "fast_sockets_added",
+        "fast_insert_failed",
+        "fast_sockets_redirecting",
+        "fast_sockets_passing",
+        "fast_msgs_redirected",
+        "fast_bytes_redirected",
+        "fast_msgs_dropped",
+    ];
+}
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counters {
     pub const CONNECT_CAPTURED: u32 = 0;
@@ -179,6 +249,7 @@ mod pod {
     unsafe impl aya::Pod for super::EnrolledNetns {}
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::OrigDstKey {}
+    unsafe impl aya::Pod for super::FastKey {}
 }
 
 #[cfg(test)]
@@ -192,6 +263,28 @@ mod tests {
         assert_eq!(size_of::<EnrolledNetns>(), 16 + 16 + 4);
         assert_eq!(size_of::<SockAddr>(), 16 + 2 + 2);
         assert_eq!(size_of::<OrigDstKey>(), 8 + 16 + 4 + 4);
+        assert_eq!(size_of::<FastKey>(), 8 + 16 + 16 + 4 + 4);
+    }
+
+    #[test]
+    fn remote_ports_read_the_same_shifted_or_not() {
+        let port: u16 = 15001;
+        let plain = u32::from(u16::from_ne_bytes(port.to_be_bytes()));
+        assert_eq!(remote_port_host(plain), 15001);
+        assert_eq!(remote_port_host(plain << 16), 15001);
+    }
+
+    #[test]
+    fn a_fast_keys_peer_is_the_other_end() {
+        let k = FastKey {
+            netns_cookie: 7,
+            local: IpWords::from_v4_octets([127, 0, 0, 1]),
+            remote: IpWords::from_v4_octets([127, 0, 0, 1]),
+            local_port: 40000,
+            remote_port: 15001,
+        };
+        assert_eq!(k.peer().local_port, 15001);
+        assert_eq!(k.peer().peer(), k);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! ferrymesh kernel programs: outbound capture (cgroup/connect4, cgroup/connect6),
-//! original-destination bookkeeping (sockops) and inbound capture (sk_lookup).
+//! original-destination bookkeeping (sockops), inbound capture (sk_lookup) and the
+//! loopback fast path (sockops + sk_msg).
 //!
 //! Entry points are thin; each calls a `try_*` function. Decisions that do not touch
 //! the context live in `decide.rs` so they read like the design.
@@ -8,6 +9,7 @@
 
 mod capture;
 mod decide;
+mod fast_path;
 mod inbound;
 mod maps;
 mod orig_dst;

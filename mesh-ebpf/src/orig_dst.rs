@@ -1,12 +1,13 @@
 //! sockops: move the original destination from the socket cookie (known at connect())
 //! to the client's (netns, address, port), which is what the agent sees after accept();
-//! delete it when the client socket closes.
+//! delete it when the client socket closes. Also the fast path's bookkeeping
+//! (`fast_path`).
 use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE,
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
     },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::sock_ops,
@@ -15,13 +16,23 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use mesh_common::{counters, IpWords, OrigDstKey, AF_INET};
 
-use crate::maps::{count, ORIG_DST, PENDING_CONNECT};
+use crate::{
+    fast_path,
+    maps::{count, ORIG_DST, PENDING_CONNECT},
+};
 
 #[sock_ops]
 pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx),
-        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => on_close(&ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            on_established(&ctx);
+            fast_path::on_established(&ctx, false);
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => fast_path::on_established(&ctx, true),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
+            on_close(&ctx);
+            fast_path::on_close(&ctx);
+        }
         _ => {}
     }
     0

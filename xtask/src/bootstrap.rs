@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Waypoint tests and bench: real HTTP/1.1, HTTP/2 and TLS clients.
     ("curl", "curl"),
     ("nghttp2-client", "h2load"),
+    // The fast-path tests' non-blocking peers and the bench's peer-tool rows.
+    ("iperf3", "iperf3"),
     ("openssl", "openssl"),
 ];
 

@@ -62,6 +62,8 @@ pub struct RunArgs {
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
+    /// The loopback fast path between applications and the agent.
+    pub fast_path: crate::ebpf::fast::Mode,
     /// How meshed destinations on other nodes are reached.
     pub tunnel: crate::datapath::Tunnel,
     pub identity: IdentityArgs,

@@ -86,7 +86,7 @@ async fn bind_admin(
 
 /// Attaches the capture programs (they stay pinned from here on).
 fn attach(args: &RunArgs) -> Result<(KernelHandle, ebpf::OrigDst), Error> {
-    let (mut kernel, orig_dst, logger) = Kernel::load(&args.cgroup, &args.pin_dir)?;
+    let (mut kernel, orig_dst, logger) = Kernel::load(&args.cgroup, &args.pin_dir, args.fast_path)?;
     if let Some(logger) = logger {
         tokio::spawn(ebpf::forward_logs(logger));
     }
