@@ -346,19 +346,22 @@ impl Kernel {
     }
 
     /// Inbound first (listener + sk_lookup), then outbound capture (the netns entry),
-    /// so a captured connect() always finds its listener.
+    /// so a captured connect() always finds its listener. `fast_path`: the pod's
+    /// annotation asks for the loopback fast path.
     pub fn enrol(
         &mut self,
         netns: &crate::inpod::Netns,
         addresses: &[IpAddr],
         inbound: &impl AsRawFd,
+        fast_path: bool,
     ) -> Result<(), Error> {
         for a in addresses {
             self.listeners
                 .insert(ip_words(*a), inbound.as_raw_fd(), 0)
                 .map_err(map_err(maps::INBOUND_LISTENERS))?;
         }
-        self.capture(netns, addresses, 0)
+        let flags = self.fast.flags(fast_path);
+        self.capture(netns, addresses, flags)
     }
 
     /// A pod whose enrolment failed: inbound to its addresses is dropped (no

@@ -45,6 +45,8 @@ pub struct Spec {
     pub addresses: Vec<IpAddr>,
     pub namespace: String,
     pub service_account: String,
+    /// The pod asks for the loopback fast path (`ferrymesh.io/fast-path`).
+    pub fast_path: bool,
 }
 
 /// Local pods that should be captured, and local pods that cannot be (with why).
@@ -117,6 +119,7 @@ pub fn desired(
                         addresses: w.addresses().to_vec(),
                         namespace: w.namespace().to_owned(),
                         service_account: w.service_account().to_owned(),
+                        fast_path: w.object.metadata.fast_path(),
                     },
                 );
             }
@@ -465,7 +468,7 @@ impl Enroller {
         self.kernel
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .enrol(&netns, &spec.addresses, &listeners.inbound)
+            .enrol(&netns, &spec.addresses, &listeners.inbound, spec.fast_path)
             .map_err(|source| Error::Kernel {
                 key: key.clone(),
                 source: Box::new(source),

@@ -121,6 +121,10 @@ pub struct EnrolledNetns {
 /// sends and receives nothing around the mesh until the agent enrols it.
 pub const ENROLLED_BLOCKED: u32 = 1;
 
+/// `EnrolledNetns::flags`: the pod's loopback hops to the agent take the sockmap
+/// fast path (set by the agent per its `--fast-path` and the pod's annotation).
+pub const ENROLLED_FAST: u32 = 2;
+
 /// An original destination as recorded by connect4/connect6.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

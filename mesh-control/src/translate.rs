@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 /// The annotations the model reads (others, such as kubectl's last applied
 /// configuration, can be large and mean nothing to agents).
-const KEPT_ANNOTATIONS: [&str; 1] = [model::DRY_RUN_ANNOTATION];
+const KEPT_ANNOTATIONS: [&str; 2] = [model::DRY_RUN_ANNOTATION, model::FAST_PATH_ANNOTATION];
 
 fn kept_annotations(a: Option<&BTreeMap<String, String>>) -> model::Labels {
     a.into_iter()
@@ -437,6 +437,21 @@ mod tests {
             let want = want.map(|(n, sa, k)| (n.to_owned(), sa.to_owned(), k));
             assert_eq!(got, want, "{name}");
         }
+        // The fast-path annotation reaches the agents; others (kubectl's
+        // last-applied configuration) are dropped.
+        let annotated = with(&|v| {
+            v["metadata"]["annotations"] = serde_json::json!({
+                "ferrymesh.io/fast-path": "true",
+                "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+            })
+        });
+        let w = workload(&annotated).expect("workload");
+        assert!(w.metadata.fast_path());
+        assert_eq!(w.metadata.annotations.iter().count(), 1);
+        assert!(!workload(&pod(base.clone()))
+            .expect("workload")
+            .metadata
+            .fast_path());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The loopback fast path: sockops puts both ends of every application <-> agent
-//! loopback connection in an enrolled pod (the app's socket to the agent's 15001
-//! listener and the agent's end of it; the agent's delivery socket from 127.0.0.6
-//! and the app's end of it) into `FAST_SOCKS`; sk_msg then moves each message
-//! straight into the peer socket's receive queue, skipping the loopback TCP/IP
-//! stack. The agent still reads, authorizes, counts and writes every byte: only
-//! the hops between it and the applications are shortened.
+//! loopback connection of a pod that has it (`ENROLLED_FAST`) into `FAST_SOCKS`:
+//! the app's socket to the agent's 15001 listener and the agent's end of it, the
+//! agent's delivery socket from 127.0.0.6 and the app's end of it. sk_msg then
+//! moves each message straight into the peer socket's receive queue, skipping the
+//! loopback TCP/IP stack. The agent still reads, authorizes, counts and writes
+//! every byte: only the hops between it and the applications are shortened.
 //!
 //! Ordering: a socket's first send decides for its whole life whether its messages
 //! are redirected (the peer is in the map) or take the normal path, so no message
@@ -19,7 +19,8 @@ use aya_ebpf::{
     programs::{SkMsgContext, SockOpsContext},
 };
 use mesh_common::{
-    fast, ports, remote_port_host, FastKey, IpWords, AF_INET, INBOUND_DELIVERY_SRC_V4,
+    fast, ports, remote_port_host, FastKey, IpWords, AF_INET, ENROLLED_FAST,
+    INBOUND_DELIVERY_SRC_V4,
 };
 
 use crate::maps::ENROLLED_NETNS;
@@ -103,7 +104,10 @@ pub fn on_established(ctx: &SockOpsContext, passive: bool) {
     }
     let mut key = sockops_key(ctx);
     // SAFETY: plain read of a map value.
-    if unsafe { ENROLLED_NETNS.get(key.netns_cookie) }.is_none() {
+    let Some(pod) = (unsafe { ENROLLED_NETNS.get(key.netns_cookie) }) else {
+        return;
+    };
+    if pod.flags & ENROLLED_FAST == 0 {
         return;
     }
     let agent_hop = if passive {

@@ -1,14 +1,15 @@
-//! The loopback fast path (`--fast-path on`: sockops + sk_msg): bytes between
+//! The loopback fast path (sockops + sk_msg): bytes between
 //! applications and the agent skip the loopback TCP stack, counted by the kernel;
 //! the agent still decides every connection (policy refuses as before) and counts
 //! every byte. The fast path is for applications that read with non-blocking
 //! sockets (README "Performance": the kernel's sockmap receive path can answer
-//! EAGAIN to a blocking reader), so the peers here are iperf3's.
+//! EAGAIN to a blocking reader): pods opt in with `ferrymesh.io/fast-path: "true"`
+//! (`--fast-path all`: every pod), and the peers here are iperf3's.
 mod common;
 
 use std::time::Duration;
 
-use common::{two_node_lab, two_node_lab_with, MIB};
+use common::{two_node_lab_with, MIB};
 use ferrymesh_tests::{eventually, Lab};
 use serde_json::Value;
 
@@ -67,7 +68,7 @@ fn received(report: &Value) -> u64 {
 
 #[test]
 fn same_node_bytes_take_the_fast_path_and_arrive_intact() {
-    let lab = two_node_lab_with(&["--fast-path", "on"]);
+    let lab = two_node_lab_with(&["--fast-path", "all"]);
     let before = fast(&lab, "a", "fast_bytes_redirected");
     let mut delivered = 0;
     for reverse in [false, true] {
@@ -98,7 +99,7 @@ fn same_node_bytes_take_the_fast_path_and_arrive_intact() {
 
 #[test]
 fn cross_node_hops_to_and_from_the_agents_take_the_fast_path() {
-    let lab = two_node_lab_with(&["--fast-path", "on"]);
+    let lab = two_node_lab_with(&["--fast-path", "all"]);
     let (a0, b0) = (
         fast(&lab, "a", "fast_bytes_redirected"),
         fast(&lab, "b", "fast_bytes_redirected"),
@@ -123,7 +124,7 @@ spec:
 
 #[test]
 fn policy_still_refuses_on_the_fast_path() {
-    let mut lab = two_node_lab_with(&["--fast-path", "on"]);
+    let mut lab = two_node_lab_with(&["--fast-path", "all"]);
     lab.apply_config(DENY_SHOP).expect("policy");
     let r = iperf3(&lab, "local-server", MIB, false);
     assert!(
@@ -138,9 +139,38 @@ fn policy_still_refuses_on_the_fast_path() {
     );
 }
 
+/// The two-node lab with `client` annotated for the fast path, agents given `args`.
+fn lab_with_annotated_client(args: &[&str]) -> Lab {
+    let mut spec = common::two_node_spec(args);
+    for p in spec.pods.iter_mut().filter(|p| p.name == "client") {
+        p.annotations
+            .push(("ferrymesh.io/fast-path".into(), "true".into()));
+    }
+    let mut lab = Lab::new(spec).expect("lab");
+    lab.start_agents().expect("agents");
+    lab
+}
+
 #[test]
-fn off_by_default_every_byte_takes_loopback_tcp() {
-    let lab = two_node_lab();
+fn by_default_only_annotated_pods_take_the_fast_path() {
+    let lab = lab_with_annotated_client(&[]);
+    let r = iperf3(&lab, "local-server", 16 * MIB, false);
+    assert!(sent(&r) >= 16 * MIB && received(&r) > 0, "{r}");
+    // Two connections (iperf3's control and data), each with the client's hop
+    // into the agent (two sockets); the delivery to the unannotated server took
+    // loopback TCP.
+    assert_eq!(fast(&lab, "a", "fast_sockets_added"), 4);
+    let moved = fast(&lab, "a", "fast_bytes_redirected");
+    assert!(
+        moved >= received(&r) && moved < 2 * sent(&r),
+        "{moved} bytes redirected for {} sent",
+        sent(&r)
+    );
+}
+
+#[test]
+fn off_means_every_byte_takes_loopback_tcp() {
+    let lab = lab_with_annotated_client(&["--fast-path", "off"]);
     let r = iperf3(&lab, "local-server", 16 * MIB, false);
     assert!(sent(&r) >= 16 * MIB && received(&r) > 0, "{r}");
     assert_eq!(fast(&lab, "a", "fast_sockets_added"), 0);

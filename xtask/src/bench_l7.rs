@@ -232,6 +232,12 @@ fn report(rows: &serde_json::Map<String, Value>) -> Vec<Value> {
         );
         verdicts.push(json!({"metric": format!("{proto} waypoint added p50 us"), "value": d50, "target": "<= 50", "met": d50 <= 50.0}));
         verdicts.push(json!({"metric": format!("{proto} waypoint added p99 us"), "value": d99, "target": "<= 150", "met": d99 <= 150.0}));
+        let ratio = num(wp, "max_req_per_s") / num(l4, "max_req_per_s");
+        println!(
+            "{proto}: waypoint max req/s {ratio:.2}x of L4's (target >= 0.6x {})",
+            met(ratio >= 0.6)
+        );
+        verdicts.push(json!({"metric": format!("{proto} waypoint max req/s vs L4"), "value": ratio, "target": ">= 0.6x", "met": ratio >= 0.6}));
     }
     verdicts
 }

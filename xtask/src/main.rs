@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_control;
 mod bench_l7;
+mod bench_peer;
 mod bench_scale;
 mod bench_upgrade;
 mod bench_util;

@@ -20,20 +20,24 @@ pub enum Error {
     },
 }
 
-/// Whether the fast path runs.
+/// Which pods' loopback hops take the fast path. It is for applications that
+/// read with non-blocking sockets (epoll): the kernel's sockmap receive path
+/// (tcp_bpf_recvmsg) answers EAGAIN to a blocking reader woken without data, e.g.
+/// by its own socket's writer thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// When the kernel takes the sk_msg program. Only for applications that read
-    /// with non-blocking sockets (epoll): the kernel's sockmap receive path
-    /// (tcp_bpf_recvmsg) answers EAGAIN to a blocking reader woken without data,
-    /// e.g. by its own socket's writer thread.
-    On,
-    /// Every byte takes loopback TCP (the default).
+    /// Pods annotated `ferrymesh.io/fast-path: "true"` (the default), when the
+    /// kernel takes the sk_msg program.
+    Annotated,
+    /// Every pod (benchmarks; clusters whose applications all use epoll).
+    All,
+    /// None: every byte takes loopback TCP.
     Off,
 }
 
 pub struct FastPath {
-    /// Whether sockets are being put in the sockhash (on, and sk_msg attached).
+    mode: Mode,
+    /// Whether sockets are being put in the sockhash (not off, and sk_msg attached).
     pub active: bool,
     _switch: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -48,20 +52,21 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
     move |source| Error::Map { name, source }
 }
 
-/// Attaches the fast path (mode On) or switches it off; an attachment the kernel
-/// refuses leaves it off, logged, never an error.
+/// Attaches the fast path (unless mode Off); an attachment the kernel refuses
+/// leaves it off, logged, never an error.
 pub fn set_up(bpf: &mut Ebpf, mode: Mode) -> Result<FastPath, Error> {
     let mut switch = Array::try_from(take(bpf, maps::FAST_ON)?).map_err(map_err(maps::FAST_ON))?;
     let counters = PerCpuArray::try_from(take(bpf, maps::FAST_COUNTERS)?)
         .map_err(map_err(maps::FAST_COUNTERS))?;
     let socks: SockHash<MapData, FastKey> =
         SockHash::try_from(take(bpf, maps::FAST_SOCKS)?).map_err(map_err(maps::FAST_SOCKS))?;
-    let active = mode == Mode::On && attach(bpf, &socks);
+    let active = mode != Mode::Off && attach(bpf, &socks);
     switch
         .set(0, u32::from(active), 0)
         .map_err(map_err(maps::FAST_ON))?;
     tracing::info!(?mode, active, "loopback fast path (sockops + sk_msg)");
     Ok(FastPath {
+        mode,
         active,
         _switch: switch,
         counters,
@@ -88,6 +93,16 @@ fn attach(bpf: &mut Ebpf, socks: &SockHash<MapData, FastKey>) -> bool {
 }
 
 impl FastPath {
+    /// The `ENROLLED_*` flag of a pod whose annotation asks (`requested`) or not.
+    pub fn flags(&self, requested: bool) -> u32 {
+        let on = self.active && (self.mode == Mode::All || requested);
+        if on {
+            mesh_common::ENROLLED_FAST
+        } else {
+            0
+        }
+    }
+
     /// The fast path's counters, summed over CPUs.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         (0..fast::COUNT)

@@ -91,12 +91,28 @@ impl ObjectMeta {
     /// Istio's `istio.io/dry-run` annotation, read as Go's `strconv.ParseBool` reads
     /// it (Istio's reading): a value that does not parse means enforced.
     pub fn dry_run(&self) -> bool {
+        self.true_annotation(DRY_RUN_ANNOTATION)
+    }
+
+    /// `ferrymesh.io/fast-path: "true"` on a pod: its loopback hops to the agent
+    /// may take the sockmap fast path (for applications reading with
+    /// non-blocking sockets; see the agent's `--fast-path`).
+    pub fn fast_path(&self) -> bool {
+        self.true_annotation(FAST_PATH_ANNOTATION)
+    }
+
+    /// An annotation read as Go's `strconv.ParseBool` reads "true"; anything else
+    /// is false.
+    fn true_annotation(&self, key: &str) -> bool {
         matches!(
-            self.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str),
+            self.annotations.get(key).map(String::as_str),
             Some("1" | "t" | "T" | "TRUE" | "true" | "True")
         )
     }
 }
+
+/// Pod annotation opting its loopback hops into the sockmap fast path.
+pub const FAST_PATH_ANNOTATION: &str = "ferrymesh.io/fast-path";
 
 /// Annotation that makes an AuthorizationPolicy evaluated, logged and counted,
 /// never enforced.

@@ -124,9 +124,20 @@ impl Lab {
                 .iter()
                 .map(|(k, v)| format!("    {k}: {v}"))
                 .collect();
+            let annotations: String = p
+                .spec
+                .annotations
+                .iter()
+                .map(|(k, v)| format!("\n    {k}: {v:?}"))
+                .collect();
+            let annotations = if annotations.is_empty() {
+                annotations
+            } else {
+                format!("  annotations:{annotations}\n")
+            };
             let _ = write!(
                 y,
-                "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n{}---\n",
+                "apiVersion: ferrymesh.io/v1alpha1\nkind: Workload\nmetadata:\n  name: {}\n  namespace: {}\n{annotations}  labels:\n{}\nspec:\n  node: {}\n  serviceAccount: {}\n  addresses: [{}, \"{}\"]\n{}---\n",
                 p.spec.name,
                 p.spec.namespace,
                 labels.join("\n"),

@@ -19,6 +19,7 @@ pub struct PodSpec {
     pub namespace: String,
     pub node: String,
     pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
 }
 
 impl PodSpec {
@@ -28,10 +29,15 @@ impl PodSpec {
             namespace: namespace.into(),
             node: node.into(),
             labels: vec![("app".into(), name.into())],
+            annotations: Vec::new(),
         }
     }
     pub fn label(mut self, k: &str, v: &str) -> Self {
         self.labels.push((k.into(), v.into()));
+        self
+    }
+    pub fn annotation(mut self, k: &str, v: &str) -> Self {
+        self.annotations.push((k.into(), v.into()));
         self
     }
 }

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use nix::sched::{setns, CloneFlags};
 use sha2::{Digest, Sha256};
 
+mod polled;
 mod steady;
 
 #[derive(Parser)]
@@ -27,6 +28,10 @@ struct Cli {
     /// cgroup v2 directory to join.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Non-blocking sockets waited on with poll(2), as an epoll application's
+    /// (rr, stream and the echo and sink servers).
+    #[arg(long)]
+    poll: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -142,6 +147,9 @@ fn run(cli: Cli) -> Result<()> {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
+    if cli.poll {
+        polled::enable();
+    }
     if let Some(cg) = &cli.cgroup {
         std::fs::write(cg.join("cgroup.procs"), "0")
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
@@ -245,8 +253,11 @@ fn canonical(a: SocketAddr) -> String {
     SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()
 }
 
-fn echo(mut c: TcpStream) {
+fn echo(c: TcpStream) {
     let _ = c.set_nodelay(true);
+    let Ok(mut c) = polled::Conn::new(c) else {
+        return;
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match c.read(&mut buf) {
@@ -260,7 +271,10 @@ fn echo(mut c: TcpStream) {
     }
 }
 
-fn sink_conn(mut c: TcpStream) {
+fn sink_conn(c: TcpStream) {
+    let Ok(mut c) = polled::Conn::new(c) else {
+        return;
+    };
     let mut buf = vec![0u8; 256 * 1024];
     let mut total: u64 = 0;
     loop {
@@ -437,9 +451,10 @@ fn percentiles(mut v: Vec<f64>) -> serde_json::Value {
 }
 
 fn rr(to: SocketAddr, size: usize, count: u32) -> Result<()> {
-    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    let c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
     c.set_nodelay(true)?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut c = polled::Conn::new(c)?;
     let msg = vec![7u8; size];
     let mut back = vec![0u8; size];
     let mut lat = Vec::with_capacity(count as usize);
@@ -469,8 +484,9 @@ fn connlat(to: SocketAddr, count: u32) -> Result<()> {
 }
 
 fn stream(to: SocketAddr, bytes: u64) -> Result<()> {
-    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    let c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
     c.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut c = polled::Conn::new(c)?;
     let buf = vec![1u8; 256 * 1024];
     let t = Instant::now();
     let mut left = bytes;
@@ -479,7 +495,7 @@ fn stream(to: SocketAddr, bytes: u64) -> Result<()> {
         c.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    c.shutdown(Shutdown::Write)?;
+    c.0.shutdown(Shutdown::Write)?;
     let mut count = [0u8; 8];
     c.read_exact(&mut count)?;
     let secs = t.elapsed().as_secs_f64();
