@@ -200,29 +200,9 @@ fn rss(lab: &Lab) -> Vec<u64> {
 pub fn run(out: &Path) -> Result<()> {
     bootstrap::ensure()?;
     build::all(true)?;
-    // FERRYMESH_BENCH_ONLY=l7 runs only the HTTP part.
-    match std::env::var("FERRYMESH_BENCH_ONLY").as_deref() {
-        Ok("l7") => {
-            let l7 = crate::bench_l7::run(quick())?;
-            return write(out, &json!({"l7": l7}));
-        }
-        Ok("control") => {
-            let control = crate::bench_control::run()?;
-            return write(out, &json!({"control": control}));
-        }
-        Ok("scale") => {
-            let scale = crate::bench_scale::run(quick())?;
-            return write(out, &json!({"scale": scale}));
-        }
-        Ok("upgrade") => {
-            let upgrade = crate::bench_upgrade::run(quick())?;
-            return write(out, &json!({"upgrade": upgrade}));
-        }
-        Ok("peer") => {
-            let peer = crate::bench_peer::run(quick())?;
-            return write(out, &json!({"peer": peer}));
-        }
-        _ => {}
+    // FERRYMESH_BENCH_ONLY=l7|control|scale|upgrade|peer runs only that part.
+    if let Ok(part) = std::env::var("FERRYMESH_BENCH_ONLY") {
+        return write(out, &only(&part)?);
     }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
     let mut lab = Lab::new(spec())?;
@@ -281,6 +261,20 @@ pub fn run(out: &Path) -> Result<()> {
         "peer": peer,
     });
     write(out, &report)
+}
+
+/// One part of the bench on its own (FERRYMESH_BENCH_ONLY).
+fn only(part: &str) -> Result<Value> {
+    Ok(match part {
+        "l7" => json!({"l7": crate::bench_l7::run(quick())?}),
+        "control" => json!({"control": crate::bench_control::run()?}),
+        "scale" => json!({"scale": crate::bench_scale::run(quick())?}),
+        "upgrade" => json!({"upgrade": crate::bench_upgrade::run(quick())?}),
+        "peer" => json!({"peer": crate::bench_peer::run(quick())?}),
+        other => anyhow::bail!(
+            "FERRYMESH_BENCH_ONLY={other}: the parts are l7, control, scale, upgrade and peer"
+        ),
+    })
 }
 
 /// Every round's figures, by mode.
