@@ -249,6 +249,10 @@ impl Kernel {
             source,
         })?;
         let mut loader = aya::EbpfLoader::new();
+        // No kernel BTF: the programs read only uapi context fields (no CO-RE
+        // relocations), and parsing /sys/kernel/btf/vmlinux costs ~20 MB of peak
+        // memory at start.
+        loader.btf(None);
         for name in SHARED_MAPS {
             loader.map_pin_path(name, maps_dir.join(name));
         }

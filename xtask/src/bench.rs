@@ -317,6 +317,8 @@ fn l4_rounds(lab: &mut Lab) -> Result<Rounds> {
 /// The agents' RSS idle and with many open idle connections through the mesh.
 struct Memory {
     idle: Vec<u64>,
+    /// VmHWM when idle: the start-up peak.
+    start_peak: Vec<u64>,
     loaded: Vec<u64>,
     conns: u64,
     pool: Value,
@@ -330,6 +332,10 @@ fn memory(lab: &mut Lab) -> Result<Memory> {
     // returned before the idle figure is read.
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss(lab);
+    let start_peak = ["a", "b"]
+        .iter()
+        .filter_map(|n| lab.agent_peak_kib(n))
+        .collect();
     let conns: u64 = if quick() { 2000 } else { 10_000 };
     let to = format!("{}:7000", lab.pod("remote").ip4);
     let conns_arg = conns.to_string();
@@ -350,6 +356,7 @@ fn memory(lab: &mut Lab) -> Result<Memory> {
     drop(holder);
     Ok(Memory {
         idle,
+        start_peak,
         loaded,
         conns,
         pool,
@@ -379,6 +386,10 @@ impl Memory {
             met(growth_max <= 4096.0),
         );
         println!(
+            "agent start-up peak (VmHWM before any traffic): {:?} KiB",
+            self.start_peak
+        );
+        println!(
             "HBONE pool on node a after the open connections: {}",
             self.pool
         );
@@ -387,7 +398,7 @@ impl Memory {
     }
 
     fn json(&self) -> Value {
-        json!({"idle": self.idle, "with_open_connections": self.loaded, "open_connections": self.conns, "growth_bytes_per_connection": self.growth()})
+        json!({"idle": self.idle, "start_peak": self.start_peak, "with_open_connections": self.loaded, "open_connections": self.conns, "growth_bytes_per_connection": self.growth()})
     }
 }
 

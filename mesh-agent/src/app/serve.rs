@@ -579,10 +579,12 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         .unwrap_or_else(|p| p.into_inner())
         .release_previous();
     wait_for_certificates(&dp, &agent.enroller).await;
+    // The CNI socket answers before readiness is reported: a runtime told the
+    // agent is ready finds it serving.
+    let mut cni = serve_cni(&args);
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %args.node, admin = %args.admin, "agent ready");
     let mut handed = serve_handoff(&args, agent.enroller.kept(), admin_fds);
-    let mut cni = serve_cni(&args);
     if agent
         .run(&mut updates, &mut signals, (&mut handed, &mut cni))
         .await

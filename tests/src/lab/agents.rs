@@ -225,11 +225,20 @@ impl Lab {
 
     /// Resident memory of a node's agent in KiB (VmRSS).
     pub fn agent_rss_kib(&self, node: &str) -> Option<u64> {
+        self.agent_status_kib(node, "VmRSS:")
+    }
+
+    /// The most resident memory a node's agent has had, in KiB (VmHWM).
+    pub fn agent_peak_kib(&self, node: &str) -> Option<u64> {
+        self.agent_status_kib(node, "VmHWM:")
+    }
+
+    fn agent_status_kib(&self, node: &str, field: &str) -> Option<u64> {
         let pid = self.agent_pid(node)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
