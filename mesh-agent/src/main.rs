@@ -155,12 +155,12 @@ struct RunFlags {
     /// Data-path threads.
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
-    /// The loopback fast path (sockops + sk_msg): messages between applications
-    /// and the agent skip the loopback TCP stack. `annotated`: for pods annotated
-    /// `ferrymesh.io/fast-path: "true"` (only applications that read with
-    /// non-blocking sockets: the kernel can answer EAGAIN to a blocking read,
-    /// see README); `all`: every pod; `off`.
-    #[arg(long, value_enum, default_value_t = mesh_agent::ebpf::fast::Mode::Annotated)]
+    /// The loopback fast path (sockops + sk_msg), experimental: messages between
+    /// applications and the agent skip the loopback TCP stack. `annotated`: pods
+    /// annotated `ferrymesh.io/fast-path: "true"`; `all`; `off` (the default: the
+    /// kernel gives redirected messages no backpressure and can answer EAGAIN to a
+    /// blocking read, see README).
+    #[arg(long, value_enum, default_value_t = mesh_agent::ebpf::fast::Mode::Off)]
     fast_path: mesh_agent::ebpf::fast::Mode,
     /// How meshed destinations on other nodes are reached: `hbone` (mutual TLS) or
     /// `plaintext` (for measurements and debugging only).

@@ -3,8 +3,9 @@
 //! the agent still decides every connection (policy refuses as before) and counts
 //! every byte. The fast path is for applications that read with non-blocking
 //! sockets (README "Performance": the kernel's sockmap receive path can answer
-//! EAGAIN to a blocking reader): pods opt in with `ferrymesh.io/fast-path: "true"`
-//! (`--fast-path all`: every pod), and the peers here are iperf3's.
+//! EAGAIN to a blocking reader, and redirected messages have no backpressure):
+//! it is off unless `--fast-path annotated` (pods with `ferrymesh.io/fast-path:
+//! "true"`) or `all`, and the peers here are iperf3's.
 mod common;
 
 use std::time::Duration;
@@ -104,8 +105,10 @@ fn cross_node_hops_to_and_from_the_agents_take_the_fast_path() {
         fast(&lab, "a", "fast_bytes_redirected"),
         fast(&lab, "b", "fast_bytes_redirected"),
     );
-    let r = iperf3(&lab, "server", 32 * MIB, false);
-    assert!(sent(&r) >= 32 * MIB && received(&r) > 0, "{r}");
+    // Small: an application that outpaces the agent (bound by TLS here) gets
+    // ENOMEM once the agent's socket has too much redirected to it (README).
+    let r = iperf3(&lab, "server", 8 * MIB, false);
+    assert!(sent(&r) >= 8 * MIB && received(&r) > 0, "{r}");
     // The client's hop into agent a and agent b's delivery to the server.
     assert!(fast(&lab, "a", "fast_bytes_redirected") - a0 >= received(&r));
     assert!(fast(&lab, "b", "fast_bytes_redirected") - b0 >= received(&r));
@@ -152,8 +155,8 @@ fn lab_with_annotated_client(args: &[&str]) -> Lab {
 }
 
 #[test]
-fn by_default_only_annotated_pods_take_the_fast_path() {
-    let lab = lab_with_annotated_client(&[]);
+fn annotated_mode_shortens_only_the_annotated_pods_hops() {
+    let lab = lab_with_annotated_client(&["--fast-path", "annotated"]);
     let r = iperf3(&lab, "local-server", 16 * MIB, false);
     assert!(sent(&r) >= 16 * MIB && received(&r) > 0, "{r}");
     // Two connections (iperf3's control and data), each with the client's hop
@@ -169,8 +172,8 @@ fn by_default_only_annotated_pods_take_the_fast_path() {
 }
 
 #[test]
-fn off_means_every_byte_takes_loopback_tcp() {
-    let lab = lab_with_annotated_client(&["--fast-path", "off"]);
+fn off_by_default_even_for_an_annotated_pod() {
+    let lab = lab_with_annotated_client(&[]);
     let r = iperf3(&lab, "local-server", 16 * MIB, false);
     assert!(sent(&r) >= 16 * MIB && received(&r) > 0, "{r}");
     assert_eq!(fast(&lab, "a", "fast_sockets_added"), 0);

@@ -20,18 +20,21 @@ pub enum Error {
     },
 }
 
-/// Which pods' loopback hops take the fast path. It is for applications that
-/// read with non-blocking sockets (epoll): the kernel's sockmap receive path
-/// (tcp_bpf_recvmsg) answers EAGAIN to a blocking reader woken without data, e.g.
-/// by its own socket's writer thread.
+/// Which pods' loopback hops take the fast path. Experimental, off by default:
+/// on this kernel (6.18) a message redirected into a socket's receive queue has
+/// no backpressure (a sender that outpaces its reader - an application ahead of
+/// an agent bound by TLS - gets ENOMEM from write), and a socket in a sockhash is
+/// read through tcp_bpf_recvmsg, which answers EAGAIN to a blocking reader woken
+/// without data. Only for applications that read with non-blocking sockets and
+/// send no faster than the agent forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Pods annotated `ferrymesh.io/fast-path: "true"` (the default), when the
-    /// kernel takes the sk_msg program.
+    /// Pods annotated `ferrymesh.io/fast-path: "true"`, when the kernel takes the
+    /// sk_msg program.
     Annotated,
-    /// Every pod (benchmarks; clusters whose applications all use epoll).
+    /// Every pod (benchmarks).
     All,
-    /// None: every byte takes loopback TCP.
+    /// None: every byte takes loopback TCP (the default).
     Off,
 }
 
