@@ -132,7 +132,7 @@ pub fn on_established(ctx: &SockOpsContext, passive: bool) {
 /// sockops, on close: forget the socket's decision (the sockhash drops it itself).
 #[inline(always)]
 pub fn on_close(ctx: &SockOpsContext) {
-    let _ = FAST_DECIDED.remove(&sockops_key(ctx));
+    let _ = FAST_DECIDED.remove(sockops_key(ctx));
 }
 
 /// The sending socket's own key, from an sk_msg context.
@@ -187,7 +187,7 @@ pub fn mesh_fast_msg(ctx: SkMsgContext) -> u32 {
     let mut peer = own.peer();
     let size = u64::from(ctx.size());
     // SAFETY: plain read of a map value.
-    match unsafe { FAST_DECIDED.get(&own) }.copied() {
+    match unsafe { FAST_DECIDED.get(own) }.copied() {
         Some(fast::PASS) => sk_action::SK_PASS,
         Some(_) => {
             // Redirecting: the peer must still be there, or the bytes go nowhere.
@@ -206,12 +206,12 @@ pub fn mesh_fast_msg(ctx: SkMsgContext) -> u32 {
             let redirected = FAST_SOCKS.redirect_msg(&ctx, &mut peer, u64::from(BPF_F_INGRESS))
                 == i64::from(sk_action::SK_PASS);
             if redirected {
-                let _ = FAST_DECIDED.insert(&own, &fast::REDIRECT, 0);
+                let _ = FAST_DECIDED.insert(own, fast::REDIRECT, 0);
                 add(fast::SOCKETS_REDIRECTING, 1);
                 add(fast::MSGS_REDIRECTED, 1);
                 add(fast::BYTES_REDIRECTED, size);
             } else {
-                let _ = FAST_DECIDED.insert(&own, &fast::PASS, 0);
+                let _ = FAST_DECIDED.insert(own, fast::PASS, 0);
                 add(fast::SOCKETS_PASSING, 1);
             }
             sk_action::SK_PASS
