@@ -75,11 +75,7 @@ fn primary(dir: &Path) -> Result<PathBuf, Error> {
 }
 
 fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("ferrymesh-tmp");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    mesh_infra::file::replace(path, bytes, mode).map_err(io(path))
 }
 
 /// Installs (or removes) the plugin; returns the config file changed.

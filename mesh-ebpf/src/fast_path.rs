@@ -50,6 +50,35 @@ fn add(index: u32, n: u64) {
 
 const DELIVERY_SRC: IpWords = IpWords::from_v4_octets(INBOUND_DELIVERY_SRC_V4);
 
+/// A key from the fields sock_ops and sk_msg contexts both have (addresses in
+/// network order, the local port in host order, the remote one as the context
+/// holds it).
+#[inline(always)]
+fn key(
+    netns_cookie: u64,
+    family: u32,
+    (l4, l6): (u32, [u32; 4]),
+    (r4, r6): (u32, [u32; 4]),
+    (local_port, remote_port): (u32, u32),
+) -> FastKey {
+    let v4 = family == u32::from(AF_INET);
+    FastKey {
+        netns_cookie,
+        local: if v4 {
+            IpWords::from_v4_raw(l4)
+        } else {
+            IpWords(l6)
+        },
+        remote: if v4 {
+            IpWords::from_v4_raw(r4)
+        } else {
+            IpWords(r6)
+        },
+        local_port,
+        remote_port: remote_port_host(remote_port),
+    }
+}
+
 /// The socket's own key, from a sock_ops context.
 #[inline(always)]
 pub fn sockops_key(ctx: &SockOpsContext) -> FastKey {
@@ -77,23 +106,9 @@ pub fn sockops_key(ctx: &SockOpsContext) -> FastKey {
             read_volatile(&(*o).remote_port),
         )
     };
-    let v4 = family == u32::from(AF_INET);
-    FastKey {
-        // SAFETY: sock_ops contexts are accepted by bpf_get_netns_cookie.
-        netns_cookie: unsafe { bpf_get_netns_cookie(o as *mut c_void) },
-        local: if v4 {
-            IpWords::from_v4_raw(l4)
-        } else {
-            IpWords(l6)
-        },
-        remote: if v4 {
-            IpWords::from_v4_raw(r4)
-        } else {
-            IpWords(r6)
-        },
-        local_port: lport,
-        remote_port: remote_port_host(rport),
-    }
+    // SAFETY: sock_ops contexts are accepted by bpf_get_netns_cookie.
+    let cookie = unsafe { bpf_get_netns_cookie(o as *mut c_void) };
+    key(cookie, family, (l4, l6), (r4, r6), (lport, rport))
 }
 
 /// sockops, on an established connection: is it one the fast path shortens?
@@ -161,23 +176,9 @@ fn msg_key(ctx: &SkMsgContext) -> FastKey {
             read_volatile(&(*m).remote_port),
         )
     };
-    let v4 = family == u32::from(AF_INET);
-    FastKey {
-        // SAFETY: sk_msg contexts are accepted by bpf_get_netns_cookie.
-        netns_cookie: unsafe { bpf_get_netns_cookie(m as *mut c_void) },
-        local: if v4 {
-            IpWords::from_v4_raw(l4)
-        } else {
-            IpWords(l6)
-        },
-        remote: if v4 {
-            IpWords::from_v4_raw(r4)
-        } else {
-            IpWords(r6)
-        },
-        local_port: lport,
-        remote_port: remote_port_host(rport),
-    }
+    // SAFETY: sk_msg contexts are accepted by bpf_get_netns_cookie.
+    let cookie = unsafe { bpf_get_netns_cookie(m as *mut c_void) };
+    key(cookie, family, (l4, l6), (r4, r6), (lport, rport))
 }
 
 /// Runs for every send on a socket in `FAST_SOCKS`.

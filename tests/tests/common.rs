@@ -45,3 +45,11 @@ pub fn assert_intact(r: &serde_json::Value, bytes: u64) {
     assert_eq!(r["received"].as_u64(), Some(bytes), "{r}");
     assert_eq!(r["sent_sha256"], r["received_sha256"], "{r}");
 }
+
+/// PeerAuthentication STRICT for namespace `shop`.
+pub const STRICT: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+"#;

@@ -212,13 +212,6 @@ fn the_cni_plugin_holds_a_new_pod_until_its_agent_has_taken_it() {
     );
 }
 
-const STRICT: &str = r#"apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec: {mtls: {mode: STRICT}}
----
-"#;
-
 /// tcpdump on the lab's fabric bridge, until dropped; the capture's bytes.
 struct Capture {
     dump: std::process::Child,
@@ -374,7 +367,7 @@ fn assert_failed_only_without_an_agent(r: &Value, no_agent: &[(u64, u64)]) {
 #[test]
 fn an_upgrade_under_steady_load_fails_nothing_and_leaks_no_plaintext() {
     let mut lab = two_node_lab_with(&["--drain-seconds", "60"]);
-    lab.apply_config(STRICT).expect("STRICT applied");
+    lab.apply_config(common::STRICT).expect("STRICT applied");
     let _server = lab.server("server", &[8080]).expect("server");
     let to = lab.pod("server").addr4(8080).to_string();
     let capture = Capture::start(&lab);
@@ -456,7 +449,7 @@ fn assert_restart_outcome(out: &Outcome, no_agent: &[(u64, u64)]) {
 #[test]
 fn a_kill_and_restart_under_steady_load_fails_only_while_no_agent_runs() {
     let mut lab = common::two_node_lab();
-    lab.apply_config(STRICT).expect("STRICT applied");
+    lab.apply_config(common::STRICT).expect("STRICT applied");
     let _server = lab.server("server", &[8080]).expect("server");
     let to = lab.pod("server").addr4(8080).to_string();
     let capture = Capture::start(&lab);
@@ -470,7 +463,7 @@ fn a_sigterm_and_restart_with_the_control_plane_down_fails_only_while_no_agent_r
     let mut lab = Lab::new(common::two_node_spec(&[])).expect("lab");
     lab.use_control_plane();
     lab.start_agents().expect("agents");
-    lab.apply_config(STRICT).expect("STRICT applied");
+    lab.apply_config(common::STRICT).expect("STRICT applied");
     let _server = lab.server("server", &[8080]).expect("server");
     let to = lab.pod("server").addr4(8080).to_string();
     let capture = Capture::start(&lab);

@@ -466,13 +466,6 @@ spec:
 ---
 "#;
 
-const STRICT: &str = r#"apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec: {mtls: {mode: STRICT}}
----
-"#;
-
 #[test]
 fn l4_policy_matrix_in_the_lab() {
     let mut lab = two_node_lab();
@@ -494,7 +487,7 @@ fn l4_policy_matrix_in_the_lab() {
     assert!(works(&lab, "outsider", &s8080));
     // STRICT: plaintext refused, mTLS still served.
     let g = generation(&lab);
-    lab.set_extra_config(STRICT).unwrap();
+    lab.set_extra_config(common::STRICT).unwrap();
     lab.wait_stats("b", "STRICT applied", |s| {
         s["config"]["generation"].as_u64() > Some(g)
     })
@@ -509,7 +502,7 @@ fn l4_policy_matrix_in_the_lab() {
 
     // Policies: allow by principal and port, deny by namespace.
     let g = generation(&lab);
-    lab.set_extra_config(&format!("{STRICT}{POLICIES}"))
+    lab.set_extra_config(&format!("{}{POLICIES}", common::STRICT))
         .unwrap();
     lab.wait_stats("b", "policies applied", |s| {
         s["config"]["generation"].as_u64() > Some(g)

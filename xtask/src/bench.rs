@@ -27,7 +27,9 @@ const RR_COUNT: &str = "5000";
 const CONN_COUNT: &str = "1000";
 const REPEATS: usize = 3;
 
-fn spec() -> LabSpec {
+/// The L4 bench's lab (also the peer-tool part's): client and local on a, remote
+/// on b, namespace `bench` unlabelled.
+pub(crate) fn spec() -> LabSpec {
     LabSpec {
         nodes: vec!["a".into(), "b".into()],
         namespaces: vec![("bench".into(), false)],

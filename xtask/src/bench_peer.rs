@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ferrymesh_tests::{eventually, Lab, LabSpec, PodSpec};
+use ferrymesh_tests::{eventually, Lab};
 use serde_json::{json, Value};
 
 use crate::{
@@ -15,21 +15,6 @@ use crate::{
 };
 
 const MODES: [&str; 3] = ["no_mesh", "mtls", "mtls_fast_path"];
-
-fn spec() -> LabSpec {
-    LabSpec {
-        nodes: vec!["a".into(), "b".into()],
-        namespaces: vec![("bench".into(), false)],
-        pods: vec![
-            PodSpec::new("client", "bench", "a"),
-            PodSpec::new("local", "bench", "a"),
-            PodSpec::new("remote", "bench", "b"),
-        ],
-        services: vec![],
-        agent_args: vec![],
-        local_ca: false,
-    }
-}
 
 /// A child killed when dropped.
 struct Running(std::process::Child);
@@ -182,7 +167,7 @@ fn enter(lab: &mut Lab, mode: &str) -> Result<()> {
 
 pub fn run(quick: bool) -> Result<Value> {
     step("peer tools: iperf3 and polling round trips; no mesh, mTLS, mTLS + fast path");
-    let mut lab = Lab::new(spec())?;
+    let mut lab = Lab::new(crate::bench::spec())?;
     lab.start_agents()?;
     let (mut servers, mut echoes) = (Vec::new(), Vec::new());
     for pod in ["local", "remote"] {

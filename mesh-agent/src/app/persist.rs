@@ -2,11 +2,7 @@
 //! (re)starts while the control plane is unreachable enrols its pods from it at
 //! once instead of waiting, so no restart opens a gap in capture. Written
 //! atomically (a temporary file renamed over the old one), readable by root only.
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use mesh_model::{model::Objects, state::State};
 
@@ -31,16 +27,7 @@ fn render(objects: &Objects) -> Result<String, serde_json::Error> {
 pub fn save(dir: &Path, objects: &Objects) -> std::io::Result<()> {
     let text = render(objects).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path(dir))
+    mesh_infra::file::replace(&path(dir), text.as_bytes(), 0o600)
 }
 
 /// The persisted config, compiled; None (logged) when there is none or it does

@@ -4,8 +4,7 @@
 //! CA answers. One file per identity, root-only (0600), written atomically; a
 //! file that does not parse, names another identity or has expired is ignored.
 use std::{
-    io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -47,17 +46,7 @@ impl CertStore {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        let path = self.file(id);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        mesh_infra::file::replace(&self.file(id), &body, 0o600)
     }
 
     /// The stored (chain, key) PEMs of `id`, unchecked.
