@@ -3,11 +3,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Result;
-use ferrymesh_tests::{Lab, LabSpec, PodSpec};
+use ferrymesh_tests::Lab;
 use serde_json::{json, Value};
 
 use crate::{
-    bench_util::{median, met, set_meshed},
+    bench_util::{self, median, met, set_meshed},
     bootstrap, build,
     sh::step,
 };
@@ -26,23 +26,6 @@ fn quick() -> bool {
 const RR_COUNT: &str = "5000";
 const CONN_COUNT: &str = "1000";
 const REPEATS: usize = 3;
-
-/// The L4 bench's lab (also the peer-tool part's): client and local on a, remote
-/// on b, namespace `bench` unlabelled.
-pub(crate) fn spec() -> LabSpec {
-    LabSpec {
-        nodes: vec!["a".into(), "b".into()],
-        namespaces: vec![("bench".into(), false)],
-        pods: vec![
-            PodSpec::new("client", "bench", "a"),
-            PodSpec::new("local", "bench", "a"),
-            PodSpec::new("remote", "bench", "b"),
-        ],
-        services: vec![],
-        agent_args: vec![],
-        local_ca: false,
-    }
-}
 
 /// One round of one mode (no mesh or captured): every scenario on both paths.
 fn measure(lab: &Lab) -> Result<Value> {
@@ -207,7 +190,7 @@ pub fn run(out: &Path) -> Result<()> {
         return write(out, &only(&part)?);
     }
     step("bench lab: 2 nodes, a CA; pods client (a), local (a), remote (b); echo :8080, sink :9000, idle :7000");
-    let mut lab = Lab::new(spec())?;
+    let mut lab = Lab::new(bench_util::spec())?;
     lab.start_agents()?;
     let mut servers = [
         lab.app("local", &["serve", "--port", "8080", "--sink", "9000"])?,

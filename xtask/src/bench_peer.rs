@@ -167,7 +167,7 @@ fn enter(lab: &mut Lab, mode: &str) -> Result<()> {
 
 pub fn run(quick: bool) -> Result<Value> {
     step("peer tools: iperf3 and polling round trips; no mesh, mTLS, mTLS + fast path");
-    let mut lab = Lab::new(crate::bench::spec())?;
+    let mut lab = Lab::new(crate::bench_util::spec())?;
     lab.start_agents()?;
     let (mut servers, mut echoes) = (Vec::new(), Vec::new());
     for pod in ["local", "remote"] {

@@ -1,8 +1,9 @@
-//! What the bench scenarios share: switching the mesh on and off, medians, verdicts.
+//! What the bench scenarios share: the L4 lab, switching the mesh on and off,
+//! medians, verdicts.
 use std::time::Duration;
 
 use anyhow::Result;
-use ferrymesh_tests::Lab;
+use ferrymesh_tests::{Lab, LabSpec, PodSpec};
 
 /// Labels (or unlabels) the bench namespace and waits until both agents have
 /// enrolled (or released) its pods.
@@ -32,5 +33,22 @@ pub(crate) fn met(ok: bool) -> &'static str {
         "met"
     } else {
         "MISSED"
+    }
+}
+
+/// The L4 bench's lab (also the peer-tool part's): client and local on a, remote
+/// on b, namespace `bench` unlabelled.
+pub(crate) fn spec() -> LabSpec {
+    LabSpec {
+        nodes: vec!["a".into(), "b".into()],
+        namespaces: vec![("bench".into(), false)],
+        pods: vec![
+            PodSpec::new("client", "bench", "a"),
+            PodSpec::new("local", "bench", "a"),
+            PodSpec::new("remote", "bench", "b"),
+        ],
+        services: vec![],
+        agent_args: vec![],
+        local_ca: false,
     }
 }
