@@ -30,7 +30,10 @@ impl Drop for Running {
 }
 
 /// One iperf3 test of `bytes` from `client` to `pod` (`reverse`: `pod` sends);
-/// iperf3's JSON report.
+/// iperf3's JSON report. Paced at 1 Gbit/s: unpaced, the sender's whole `-n` can
+/// sit in a redirected (unbounded) queue when iperf3's end-of-test message
+/// overtakes it on the control connection, and the server then counts 0 bytes
+/// and closes the data connection under the agent (seen in CI).
 fn iperf3(lab: &Lab, pod: &str, bytes: u64, reverse: bool) -> Value {
     let _server = Running(
         lab.spawn_in_pod(pod, "iperf3", &["-s", "-1", "-p", "5201"])
@@ -43,7 +46,17 @@ fn iperf3(lab: &Lab, pod: &str, bytes: u64, reverse: bool) -> Value {
     .expect("iperf3 listening");
     let ip = lab.pod(pod).ip4.to_string();
     let n = bytes.to_string();
-    let mut args = vec!["-c", ip.as_str(), "-p", "5201", "-n", n.as_str(), "-J"];
+    let mut args = vec![
+        "-c",
+        ip.as_str(),
+        "-p",
+        "5201",
+        "-n",
+        n.as_str(),
+        "-b",
+        "1G",
+        "-J",
+    ];
     if reverse {
         args.push("-R");
     }
