@@ -185,7 +185,7 @@ fn rss(lab: &Lab) -> Vec<u64> {
 pub fn run(out: &Path) -> Result<()> {
     bootstrap::ensure()?;
     build::all(true)?;
-    // FERRYMESH_BENCH_ONLY=l7|control|scale|upgrade|peer runs only that part.
+    // FERRYMESH_BENCH_ONLY=l7|control|scale|upgrade|peer|tls runs only that part.
     if let Ok(part) = std::env::var("FERRYMESH_BENCH_ONLY") {
         return write(out, &only(&part)?);
     }
@@ -228,6 +228,7 @@ pub fn run(out: &Path) -> Result<()> {
     if let Some(t) = peer["targets"].as_array() {
         verdicts.extend(t.iter().cloned());
     }
+    let tls = crate::bench_tls::run_part(quick())?;
     let missed = verdicts.iter().filter(|v| v["met"] == false).count();
     if missed > 0 {
         println!("{missed} target(s) missed (marked MISSED above; figures in the JSON)");
@@ -244,6 +245,7 @@ pub fn run(out: &Path) -> Result<()> {
         "scale": scale,
         "upgrade": upgrade,
         "peer": peer,
+        "tls_providers": tls,
     });
     write(out, &report)
 }
@@ -256,8 +258,9 @@ fn only(part: &str) -> Result<Value> {
         "scale" => json!({"scale": crate::bench_scale::run(quick())?}),
         "upgrade" => json!({"upgrade": crate::bench_upgrade::run(quick())?}),
         "peer" => json!({"peer": crate::bench_peer::run(quick())?}),
+        "tls" => json!({"tls_providers": crate::bench_tls::run_part(quick())?}),
         other => anyhow::bail!(
-            "FERRYMESH_BENCH_ONLY={other}: the parts are l7, control, scale, upgrade and peer"
+            "FERRYMESH_BENCH_ONLY={other}: the parts are l7, control, scale, upgrade, peer and tls"
         ),
     })
 }

@@ -8,6 +8,7 @@ mod bench_control;
 mod bench_l7;
 mod bench_peer;
 mod bench_scale;
+mod bench_tls;
 mod bench_upgrade;
 mod bench_util;
 mod bootstrap;
