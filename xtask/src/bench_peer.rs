@@ -49,6 +49,17 @@ fn agents_cpu(lab: &Lab) -> f64 {
 fn iperf3(lab: &Lab, target: &str, parallel: u32, seconds: u32) -> Result<(f64, f64, f64)> {
     let ip = lab.pod(target).ip4.to_string();
     let (p, t) = (parallel.to_string(), seconds.to_string());
+    // The server takes one test at a time and answers "busy" until the last
+    // test's connections (64 of them, torn down through the mesh) are gone.
+    eventually(Duration::from_secs(30), "iperf3 server idle", || {
+        let out = lab.exec_in(
+            target,
+            &["ss", "-Htn", "state", "established", "sport = :5201"],
+        );
+        out.ok()
+            .filter(|o| o.trim().is_empty())
+            .ok_or("a test still running")
+    })?;
     let cpu0 = agents_cpu(lab);
     let out = lab.run_in_pod(
         "client",
