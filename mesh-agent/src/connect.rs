@@ -69,6 +69,16 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Istio's `connection_security_policy` of it: a same-node delivery is
+    /// between two identities the agent holds itself (as ztunnel reports its
+    /// in-node shortcut).
+    pub fn security(self) -> crate::telemetry::Security {
+        match self {
+            Transport::SameNode | Transport::Hbone => crate::telemetry::Security::MutualTls,
+            Transport::Plaintext => crate::telemetry::Security::None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::SameNode => "same-node",

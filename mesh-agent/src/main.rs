@@ -191,6 +191,10 @@ struct IdentityFlags {
     /// SPIFFE trust domain.
     #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
+    /// The cluster's name in Istio's metric labels (`source_cluster`,
+    /// `destination_cluster`), as Istio's `--clusterID`.
+    #[arg(long, env = "FERRYMESH_CLUSTER_ID", default_value = mesh_agent::telemetry::DEFAULT_CLUSTER)]
+    cluster_id: String,
     /// Lifetime asked for workload certificates; renewed at half-life.
     #[arg(long, default_value_t = 86400)]
     cert_ttl_secs: u64,
@@ -223,6 +227,7 @@ impl IdentityFlags {
         };
         app::IdentityArgs {
             trust_domain: self.trust_domain,
+            cluster_id: self.cluster_id,
             cert_ttl: Duration::from_secs(self.cert_ttl_secs.max(2)),
             ca,
         }

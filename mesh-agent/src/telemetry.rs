@@ -1,4 +1,11 @@
-//! Prometheus metrics for L4 (served on :15020 /metrics), with Istio's usual labels.
+//! Prometheus metrics (served on :15020 /metrics): Istio's standard metrics with
+//! Istio's labels (`istio`), and the agent's own under `ferrymesh_`.
+mod istio;
+
+pub use istio::{
+    Peer, Reporter, RequestLabels, Security, ServiceName, Traffic, TrafficLabels, DEFAULT_CLUSTER,
+    UNKNOWN,
+};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{
@@ -51,20 +58,6 @@ impl ConnectionLabels {
     }
 }
 
-/// Labels of per-request metrics (the waypoint).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub reporter: &'static str,
-    pub source_principal: String,
-    pub destination_service: String,
-    pub destination_principal: String,
-    /// "http" or "grpc".
-    pub request_protocol: &'static str,
-    pub response_code: u16,
-    pub grpc_response_status: String,
-    pub response_flags: &'static str,
-}
-
 /// Labels of dry-run verdicts (`istio.io/dry-run` policies): bounded, one series
 /// per (layer, action, result).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,91 +72,118 @@ pub struct DryRunLabels {
 
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+/// Istio's request duration buckets (milliseconds).
+const DURATION_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
 fn duration_histogram() -> Histogram {
-    // 0.25 ms .. ~8 s
-    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+    Histogram::new(DURATION_MS)
 }
 
 fn size_histogram() -> Histogram {
-    // 64 B .. 64 MiB
-    Histogram::new(exponential_buckets(64.0, 4.0, 11))
+    // 1 B .. 1 GB, a bucket per power of ten.
+    Histogram::new(exponential_buckets(1.0, 10.0, 10))
 }
 
+/// Istio's standard metrics (unprefixed, as Istio names them) and the agent's own
+/// (`ferrymesh_*`), in one registry served on :15020.
 pub struct Telemetry {
     registry: Registry,
+    /// `source_cluster` / `destination_cluster`.
+    pub cluster: String,
+    pub tcp_opened: Family<TrafficLabels, Counter>,
+    pub tcp_closed: Family<TrafficLabels, Counter>,
+    pub tcp_sent: Family<TrafficLabels, Counter>,
+    pub tcp_received: Family<TrafficLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: HistogramFamily,
     pub request_bytes: HistogramFamily,
     pub response_bytes: HistogramFamily,
-    pub closed: Family<ConnectionLabels, Counter>,
-    pub sent: Family<ConnectionLabels, Counter>,
-    pub received: Family<ConnectionLabels, Counter>,
     pub refused: Family<ConnectionLabels, Counter>,
     pub dry_run: Family<DryRunLabels, Counter>,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("ferrymesh");
-        let closed = Family::<ConnectionLabels, Counter>::default();
-        let sent = Family::<ConnectionLabels, Counter>::default();
-        let received = Family::<ConnectionLabels, Counter>::default();
-        let refused = Family::<ConnectionLabels, Counter>::default();
-        registry.register(
-            "tcp_connections_closed",
-            "Proxied TCP connections that ended",
-            closed.clone(),
+        Telemetry::new(DEFAULT_CLUSTER)
+    }
+}
+
+impl Telemetry {
+    /// The metrics of an agent in `cluster` (Istio's cluster name).
+    pub fn new(cluster: &str) -> Self {
+        let mut registry = Registry::default();
+        let tcp = |r: &mut Registry, name: &str, help: &str| {
+            let f = Family::<TrafficLabels, Counter>::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        let tcp_opened = tcp(
+            &mut registry,
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
         );
-        registry.register(
-            "tcp_sent_bytes",
-            "Bytes sent from source to destination",
-            sent.clone(),
+        let tcp_closed = tcp(
+            &mut registry,
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
         );
-        registry.register(
-            "tcp_received_bytes",
-            "Bytes sent from destination back to source",
-            received.clone(),
+        let tcp_sent = tcp(
+            &mut registry,
+            "istio_tcp_sent_bytes",
+            "Bytes sent from source to destination on TCP connections",
         );
-        registry.register(
-            "tcp_connections_refused",
-            "Connections refused by policy or STRICT mTLS",
-            refused.clone(),
-        );
-        let dry_run = Family::<DryRunLabels, Counter>::default();
-        registry.register(
-            "authz_dry_run",
-            "Verdicts of dry-run (istio.io/dry-run) AuthorizationPolicies, never enforced",
-            dry_run.clone(),
+        let tcp_received = tcp(
+            &mut registry,
+            "istio_tcp_received_bytes",
+            "Bytes sent from destination back to source on TCP connections",
         );
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let request_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
         let response_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
+        registry.register("istio_requests", "HTTP/gRPC requests", requests.clone());
         registry.register(
-            "requests",
-            "HTTP/gRPC requests through the waypoint",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request head to the end of the response",
+            "istio_request_duration_milliseconds",
+            "Time from the request head to the end of the response",
             request_duration.clone(),
         );
-        registry.register("request_bytes", "Request body sizes", request_bytes.clone());
         registry.register(
-            "response_bytes",
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
             "Response body sizes",
             response_bytes.clone(),
         );
+        let own = registry.sub_registry_with_prefix("ferrymesh");
+        let refused = Family::<ConnectionLabels, Counter>::default();
+        own.register(
+            "tcp_connections_refused",
+            "Connections refused by policy or STRICT mTLS",
+            refused.clone(),
+        );
+        let dry_run = Family::<DryRunLabels, Counter>::default();
+        own.register(
+            "authz_dry_run",
+            "Verdicts of dry-run (istio.io/dry-run) AuthorizationPolicies, never enforced",
+            dry_run.clone(),
+        );
         Telemetry {
             registry,
+            cluster: cluster.to_owned(),
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
             requests,
             request_duration,
             request_bytes,
             response_bytes,
-            closed,
-            sent,
-            received,
             refused,
             dry_run,
         }
@@ -171,9 +191,9 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// To register more metrics (the agent's own counters) before serving.
+    /// To register more of the agent's own metrics (`ferrymesh_*`) before serving.
     pub fn registry(&mut self) -> &mut Registry {
-        &mut self.registry
+        self.registry.sub_registry_with_prefix("ferrymesh")
     }
 
     pub fn encode(&self) -> String {

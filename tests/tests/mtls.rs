@@ -115,16 +115,19 @@ fn bytes_between_nodes_are_tls_only_on_the_fabric() {
     let m = lab.metrics("b").unwrap();
     assert!(
         m.lines()
-            .any(|l| l.starts_with("ferrymesh_tcp_connections_closed_total{")
-                && l.contains(r#"reporter="inbound""#)
-                && l.contains(r#"transport="hbone""#)
+            .any(|l| l.starts_with("istio_tcp_connections_closed_total{")
+                && l.contains(r#"reporter="destination""#)
+                && l.contains(r#"connection_security_policy="mutual_tls""#)
+                && l.contains(r#"source_workload="client""#)
+                && l.contains(r#"destination_workload="server""#)
                 && l.contains(r#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
                 && l.contains(
                     r#"destination_principal="spiffe://cluster.local/ns/shop/sa/server""#
                 )),
         "{m}"
     );
-    assert!(m.contains("ferrymesh_tcp_sent_bytes_total{"), "{m}");
+    assert!(m.contains("istio_tcp_sent_bytes_total{"), "{m}");
+    assert!(m.contains("istio_tcp_connections_opened_total{"), "{m}");
 }
 
 struct Probe<'a> {

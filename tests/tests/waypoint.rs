@@ -387,13 +387,16 @@ fn http_routes_match_filter_and_split() {
     assert!(
         metrics
             .lines()
-            .any(|m| m.starts_with("ferrymesh_requests_total{")
-                && m.contains("destination_service=\"shop/web-v1\"")
+            .any(|m| m.starts_with("istio_requests_total{")
+                && m.contains("reporter=\"waypoint\"")
+                && m.contains("destination_service=\"web-v1.shop.svc.cluster.local\"")
+                && m.contains("destination_service_name=\"web-v1\"")
+                && m.contains("request_protocol=\"http\"")
                 && m.contains("response_code=\"200\"")),
         "{metrics}"
     );
     assert!(
-        metrics.contains("ferrymesh_request_duration_seconds_bucket{"),
+        metrics.contains("istio_request_duration_milliseconds_bucket{"),
         "{metrics}"
     );
 }
@@ -888,7 +891,7 @@ fn l7_authorization_and_jwt() {
     assert!(
         metrics
             .lines()
-            .any(|m| m.starts_with("ferrymesh_requests_total{")
+            .any(|m| m.starts_with("istio_requests_total{")
                 && m.contains("response_code=\"403\"")
                 && m.contains("response_flags=\"AZ\"")),
         "{metrics}"
@@ -1328,7 +1331,7 @@ fn standalone_shared_waypoint_and_ingress_gateway() {
     assert!(
         metrics
             .lines()
-            .any(|m| m.starts_with("ferrymesh_requests_total{")
+            .any(|m| m.starts_with("istio_requests_total{")
                 && m.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/client\"")
                 && m.contains(
                     "destination_principal=\"spiffe://cluster.local/ns/shop/sa/web-v1\""

@@ -101,6 +101,8 @@ impl CapFlags {
 #[derive(Debug, Clone)]
 pub struct IdentityArgs {
     pub trust_domain: String,
+    /// The cluster's name in Istio's metric labels.
+    pub cluster_id: String,
     pub cert_ttl: Duration,
     pub ca: CaSource,
 }

@@ -491,7 +491,7 @@ fn data_path(
     orig_dst: crate::ebpf::OrigDst,
     kernel: &crate::ebpf::KernelHandle,
 ) -> (DataPath, Arc<Metrics>) {
-    let mut telemetry = Telemetry::default();
+    let mut telemetry = Telemetry::new(&args.identity.cluster_id);
     let metrics = Arc::new(Metrics::new(telemetry.registry()));
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());

@@ -9,7 +9,12 @@ use std::{
 use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{access::Access, reset::ResetOnDrop, splice};
+use super::{
+    access::{self, Access},
+    reset::ResetOnDrop,
+    splice,
+};
+use crate::telemetry::{Reporter, Security};
 use crate::{
     datapath::DataPath,
     enforce::{self, Caller, Judging},
@@ -148,6 +153,13 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
     let Some(app) = connect_app(&pod, original, &dp.inputs.guard).await else {
         return;
     };
+    let labels = access::labels(
+        &dp.inputs,
+        Reporter::Destination,
+        ((None, peer.ip()), (Some(&pod.identity), original.ip())),
+        None,
+        Security::None,
+    );
     let access = Access {
         reporter: "inbound",
         source: None,
@@ -156,6 +168,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         destination_addr: original,
         transport: "plaintext",
         start,
+        labels,
     };
     let copy = splice::proxy_until(conn.take(), app, c, registration.closed());
     access.proxied(&dp.inputs.telemetry, c, copy).await;

@@ -5,7 +5,12 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{access::Access, reset::ResetOnDrop, splice};
+use super::{
+    access::{self, Access},
+    reset::ResetOnDrop,
+    splice,
+};
+use crate::telemetry::Reporter;
 use crate::{
     connect,
     datapath::DataPath,
@@ -114,6 +119,16 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
     let Ok(up) = connect::connect(&dp, &pod, &route, peer, Judging::L4Only).await else {
         return;
     };
+    let labels = access::labels(
+        &dp.inputs,
+        Reporter::Source,
+        (
+            (Some(&pod.identity), up.source.ip()),
+            (up.destination.as_ref(), route.addr().ip()),
+        ),
+        Some(original.ip()),
+        up.transport.security(),
+    );
     let access = Access {
         reporter: "outbound",
         source: Some(&pod.identity),
@@ -122,6 +137,7 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
         destination_addr: route.addr(),
         transport: up.transport.as_str(),
         start,
+        labels,
     };
     access
         .proxied(

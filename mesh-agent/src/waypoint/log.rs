@@ -1,9 +1,17 @@
 //! The log phase: per-request metrics and the access-log line, written when the
 //! response body has ended (or was cut), with what the other phases recorded.
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use mesh_model::identity::Identity;
 
 use super::{reply::ResponseFlag, trace::TraceContext};
-use crate::{datapath::DataPath, telemetry::RequestLabels};
+use crate::{
+    datapath::DataPath,
+    telemetry::{Peer, Reporter, RequestLabels, Security, ServiceName, Traffic},
+};
 
 /// What one request did, for the access log and metrics.
 #[derive(Debug, Default, Clone)]
@@ -27,9 +35,10 @@ pub struct Finish {
     pub dp: DataPath,
     /// For the access log: the source identity, or the client's address.
     pub source: String,
-    /// For metrics: the source identity only (client addresses would make a series
-    /// per client).
-    pub principal: Option<String>,
+    /// For metrics: the source identity the mesh proved, and the client's address
+    /// (only to find its workload's labels; never a label itself).
+    pub principal: Option<Identity>,
+    pub client_ip: IpAddr,
     pub status: u16,
     pub grpc_status: Option<String>,
     pub log: RequestLog,
@@ -48,32 +57,51 @@ fn grpc_label(status: Option<&str>) -> String {
 }
 
 impl Finish {
+    /// Istio's request labels: the source by its proven identity (and its
+    /// workload when the one at its address has that identity), the destination
+    /// by the upstream chosen and its identity.
+    fn labels(&self, log: &RequestLog, grpc_status: Option<&str>) -> RequestLabels {
+        let inputs = &self.dp.inputs;
+        let state = inputs.state.load();
+        let destination: Option<Identity> = log
+            .destination_identity
+            .as_deref()
+            .and_then(|d| d.parse().ok());
+        let security = match (&self.principal, &destination) {
+            (Some(_), Some(_)) => Security::MutualTls,
+            _ => Security::None,
+        };
+        RequestLabels {
+            traffic: Traffic {
+                reporter: Reporter::Waypoint,
+                source: &Peer::of(&state, Some(self.client_ip), self.principal.as_ref()),
+                destination: &Peer::of(&state, log.upstream.map(|a| a.ip()), destination.as_ref()),
+                service: &ServiceName::of_key(&state, &log.destination_service),
+                cluster: &inputs.telemetry.cluster,
+                protocol: log.protocol,
+                flags: log.flags.as_str(),
+                security,
+            }
+            .labels(),
+            response_code: self.status,
+            grpc_response_status: grpc_label(grpc_status),
+        }
+    }
+
     /// The log phase: metrics and one access-log line, when the response ended.
-    pub fn emit(self, bytes: u64, trailers_grpc: Option<String>, cut: Option<ResponseFlag>) {
-        let mut log = self.log;
+    pub fn emit(mut self, bytes: u64, trailers_grpc: Option<String>, cut: Option<ResponseFlag>) {
+        let mut log = std::mem::take(&mut self.log);
         if let Some(flag) = cut {
             log.flags = flag;
         }
-        let grpc_status = trailers_grpc.or(self.grpc_status);
+        let grpc_status = trailers_grpc.or(self.grpc_status.take());
         let elapsed = self.start.elapsed();
         let t = &self.dp.inputs.telemetry;
-        let labels = RequestLabels {
-            reporter: "waypoint",
-            source_principal: self.principal.clone().unwrap_or_else(|| "unknown".into()),
-            destination_service: log.destination_service.clone(),
-            destination_principal: log
-                .destination_identity
-                .clone()
-                .unwrap_or_else(|| "unknown".into()),
-            request_protocol: log.protocol,
-            response_code: self.status,
-            grpc_response_status: grpc_label(grpc_status.as_deref()),
-            response_flags: log.flags.as_str(),
-        };
+        let labels = self.labels(&log, grpc_status.as_deref());
         t.requests.get_or_create(&labels).inc();
         t.request_duration
             .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed.as_secs_f64() * 1000.0);
         t.request_bytes
             .get_or_create(&labels)
             .observe(log.request_bytes as f64);

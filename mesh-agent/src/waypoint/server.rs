@@ -113,7 +113,8 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
     let finish = Finish {
         dp: conn.dp.clone(),
         source: conn.source_key(),
-        principal: conn.source.as_ref().map(ToString::to_string),
+        principal: conn.source.clone(),
+        client_ip: conn.client.ip(),
         status: parts.status.as_u16(),
         grpc_status: parts
             .headers

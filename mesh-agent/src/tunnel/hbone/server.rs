@@ -17,8 +17,12 @@ use crate::{
     enforce::{self, Caller, Judging},
     guard::{self, Guard, Reason},
     local::Pod,
+    telemetry::{Reporter, Security},
     tls,
-    tunnel::{access::Access, inbound, splice},
+    tunnel::{
+        access::{self, Access},
+        inbound, splice,
+    },
 };
 use mesh_model::identity::Identity;
 
@@ -412,6 +416,16 @@ async fn stream(
     };
     tracing::debug!(pod = %pod.key, %source, %target, "HBONE stream delivered");
     let tunnel = H2Io::new(send, req.into_body());
+    let labels = access::labels(
+        &dp.inputs,
+        Reporter::Destination,
+        (
+            (Some(&source), peer.ip()),
+            (Some(&pod.identity), target.ip()),
+        ),
+        None,
+        Security::MutualTls,
+    );
     let access = Access {
         reporter: "inbound",
         source: Some(&source),
@@ -420,6 +434,7 @@ async fn stream(
         destination_addr: target,
         transport: "hbone",
         start,
+        labels,
     };
     // Counted from the source's side: sent = towards the application.
     let copy = async {
