@@ -7,7 +7,10 @@ use mesh_model::{
 
 use super::*;
 
-fn labels(kv: &[(&str, &str)]) -> Labels {
+/// Label pairs of a table case.
+type Kv<'a> = &'a [(&'a str, &'a str)];
+
+fn labels(kv: Kv<'_>) -> Labels {
     let mut l = Labels::new();
     for (k, v) in kv {
         l.insert((*k).into(), (*v).into());
@@ -17,7 +20,7 @@ fn labels(kv: &[(&str, &str)]) -> Labels {
 
 #[test]
 fn workload_names_as_istio_derives_them() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, Kv<'_>, &str)] = &[
         // A Deployment's pod: name minus "-<pod-template-hash>-<suffix>".
         (
             "reviews-v1-5fd6d4f8f8-knbht",
@@ -42,7 +45,7 @@ fn workload_names_as_istio_derives_them() {
 
 #[test]
 fn canonical_service_and_revision_fall_back_as_istio_does() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[(Kv<'_>, &str, &str)] = &[
         (
             &[
                 ("service.istio.io/canonical-name", "cn"),
