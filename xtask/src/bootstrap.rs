@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nghttp2-client", "h2load"),
     // The fast-path tests' non-blocking peers and the bench's peer-tool rows.
     ("iperf3", "iperf3"),
+    // The telemetry test scrapes the agents with a real Prometheus.
+    ("prometheus", "prometheus"),
     ("openssl", "openssl"),
 ];
 

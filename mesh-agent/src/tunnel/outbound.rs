@@ -160,13 +160,19 @@ async fn waypoint(
     c.outbound_waypoint.inc();
     c.active.inc();
     let key = pod.key.clone();
+    // The application reached the agent over loopback: the client is the pod's
+    // address (for ipBlocks, X-Forwarded-For and metrics), as at L4.
+    let client = SocketAddr::new(
+        pod.address_like(&original.ip()).unwrap_or(peer.ip()),
+        peer.port(),
+    );
     let wc = Arc::new(crate::waypoint::conn::Conn {
         source: Some(pod.identity.clone()),
         pod,
         dp,
         l7,
         parent,
-        client: peer,
+        client,
         original,
         at_destination: false,
         trusted_proxies: 0,

@@ -1,0 +1,295 @@
+//! Istio-compatible telemetry, end to end: a real Prometheus (Debian's) in the
+//! lab's fabric namespace scrapes both agents; after known traffic, PromQL with
+//! the selectors and groupings of Istio's standard dashboards returns the series
+//! and values the traffic made. (Dashboards take `irate(...[1m])` of these
+//! counters; the test reads the counters themselves, whose values do not depend
+//! on when Prometheus scraped.)
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ferrymesh_tests::{eventually, netns, App, Lab, LabSpec, PodSpec};
+use serde_json::Value;
+
+/// `web` (VIP) splits 90/10 over `web-v1` (node b) and `web-v2` (node a) through
+/// the waypoint; `server` (node b) takes plain TCP.
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.50]
+  selector: {svc: web}
+  ports: [{name: http, port: 80, targetPort: 8080, appProtocol: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v1, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.51]
+  selector: {version: v1}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v2, namespace: shop}
+spec:
+  clusterIPs: [198.18.100.52]
+  selector: {version: v2}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - backendRefs: [{name: web-v1, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+"#;
+
+/// Prometheus, killed (and its data dropped) with the test.
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    netns: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const LISTEN: &str = "127.0.0.1:9090";
+
+impl Prometheus {
+    /// Starts Prometheus in the fabric namespace, scraping each node's agent
+    /// (node n is 198.18.0.n; metrics on :15020) every second.
+    fn start(lab: &Lab, nodes: usize) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("ferrymesh-prom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let targets: Vec<String> = (1..=nodes)
+            .map(|n| format!("'198.18.0.{n}:15020'"))
+            .collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n\
+             - job_name: ferrymesh-agents\n  static_configs: [{{targets: [{}]}}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
+        let netns = PathBuf::from(format!("/run/netns/{}", lab.fabric_netns()));
+        let log = std::fs::File::create(dir.join("log")).expect("log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["--", "prometheus"])
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={LISTEN}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (installed by cargo xtask)");
+        let p = Prometheus { child, dir, netns };
+        eventually(
+            Duration::from_secs(60),
+            "Prometheus ready",
+            || match netns::http_get(&p.netns, LISTEN.parse().unwrap(), "/-/ready") {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// An instant query: each series' labels named in `by` and its value.
+    fn query(&self, promql: &str, by: &str) -> Result<BTreeMap<String, f64>, String> {
+        let path = format!("/api/v1/query?query={}", encode(promql));
+        let (status, body) = netns::http_get(&self.netns, LISTEN.parse().unwrap(), &path)
+            .map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+        if v["status"] != "success" {
+            return Err(body);
+        }
+        let mut out = BTreeMap::new();
+        for r in v["data"]["result"].as_array().into_iter().flatten() {
+            let key = r["metric"][by].as_str().unwrap_or("").to_owned();
+            let value = r["value"][1].as_str().and_then(|s| s.parse().ok());
+            out.insert(key, value.unwrap_or(f64::NAN));
+        }
+        Ok(out)
+    }
+
+    /// Waits until `promql` grouped `by` returns exactly `want`.
+    fn expect(&self, promql: &str, by: &str, want: &BTreeMap<String, f64>) {
+        eventually(Duration::from_secs(30), promql, || {
+            let got = self.query(promql, by)?;
+            (got == *want)
+                .then_some(())
+                .ok_or(format!("{got:?}, want {want:?}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
+    }
+
+    /// What Prometheus has, for a failed expectation.
+    fn diagnose(&self) -> String {
+        let path = format!(
+            "/api/v1/query?query={}",
+            encode(r#"{__name__=~"up|istio_.*_total"}"#)
+        );
+        let body = netns::http_get(&self.netns, LISTEN.parse().unwrap(), &path)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|e| e.to_string());
+        format!("Prometheus has: {body}\nits log:\n{}", self.log())
+    }
+}
+
+/// Percent-encodes a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn lab() -> (Lab, Vec<App>) {
+    let spec = LabSpec {
+        agent_args: vec![],
+        local_ca: false,
+        nodes: vec!["a".into(), "b".into()],
+        namespaces: vec![("shop".into(), true)],
+        pods: vec![
+            PodSpec::new("client", "shop", "a").label("app", "client"),
+            PodSpec::new("web-v1", "shop", "b")
+                .label("svc", "web")
+                .label("app", "web")
+                .label("version", "v1"),
+            PodSpec::new("web-v2", "shop", "a")
+                .label("svc", "web")
+                .label("app", "web")
+                .label("version", "v2"),
+            PodSpec::new("server", "shop", "b").label("app", "server"),
+        ],
+        services: vec![],
+    };
+    let mut lab = Lab::new(spec).expect("lab");
+    lab.set_extra_config(CONFIG).expect("config");
+    lab.start_agents().expect("agents");
+    let apps = vec![
+        lab.http_server("web-v1", "v1", &[]).expect("web-v1"),
+        lab.http_server("web-v2", "v2", &[]).expect("web-v2"),
+        lab.server("server", &[7000]).expect("server"),
+    ];
+    (lab, apps)
+}
+
+fn map(kv: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[test]
+fn istio_dashboard_queries_return_the_traffic_sent() {
+    let (lab, _apps) = lab();
+    let prom = Prometheus::start(&lab, 2);
+
+    // 100 requests through the waypoint's 90/10 split; the servers say who got how many.
+    let r = lab
+        .http_app(
+            "client",
+            &[
+                "get",
+                "--url",
+                "http://198.18.100.50/split",
+                "--count",
+                "100",
+            ],
+        )
+        .expect("lab-http get")
+        .json_result(Duration::from_secs(120))
+        .expect("get result");
+    assert_eq!(r["statuses"]["200"], 100, "{r}");
+    let v1 = r["servers"]["v1"].as_f64().unwrap_or(0.0);
+    let v2 = r["servers"]["v2"].as_f64().unwrap_or(0.0);
+    assert_eq!(v1 + v2, 100.0, "{r}");
+
+    // Istio Service dashboard, "Incoming Requests By Source And Response Code",
+    // and Kiali's version graph: requests per destination version.
+    prom.expect(
+        r#"sum(istio_requests_total{reporter="waypoint", source_workload="client", source_workload_namespace="shop", destination_service_namespace="shop", request_protocol="http", response_code="200"}) by (destination_version)"#,
+        "destination_version",
+        &map(&[("v1", v1), ("v2", v2)]).into_iter().filter(|(_, n)| *n > 0.0).collect(),
+    );
+    prom.expect(
+        r#"sum(istio_requests_total{reporter="waypoint", connection_security_policy="mutual_tls", destination_workload_namespace="shop"}) by (destination_service)"#,
+        "destination_service",
+        &map(&[
+            ("web-v1.shop.svc.cluster.local", v1),
+            ("web-v2.shop.svc.cluster.local", v2),
+        ])
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        .collect(),
+    );
+    // Request duration histogram: one observation per request.
+    prom.expect(
+        r#"sum(istio_request_duration_milliseconds_count{reporter="waypoint", source_canonical_service="client"}) by (source_canonical_service)"#,
+        "source_canonical_service",
+        &map(&[("client", 100.0)]),
+    );
+
+    // Plain TCP: 3 connections of 65,536 bytes echoed, client (a) -> server (b).
+    let to = format!("{}:7000", lab.pod("server").ip4);
+    for _ in 0..3 {
+        lab.run_client("client", &["connect", "--to", &to, "--bytes", "65536"])
+            .expect("tcp client");
+    }
+    // Istio Workload dashboard, "Bytes Received from Incoming TCP Connection"
+    // (reporter destination, mTLS), grouped by the caller's principal.
+    let tcp = |metric: &str| {
+        format!(
+            r#"sum({metric}{{reporter="destination", connection_security_policy="mutual_tls", destination_workload_namespace="shop", destination_workload="server"}}) by (source_principal)"#
+        )
+    };
+    let client = "spiffe://cluster.local/ns/shop/sa/client";
+    prom.expect(
+        &tcp("istio_tcp_sent_bytes_total"),
+        "source_principal",
+        &map(&[(client, 3.0 * 65536.0)]),
+    );
+    prom.expect(
+        &tcp("istio_tcp_received_bytes_total"),
+        "source_principal",
+        &map(&[(client, 3.0 * 65536.0)]),
+    );
+    prom.expect(
+        &tcp("istio_tcp_connections_closed_total"),
+        "source_principal",
+        &map(&[(client, 3.0)]),
+    );
+    // The source's node reports the same connections (Kiali's TCP edges).
+    prom.expect(
+        r#"sum(istio_tcp_connections_opened_total{reporter="source", source_workload="client", destination_workload="server"}) by (destination_canonical_service)"#,
+        "destination_canonical_service",
+        &map(&[("server", 3.0)]),
+    );
+}
