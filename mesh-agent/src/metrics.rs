@@ -8,6 +8,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub mod process;
+
 pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use prometheus_client::{
     collector::Collector,

@@ -191,6 +191,11 @@ impl Telemetry {
 }
 
 impl Telemetry {
+    /// The unprefixed registry (conventional names such as `process_*`).
+    pub fn root_registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// To register more of the agent's own metrics (`ferrymesh_*`) before serving.
     pub fn registry(&mut self) -> &mut Registry {
         self.registry.sub_registry_with_prefix("ferrymesh")

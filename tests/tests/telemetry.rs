@@ -160,6 +160,51 @@ impl Prometheus {
     }
 }
 
+/// Every query of the dashboards under deploy/dashboards (panel targets, and the
+/// variables' `label_values(metric, label)` as `count by (label) (metric)`), with
+/// the variables set as a user picking "All" would: (dashboard, title, PromQL).
+fn dashboard_queries() -> Vec<(String, String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/dashboards");
+    let fill = |q: &str| {
+        q.replace("$__rate_interval", "1m")
+            .replace("$namespace", "shop")
+            .replace("$workload", ".*")
+            .replace("$instance", ".*")
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("deploy/dashboards") {
+        let path = entry.expect("entry").path();
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = d["title"].as_str().unwrap_or("?").to_owned();
+        for p in d["panels"].as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().expect("a PromQL target");
+                let title = p["title"].as_str().unwrap_or("?").to_owned();
+                out.push((name.clone(), title, fill(expr)));
+            }
+        }
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            let Some(q) = v["query"]["query"].as_str() else {
+                continue;
+            };
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .and_then(|r| r.rsplit_once(','))
+                .unwrap_or_else(|| panic!("variable query {q}"));
+            let (metric, label) = (inner.0.trim(), inner.1.trim());
+            let title = format!("variable {}", v["name"]);
+            out.push((
+                name.clone(),
+                title,
+                fill(&format!("count by ({label}) ({metric})")),
+            ));
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query parameter.
 fn encode(s: &str) -> String {
     s.bytes()
@@ -286,6 +331,22 @@ fn istio_dashboard_queries_return_the_traffic_sent() {
         "source_principal",
         &map(&[(client, 3.0)]),
     );
+    // Every dashboard panel's query runs and returns series for this traffic.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 25, "{} queries", queries.len());
+    for (dashboard, title, q) in queries {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{dashboard}: {title}"),
+            || match prom.query(&q, "") {
+                Ok(r) if !r.is_empty() => Ok(()),
+                Ok(_) => Err(format!("no series for {q}")),
+                Err(e) => Err(format!("{q}: {e}")),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.diagnose()));
+    }
+
     // The source's node reports the same connections (Kiali's TCP edges).
     prom.expect(
         r#"sum(istio_tcp_connections_opened_total{reporter="source", source_workload="client", destination_workload="server"}) by (destination_canonical_service)"#,

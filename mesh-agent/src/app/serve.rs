@@ -499,11 +499,13 @@ fn data_path(
     let guard = crate::guard::Guard::new(args.caps.limits());
     guard.register(telemetry.registry());
     KernelCounters(kernel.clone()).register(telemetry.registry());
+    let certs = Arc::new(certs);
+    crate::metrics::process::register(telemetry.root_registry(), certs.clone());
     let dp = DataPath::new(Inputs {
         orig_dst: Some(orig_dst),
         state: state.clone(),
         trust_domain: args.identity.trust_domain.clone(),
-        certs: Arc::new(certs),
+        certs,
         roots,
         pool,
         telemetry,
