@@ -73,7 +73,13 @@ impl Admin {
             "/stats" => Reply::json(&self.stats()),
             "/metrics" => metrics(),
             "/config_dump" => Reply::json(&*self.dp.inputs.state.load().objects),
-            _ => Reply::not_found("try /stats, /config_dump, /metrics or /healthz/ready"),
+            // The last refusals, newest first; `/denials/<namespace>/<pod>` for one pod's.
+            "/denials" => Reply::json(&self.dp.inputs.telemetry.denials.recent(None)),
+            p if p.starts_with("/denials/") => {
+                let pod = &p["/denials/".len()..];
+                Reply::json(&self.dp.inputs.telemetry.denials.recent(Some(pod)))
+            }
+            _ => Reply::not_found("try /stats, /config_dump, /denials, /metrics or /healthz/ready"),
         }
     }
 }

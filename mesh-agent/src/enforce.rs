@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use mesh_model::{
     authz::{self, Decision, Policy, Verdict},
+    denial::{Denial, Layer},
     identity::Identity,
     model::Action,
     state::{ServiceInfo, WorkloadInfo},
@@ -32,6 +33,14 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// The DENY policy that refused, if one did.
+    fn policy(&self) -> Option<String> {
+        match self {
+            Denied::Policy(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     fn from_decision(d: Decision) -> Option<Denied> {
         match d {
             Decision::Allow => None,
@@ -39,6 +48,27 @@ impl Denied {
             Decision::Deny { policy } => Some(Denied::Policy(policy)),
         }
     }
+}
+
+/// Keeps a refusal among the agent's recent ones (`meshctl denials`).
+fn remember(
+    inputs: &Inputs,
+    (layer, request): (Layer, Option<String>),
+    caller: Caller<'_>,
+    destination: String,
+    target: SocketAddr,
+    denied: &Denied,
+) {
+    inputs.telemetry.denials.record(Denial {
+        unix_ms: crate::telemetry::denials::now_ms(),
+        layer,
+        source: caller.describe(),
+        destination,
+        target: target.to_string(),
+        request,
+        policy: denied.policy(),
+        reason: denied.to_string(),
+    });
 }
 
 /// Who asks to reach the destination.
@@ -178,7 +208,7 @@ pub fn connection(
     target: SocketAddr,
     judging: Judging,
 ) -> Result<(), Denied> {
-    match verdict(inputs, pod, caller, target, judging) {
+    let result = match verdict(inputs, pod, caller, target, judging) {
         Ok(v) => enforce_connection(
             inputs,
             v,
@@ -191,7 +221,18 @@ pub fn connection(
             tracing::warn!(source = %caller.describe(), destination = %pod.identity, port = target.port(), "connection refused: {denied}");
             Err(denied)
         }
+    };
+    if let Err(denied) = &result {
+        remember(
+            inputs,
+            (Layer::L4, None),
+            caller,
+            pod.key.clone(),
+            target,
+            denied,
+        );
     }
+    result
 }
 
 /// The policies attached to a Service (`targetRefs`) for one connection addressed
@@ -208,14 +249,19 @@ pub fn service_connection(
     }
     let policies = service.policies.iter().map(AsRef::as_ref);
     let v = connection_verdict(policies, caller, original, judging);
-    enforce_connection(
-        inputs,
-        v,
-        caller,
-        &format!("service {}", service.key()),
-        None,
-        original,
-    )
+    let destination = format!("service {}", service.key());
+    let result = enforce_connection(inputs, v, caller, &destination, None, original);
+    if let Err(denied) = &result {
+        remember(
+            inputs,
+            (Layer::L4, None),
+            caller,
+            destination,
+            original,
+            denied,
+        );
+    }
+    result
 }
 
 /// One HTTP request to `destination` (an address of `target`) under `policies`
@@ -248,6 +294,15 @@ pub fn request<'p>(
         return Ok(());
     };
     tracing::warn!(source = %caller.describe(), destination = %target, method, path, "request denied: {denied}");
+    let what = (Layer::L7, Some(format!("{method} {path}")));
+    remember(
+        inputs,
+        what,
+        caller,
+        target.to_string(),
+        destination,
+        &denied,
+    );
     Err(denied)
 }
 

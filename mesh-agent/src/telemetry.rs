@@ -1,5 +1,6 @@
 //! Prometheus metrics (served on :15020 /metrics): Istio's standard metrics with
 //! Istio's labels (`istio`), and the agent's own under `ferrymesh_`.
+pub mod denials;
 mod istio;
 
 pub use istio::{
@@ -103,6 +104,8 @@ pub struct Telemetry {
     pub response_bytes: HistogramFamily,
     pub refused: Family<ConnectionLabels, Counter>,
     pub dry_run: Family<DryRunLabels, Counter>,
+    /// The last refusals (`/denials`, `meshctl denials`).
+    pub denials: denials::Denials,
 }
 
 impl Default for Telemetry {
@@ -186,6 +189,7 @@ impl Telemetry {
             response_bytes,
             refused,
             dry_run,
+            denials: denials::Denials::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod ca;
 pub mod config;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod denial;
 pub mod identity;
 pub mod l7;
 pub mod model;

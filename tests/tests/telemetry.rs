@@ -354,3 +354,85 @@ fn istio_dashboard_queries_return_the_traffic_sent() {
         &map(&[("server", 3.0)]),
     );
 }
+
+const DENY_CLIENT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-client, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+"#;
+
+/// meshctl run in `node`'s network namespace (where its agent's admin API is).
+fn meshctl(lab: &Lab, node: &str, args: &[&str]) -> String {
+    let bin = ferrymesh_tests::lab::agent_binary()
+        .expect("bin")
+        .with_file_name("meshctl");
+    let mut all = vec![bin.to_str().expect("path")];
+    all.extend_from_slice(args);
+    lab.exec_in(node, &all).expect("meshctl")
+}
+
+#[test]
+fn meshctl_denials_names_the_refused_source_and_the_policy() {
+    let (mut lab, _apps) = lab();
+    lab.apply_config(&format!("{CONFIG}---\n{DENY_CLIENT}"))
+        .expect("policy");
+    let to = format!("{}:7000", lab.pod("server").ip4);
+    let refused = lab.run_client("client", &["connect", "--to", &to, "--bytes", "1024"]);
+    assert!(
+        refused.as_ref().map_or(true, |r| r["received"] != 1024),
+        "a denied connection was served: {refused:?}"
+    );
+    let denials = eventually(
+        Duration::from_secs(10),
+        "the refusal kept by agent b",
+        || {
+            let out = meshctl(
+                &lab,
+                "b",
+                &["denials", "--pod", "shop/server", "-o", "json"],
+            );
+            let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+            (v.as_array().is_some_and(|a| !a.is_empty()))
+                .then_some(v)
+                .ok_or("none yet".to_owned())
+        },
+    )
+    .expect("denials");
+    let d = &denials[0];
+    assert_eq!(d["layer"], "l4", "{d}");
+    assert_eq!(
+        d["source"], "spiffe://cluster.local/ns/shop/sa/client",
+        "{d}"
+    );
+    assert_eq!(d["destination"], "shop/server", "{d}");
+    assert_eq!(d["target"], to.as_str(), "{d}");
+    assert!(
+        d["policy"]
+            .as_str()
+            .is_some_and(|p| p.contains("deny-client")),
+        "{d}"
+    );
+    // The table says the same for people; another pod's filter shows none of it.
+    let table = meshctl(&lab, "b", &["denials"]);
+    assert!(
+        table.contains("deny-client") && table.contains("shop/server"),
+        "{table}"
+    );
+    let other = meshctl(&lab, "b", &["denials", "--pod", "shop/web-v1"]);
+    assert!(other.contains("no refusals kept"), "{other}");
+    // A well-behaved client on another pod is still served meanwhile.
+    let r = lab
+        .http_app(
+            "client",
+            &["get", "--url", "http://198.18.100.50/ok", "--count", "5"],
+        )
+        .expect("lab-http get")
+        .json_result(Duration::from_secs(60))
+        .expect("get result");
+    assert_eq!(r["statuses"]["200"], 5, "{r}");
+}

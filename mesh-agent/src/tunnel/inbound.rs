@@ -137,6 +137,19 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
             "STRICT",
         );
         dp.inputs.telemetry.refused.get_or_create(&labels).inc();
+        dp.inputs
+            .telemetry
+            .denials
+            .record(mesh_model::denial::Denial {
+                unix_ms: crate::telemetry::denials::now_ms(),
+                layer: mesh_model::denial::Layer::L4,
+                source: format!("plaintext {}", peer.ip()),
+                destination: pod.key.clone(),
+                target: original.to_string(),
+                request: None,
+                policy: None,
+                reason: "plaintext refused: PeerAuthentication is STRICT on this port".into(),
+            });
         return;
     }
     let caller = Caller {

@@ -58,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         action: NsAction,
     },
+    /// A node agent's recent refusals (connections and requests): who, where, which
+    /// policy, why. Reads the agent's admin API (in a cluster: `kubectl
+    /// port-forward` to the node's agent pod, port 15000).
+    Denials {
+        /// The agent's admin API.
+        #[arg(long, env = "FERRYMESH_AGENT", default_value = "127.0.0.1:15000")]
+        agent: String,
+        /// Only refusals of connections or requests to this pod (namespace/name).
+        #[arg(long)]
+        pod: Option<String>,
+    },
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -68,11 +79,23 @@ enum NsAction {
     Disable { namespace: String },
 }
 
-/// GETs `path` from the admin API and decodes its typed answer (or its error).
+/// GETs `path` from the control plane's admin API and decodes its typed answer
+/// (or its error).
 async fn get<T: serde::de::DeserializeOwned>(control: &str, path: &str) -> Result<T, String> {
+    let unreachable = "is mesh-control running, and --control right?";
+    get_from(control, path, ("the control plane admin API", unreachable)).await
+}
+
+/// GETs `path` from `addr`; `(what, hint)` name the API and what to check when it
+/// cannot be reached.
+async fn get_from<T: serde::de::DeserializeOwned>(
+    control: &str,
+    path: &str,
+    (what, hint): (&str, &str),
+) -> Result<T, String> {
     let tcp = tokio::net::TcpStream::connect(control)
         .await
-        .map_err(|e| format!("cannot reach the control plane admin API at {control}: {e}; is mesh-control running, and --control right?"))?;
+        .map_err(|e| format!("cannot reach {what} at {control}: {e}; {hint}"))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;
@@ -264,6 +287,58 @@ async fn check(control: &str, pod: &str, as_json: bool) -> Result<String, String
         .join("\n"))
 }
 
+async fn denials(agent: &str, pod: Option<&str>, as_json: bool) -> Result<String, String> {
+    let path = match pod {
+        Some(p) if p.split_once('/').is_some() => format!("/denials/{p}"),
+        Some(p) => return Err(format!("{p:?}: give namespace/pod")),
+        None => "/denials".to_owned(),
+    };
+    let hint = "is the node agent running, and --agent right (its admin port, 15000)?";
+    let list: Vec<mesh_model::denial::Denial> =
+        get_from(agent, &path, ("the node agent's admin API", hint)).await?;
+    if as_json {
+        return json(&list);
+    }
+    if list.is_empty() {
+        return Ok("no refusals kept".to_owned());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let layer = match d.layer {
+                mesh_model::denial::Layer::L4 => "L4",
+                mesh_model::denial::Layer::L7 => "L7",
+            };
+            vec![
+                d.unix_ms.to_string(),
+                layer.to_owned(),
+                d.source.clone(),
+                d.destination.clone(),
+                format!(
+                    "{}{}",
+                    d.target,
+                    d.request
+                        .as_ref()
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default()
+                ),
+                dash(d.policy.as_deref()),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "UNIX MS",
+        "LAYER",
+        "SOURCE",
+        "DESTINATION",
+        "TARGET",
+        "POLICY",
+        "REASON",
+    ];
+    Ok(table(&header, &rows))
+}
+
 async fn run(cli: Cli) -> Result<String, String> {
     let as_json = cli.output == Output::Json;
     let control = cli.control.as_str();
@@ -281,6 +356,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Problems => problems(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
+        Command::Denials { agent, pod } => denials(&agent, pod.as_deref(), as_json).await,
     }
 }
 
