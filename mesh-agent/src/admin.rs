@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 
 use crate::{datapath::DataPath, ebpf::KernelHandle, metrics::Metrics};
 
+mod view;
+
 pub use mesh_infra::admin::bind;
 
 #[derive(Clone)]
@@ -21,6 +23,8 @@ pub struct Admin {
     pub kernel: KernelHandle,
     pub dp: DataPath,
     pub enrolled: Arc<std::sync::Mutex<Vec<String>>>,
+    /// This node's name.
+    pub node: String,
     /// The metrics endpoint (not localhost-only) serves only metrics and readiness.
     pub public: bool,
 }
@@ -73,13 +77,18 @@ impl Admin {
             "/stats" => Reply::json(&self.stats()),
             "/metrics" => metrics(),
             "/config_dump" => Reply::json(&*self.dp.inputs.state.load().objects),
+            "/node_view" => {
+                Reply::json(&view::node_view(&self.node, &self.dp.inputs, &self.metrics))
+            }
             // The last refusals, newest first; `/denials/<namespace>/<pod>` for one pod's.
             "/denials" => Reply::json(&self.dp.inputs.telemetry.denials.recent(None)),
             p if p.starts_with("/denials/") => {
                 let pod = &p["/denials/".len()..];
                 Reply::json(&self.dp.inputs.telemetry.denials.recent(Some(pod)))
             }
-            _ => Reply::not_found("try /stats, /config_dump, /denials, /metrics or /healthz/ready"),
+            _ => Reply::not_found(
+                "try /stats, /config_dump, /node_view, /denials, /metrics or /healthz/ready",
+            ),
         }
     }
 }

@@ -2,6 +2,7 @@
 use crate::inpod;
 
 mod args;
+mod inputs;
 pub mod memory;
 mod persist;
 mod serve;

@@ -220,6 +220,17 @@ impl Metrics {
         }
     }
 
+    /// (pod, connections open, bytes sent, bytes received) of each workload counted.
+    pub fn connection_rows(&self) -> Vec<(String, i64, u64, u64)> {
+        let w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
+        w.iter()
+            .map(|(k, c)| {
+                let (sent, received) = (c.bytes_sent.get(), c.bytes_received.get());
+                (k.clone(), c.active.get(), sent, received)
+            })
+            .collect()
+    }
+
     pub fn workloads_json(&self) -> Value {
         let w = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
         Value::Object(w.iter().map(|(k, c)| (k.clone(), c.json())).collect())

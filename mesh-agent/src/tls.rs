@@ -70,6 +70,13 @@ pub fn validity(cert: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime), E
     ))
 }
 
+/// A certificate's serial number, in hex.
+pub fn serial(cert: &CertificateDer<'_>) -> Result<String, Error> {
+    let (_, c) =
+        x509_parser::parse_x509_certificate(cert).map_err(|e| Error::Parse(e.to_string()))?;
+    Ok(c.raw_serial_as_string().replace(':', ""))
+}
+
 pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, Error> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {

@@ -21,6 +21,7 @@ pub mod denial;
 pub mod identity;
 pub mod l7;
 pub mod model;
+pub mod node_view;
 pub mod scope;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

@@ -377,7 +377,7 @@ fn meshctl(lab: &Lab, node: &str, args: &[&str]) -> String {
 }
 
 #[test]
-fn meshctl_denials_names_the_refused_source_and_the_policy() {
+fn meshctl_denials_and_node_views_say_what_an_agent_refused_and_holds() {
     let (mut lab, _apps) = lab();
     lab.apply_config(&format!("{CONFIG}---\n{DENY_CLIENT}"))
         .expect("policy");
@@ -435,4 +435,56 @@ fn meshctl_denials_names_the_refused_source_and_the_policy() {
         .json_result(Duration::from_secs(60))
         .expect("get result");
     assert_eq!(r["statuses"]["200"], 5, "{r}");
+    node_views_show_what_agent_a_holds(&lab);
+}
+
+/// `meshctl agent <view>` (ztunnel-config's views) against node a's agent.
+fn node_views_show_what_agent_a_holds(lab: &Lab) {
+    let view = |name: &str| -> Value {
+        let out = meshctl(lab, "a", &["agent", name, "-o", "json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out}"))
+    };
+    let find = |v: &Value, key: &str, want: &str| -> Value {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r[key] == want)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key}={want} in {v}"))
+    };
+    let client = find(&view("workloads"), "workload", "shop/client");
+    assert_eq!(
+        client["identity"],
+        "spiffe://cluster.local/ns/shop/sa/client"
+    );
+    assert_eq!(client["protocol"], "HBONE");
+    assert_eq!(client["addresses"][0], lab.pod("client").ip4.to_string());
+    let web = find(&view("services"), "service", "shop/web");
+    assert_eq!(web["vips"][0], "198.18.100.50", "{web}");
+    let policy = find(&view("policies"), "policy", "shop/deny-client");
+    assert_eq!(policy["action"], "DENY", "{policy}");
+    let cert = find(
+        &view("certificates"),
+        "identity",
+        "spiffe://cluster.local/ns/shop/sa/client",
+    );
+    assert!(
+        cert["serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit()))
+            && cert["expires_in_s"].as_i64().is_some_and(|s| s > 0),
+        "{cert}"
+    );
+    // Its only L4 connection was refused and HTTP went through the waypoint: a
+    // row with nothing open.
+    let conns = find(&view("connections"), "pod", "shop/client");
+    assert!(
+        conns["active"] == 0 && conns["bytes_sent"].is_u64(),
+        "{conns}"
+    );
+    let table = meshctl(lab, "a", &["agent", "certificates"]);
+    assert!(
+        table.contains("SERIAL") && table.contains("sa/client"),
+        "{table}"
+    );
 }

@@ -14,16 +14,17 @@ use tokio::{
 
 use mesh_model::state::{State, StateHandle};
 
-use super::args::{cert_manager, CaSource, ConfigSource, Error, RunArgs};
+use super::{
+    args::{cert_manager, CaSource, ConfigSource, Error, RunArgs},
+    inputs::data_path,
+};
 use crate::{
     admin,
-    datapath::{DataPath, Inputs},
+    datapath::DataPath,
     ebpf::{self, Kernel, KernelHandle},
     enrol::Enroller,
-    metrics::{KernelCounters, Metrics},
+    metrics::Metrics,
     source::{self, control_plane as cp, Compiler, Update},
-    telemetry::Telemetry,
-    tunnel::hbone::pool::Pool,
 };
 
 fn read(p: &PathBuf) -> Result<String, Error> {
@@ -480,41 +481,6 @@ fn spawn_jwks_fetch(
     tokio::spawn(crate::jwks_fetch::run(state.clone(), roots, recompile));
 }
 
-/// The data path's inputs, with every counter registered in one registry.
-fn data_path(
-    args: &RunArgs,
-    state: &StateHandle,
-    (certs, roots): (
-        crate::identity::manager::CertManager,
-        Arc<rustls::RootCertStore>,
-    ),
-    orig_dst: crate::ebpf::OrigDst,
-    kernel: &crate::ebpf::KernelHandle,
-) -> (DataPath, Arc<Metrics>) {
-    let mut telemetry = Telemetry::new(&args.identity.cluster_id);
-    let metrics = Arc::new(Metrics::new(telemetry.registry()));
-    let pool = Pool::new(Duration::from_secs(60));
-    pool.counters.register(telemetry.registry());
-    certs.counters.register(telemetry.registry());
-    let guard = crate::guard::Guard::new(args.caps.limits());
-    guard.register(telemetry.registry());
-    KernelCounters(kernel.clone()).register(telemetry.registry());
-    let certs = Arc::new(certs);
-    crate::metrics::process::register(telemetry.root_registry(), certs.clone());
-    let dp = DataPath::new(Inputs {
-        orig_dst: Some(orig_dst),
-        state: state.clone(),
-        trust_domain: args.identity.trust_domain.clone(),
-        certs,
-        roots,
-        pool,
-        telemetry,
-        tunnel: args.tunnel,
-        guard,
-    });
-    (dp, metrics)
-}
-
 pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let state = StateHandle::default();
     let compiler = Compiler::new(state.clone());
@@ -542,6 +508,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         kernel: kernel.clone(),
         dp: dp.clone(),
         enrolled: enrolled.clone(),
+        node: args.node.clone(),
         public: false,
     };
     let admin_tasks = spawn_admin(listeners, &admin_state);

@@ -55,6 +55,8 @@ pub struct WorkloadCert {
     pub certified: Arc<CertifiedKey>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The leaf's serial number (hex).
+    pub serial: String,
 }
 
 impl WorkloadCert {
@@ -82,6 +84,7 @@ impl WorkloadCert {
         }
         let (not_before, not_after) =
             crate::tls::validity(leaf).map_err(|e| Error::Pem(e.to_string()))?;
+        let serial = crate::tls::serial(leaf).map_err(|e| Error::Pem(e.to_string()))?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| Error::Pem(e.to_string()))?;
         let signing = rustls::crypto::ring::default_provider()
@@ -93,6 +96,7 @@ impl WorkloadCert {
             certified: Arc::new(CertifiedKey::new(chain, signing)),
             not_before,
             not_after,
+            serial,
         })
     }
 }
@@ -211,6 +215,27 @@ impl CertManager {
             Ok(Ok(v)) => v.clone(),
             _ => None,
         }
+    }
+
+    /// (identity, serial and seconds until expiry; None while pending).
+    pub fn held(&self) -> Vec<(String, Option<(String, i64)>)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now();
+        let mut v: Vec<_> = slots
+            .iter()
+            .map(|(id, s)| {
+                let cert = s.rx.borrow().as_ref().map(|c| {
+                    let left = match c.not_after.duration_since(now) {
+                        Ok(d) => d.as_secs() as i64,
+                        Err(e) => -(e.duration().as_secs() as i64),
+                    };
+                    (c.serial.clone(), left)
+                });
+                (id.to_string(), cert)
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     /// (identity, seconds until expiry or None while pending) for the admin page.

@@ -69,8 +69,26 @@ enum Command {
         #[arg(long)]
         pod: Option<String>,
     },
+    /// What one node agent holds, as `istioctl ztunnel-config` shows ztunnel's:
+    /// workloads, services, policies, certificates or live connections per pod.
+    Agent {
+        #[arg(value_enum)]
+        view: View,
+        /// The agent's admin API.
+        #[arg(long, env = "FERRYMESH_AGENT", default_value = "127.0.0.1:15000")]
+        agent: String,
+    },
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum View {
+    Workloads,
+    Services,
+    Policies,
+    Certificates,
+    Connections,
 }
 
 #[derive(Subcommand)]
@@ -339,6 +357,101 @@ async fn denials(agent: &str, pod: Option<&str>, as_json: bool) -> Result<String
     Ok(table(&header, &rows))
 }
 
+/// One view's header and rows.
+fn view_table(
+    v: &mesh_model::node_view::NodeView,
+    view: View,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    match view {
+        View::Workloads => (
+            vec![
+                "WORKLOAD",
+                "NODE",
+                "ADDRESSES",
+                "IDENTITY",
+                "PROTOCOL",
+                "L7 POLICY",
+            ],
+            v.workloads
+                .iter()
+                .map(|w| {
+                    let a = [w.workload.clone(), w.node.clone(), list(&w.addresses)];
+                    let b = [w.identity.clone(), w.protocol.clone(), yes(w.l7_policy)];
+                    a.into_iter().chain(b).collect()
+                })
+                .collect(),
+        ),
+        View::Services => (
+            vec!["SERVICE", "VIPS", "PORTS", "WAYPOINT"],
+            v.services
+                .iter()
+                .map(|s| {
+                    let w = dash(s.waypoint.as_deref());
+                    vec![s.service.clone(), list(&s.vips), list(&s.ports), w]
+                })
+                .collect(),
+        ),
+        View::Policies => (
+            vec!["POLICY", "ACTION", "DRY RUN", "RULES", "FAIL-CLOSED PARTS"],
+            v.policies
+                .iter()
+                .map(|p| {
+                    let (r, d) = (p.rules.to_string(), list(&p.degraded));
+                    vec![p.policy.clone(), p.action.clone(), yes(p.dry_run), r, d]
+                })
+                .collect(),
+        ),
+        View::Certificates => (
+            vec!["IDENTITY", "SERIAL", "EXPIRES IN"],
+            v.certificates
+                .iter()
+                .map(|c| {
+                    let left = c
+                        .expires_in_s
+                        .map_or("pending".to_owned(), |s| format!("{s}s"));
+                    vec![c.identity.clone(), dash(c.serial.as_deref()), left]
+                })
+                .collect(),
+        ),
+        View::Connections => (
+            vec!["POD", "OPEN", "BYTES SENT", "BYTES RECEIVED"],
+            v.connections
+                .iter()
+                .map(|c| {
+                    let n = [
+                        c.active.to_string(),
+                        c.bytes_sent.to_string(),
+                        c.bytes_received.to_string(),
+                    ];
+                    std::iter::once(c.pod.clone()).chain(n).collect()
+                })
+                .collect(),
+        ),
+    }
+}
+
+async fn agent_view(agent: &str, view: View, as_json: bool) -> Result<String, String> {
+    let hint = "is the node agent running, and --agent right (its admin port, 15000)?";
+    let v: mesh_model::node_view::NodeView =
+        get_from(agent, "/node_view", ("the node agent's admin API", hint)).await?;
+    if as_json {
+        return match view {
+            View::Workloads => json(&v.workloads),
+            View::Services => json(&v.services),
+            View::Policies => json(&v.policies),
+            View::Certificates => json(&v.certificates),
+            View::Connections => json(&v.connections),
+        };
+    }
+    let (header, rows) = view_table(&v, view);
+    Ok(format!(
+        "node {}, config generation {}\n{}",
+        v.node,
+        v.config_generation,
+        table(&header, &rows)
+    ))
+}
+
 async fn run(cli: Cli) -> Result<String, String> {
     let as_json = cli.output == Output::Json;
     let control = cli.control.as_str();
@@ -356,6 +469,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Problems => problems(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
+        Command::Agent { view, agent } => agent_view(&agent, view, as_json).await,
         Command::Denials { agent, pod } => denials(&agent, pod.as_deref(), as_json).await,
     }
 }
