@@ -152,6 +152,13 @@ struct RunFlags {
     /// before reloading, in milliseconds.
     #[arg(long, default_value_t = 20)]
     reload_ms: u64,
+    /// Access-log lines: `json` (one object per line) or `text` (key=value).
+    #[arg(long, value_enum, default_value = "json")]
+    access_log_format: mesh_agent::telemetry::access_log::Encoding,
+    /// Access-log fields to write, in this order (comma-separated; default: all
+    /// a line has). Fields: see README "Access log".
+    #[arg(long, value_delimiter = ',')]
+    access_log_fields: Vec<String>,
     /// Data-path threads.
     #[arg(long, env = "FERRYMESH_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
@@ -313,6 +320,15 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+/// The access-log format from its flags; an unknown field is refused at start.
+fn access_log(
+    encoding: mesh_agent::telemetry::access_log::Encoding,
+    fields: &[String],
+) -> Result<mesh_agent::telemetry::access_log::AccessLogFormat, String> {
+    mesh_agent::telemetry::access_log::AccessLogFormat::new(encoding, fields)
+        .map_err(|e| format!("--access-log-fields: {e}"))
+}
+
 fn run(f: RunFlags) -> Result<(), String> {
     if let Some(d) = &f.jwks_dir {
         mesh_model::l7::jwks_file::allow_in(d.clone());
@@ -342,6 +358,7 @@ fn run(f: RunFlags) -> Result<(), String> {
         excluded_ports: f.exclude_port,
         reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
+        access_log: access_log(f.access_log_format, &f.access_log_fields)?,
         fast_path: f.fast_path,
         tunnel: if f.tunnel == "hbone" {
             mesh_agent::datapath::Tunnel::Hbone

@@ -1,5 +1,6 @@
 //! Prometheus metrics (served on :15020 /metrics): Istio's standard metrics with
 //! Istio's labels (`istio`), and the agent's own under `ferrymesh_`.
+pub mod access_log;
 pub mod denials;
 mod istio;
 
@@ -106,6 +107,8 @@ pub struct Telemetry {
     pub dry_run: Family<DryRunLabels, Counter>,
     /// The last refusals (`/denials`, `meshctl denials`).
     pub denials: denials::Denials,
+    /// How access-log lines are written.
+    pub access_log: access_log::AccessLogFormat,
 }
 
 impl Default for Telemetry {
@@ -190,6 +193,7 @@ impl Telemetry {
             refused,
             dry_run,
             denials: denials::Denials::default(),
+            access_log: access_log::AccessLogFormat::default(),
         }
     }
 }
@@ -203,6 +207,12 @@ impl Telemetry {
     /// To register more of the agent's own metrics (`ferrymesh_*`) before serving.
     pub fn registry(&mut self) -> &mut Registry {
         self.registry.sub_registry_with_prefix("ferrymesh")
+    }
+
+    /// Writes one access-log line (target `access`) in the configured format.
+    pub fn access(&self, record: &serde_json::Value) {
+        let line = self.access_log.render(record);
+        tracing::info!(target: "access", "{line}");
     }
 
     pub fn encode(&self) -> String {

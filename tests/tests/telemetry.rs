@@ -218,8 +218,12 @@ fn encode(s: &str) -> String {
 }
 
 fn lab() -> (Lab, Vec<App>) {
+    lab_with(&[])
+}
+
+fn lab_with(agent_args: &[&str]) -> (Lab, Vec<App>) {
     let spec = LabSpec {
-        agent_args: vec![],
+        agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         local_ca: false,
         nodes: vec!["a".into(), "b".into()],
         namespaces: vec![("shop".into(), true)],
@@ -486,5 +490,46 @@ fn node_views_show_what_agent_a_holds(lab: &Lab) {
     assert!(
         table.contains("SERIAL") && table.contains("sa/client"),
         "{table}"
+    );
+}
+
+#[test]
+fn the_access_log_takes_the_operators_fields_and_text_format() {
+    let fields = "reporter,src.identity,dst.identity,bytes_sent,result";
+    let (lab, _apps) = lab_with(&["--access-log-format", "text", "--access-log-fields", fields]);
+    let to = format!("{}:7000", lab.pod("server").ip4);
+    lab.run_client("client", &["connect", "--to", &to, "--bytes", "4096"])
+        .expect("tcp client");
+    let want = "reporter=inbound src.identity=spiffe://cluster.local/ns/shop/sa/client \
+                dst.identity=spiffe://cluster.local/ns/shop/sa/server bytes_sent=4096 result=ok";
+    eventually(
+        Duration::from_secs(10),
+        "the text access-log line on b",
+        || {
+            let log = lab.agent_log("b");
+            log.lines()
+                .find(|l| l.trim_end().ends_with(want))
+                .map(|_| ())
+                .ok_or(log)
+        },
+    )
+    .expect("access line");
+    // A field the agent does not write is refused at start, naming the ones it does.
+    let out = std::process::Command::new(ferrymesh_tests::lab::agent_binary().expect("bin"))
+        .args([
+            "run",
+            "--node",
+            "x",
+            "--config",
+            "/dev/null",
+            "--access-log-fields",
+            "reporter,client_ip",
+        ])
+        .output()
+        .expect("mesh-agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"client_ip\"") && err.contains("src.addr"),
+        "{err}"
     );
 }

@@ -62,6 +62,8 @@ pub struct RunArgs {
     pub excluded_ports: Vec<u16>,
     pub reload_interval: Duration,
     pub worker_threads: usize,
+    /// How access-log lines are written.
+    pub access_log: crate::telemetry::access_log::AccessLogFormat,
     /// The loopback fast path between applications and the agent.
     pub fast_path: crate::ebpf::fast::Mode,
     /// How meshed destinations on other nodes are reached.

@@ -25,6 +25,7 @@ pub(super) fn data_path(
     kernel: &crate::ebpf::KernelHandle,
 ) -> (DataPath, Arc<Metrics>) {
     let mut telemetry = Telemetry::new(&args.identity.cluster_id);
+    telemetry.access_log = args.access_log.clone();
     let metrics = Arc::new(Metrics::new(telemetry.registry()));
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());

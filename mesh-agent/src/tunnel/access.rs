@@ -98,6 +98,6 @@ impl Access<'_> {
             "duration_ms": self.start.elapsed().as_millis() as u64,
             "result": result,
         });
-        tracing::info!(target: "access", "{line}");
+        telemetry.access(&line);
     }
 }

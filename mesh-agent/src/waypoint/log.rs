@@ -133,7 +133,7 @@ impl Finish {
             "parent_span_id": trace.and_then(|t| t.parent_id.as_deref()),
         });
         let _e = self.span.enter();
-        tracing::info!(target: "access", "{line}");
+        t.access(&line);
     }
 }
 
