@@ -62,6 +62,26 @@ impl Admin {
         })
     }
 
+    /// `/explain/<namespace>/<pod>/<ip:port>`: the decision trail of that connection.
+    fn explain(&self, rest: &str) -> Reply {
+        let mut parts = rest.splitn(3, '/');
+        let (Some(ns), Some(pod), Some(target)) = (parts.next(), parts.next(), parts.next()) else {
+            return Reply::not_found("give /explain/<namespace>/<pod>/<ip:port>");
+        };
+        let state = self.dp.inputs.state.load();
+        let is_local = |ip| self.dp.pods.contains(ip);
+        let inputs = crate::plan::Inputs {
+            state: &state,
+            is_local: &is_local,
+            trust_domain: &self.dp.inputs.trust_domain,
+            tunnel: self.dp.inputs.tunnel,
+        };
+        match crate::explain::explain(&inputs, &format!("{ns}/{pod}"), target) {
+            Ok(e) => Reply::json(&e),
+            Err(e) => Reply::not_found(&e.to_string()),
+        }
+    }
+
     pub fn respond(&self, path: &str) -> Reply {
         let ready = || Reply::ready(self.ready.load(Ordering::Relaxed));
         let metrics = || Reply::metrics(self.dp.inputs.telemetry.encode());
@@ -80,6 +100,7 @@ impl Admin {
             "/node_view" => {
                 Reply::json(&view::node_view(&self.node, &self.dp.inputs, &self.metrics))
             }
+            p if p.starts_with("/explain/") => self.explain(&p["/explain/".len()..]),
             // The last refusals, newest first; `/denials/<namespace>/<pod>` for one pod's.
             "/denials" => Reply::json(&self.dp.inputs.telemetry.denials.recent(None)),
             p if p.starts_with("/denials/") => {

@@ -87,7 +87,7 @@ impl Caller<'_> {
     }
 }
 
-fn connection_verdict<'p>(
+pub fn connection_verdict<'p>(
     policies: impl IntoIterator<Item = &'p Policy> + Clone,
     caller: Caller<'_>,
     target: SocketAddr,

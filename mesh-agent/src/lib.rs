@@ -26,6 +26,7 @@ pub mod ebpf;
 pub mod enforce;
 pub mod enrol;
 pub mod established;
+pub mod explain;
 pub mod fuzzing;
 pub mod guard;
 #[allow(unsafe_code)]

@@ -18,6 +18,7 @@ pub mod config;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod denial;
+pub mod explain;
 pub mod identity;
 pub mod l7;
 pub mod model;

@@ -440,6 +440,61 @@ fn meshctl_denials_and_node_views_say_what_an_agent_refused_and_holds() {
         .expect("get result");
     assert_eq!(r["statuses"]["200"], 5, "{r}");
     node_views_show_what_agent_a_holds(&lab);
+    explain_agrees_with_what_happened(&lab, &to);
+}
+
+/// `meshctl explain` (run against the client's agent) says what the data path did.
+fn explain_agrees_with_what_happened(lab: &Lab, denied_target: &str) {
+    let explain = |target: &str| -> Value {
+        let out = meshctl(lab, "a", &["explain", "shop/client", target, "-o", "json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let e = explain(denied_target);
+    assert_eq!(e["verdict"], "deny", "{e}");
+    assert!(
+        e["plan"].as_str().is_some_and(|p| p.starts_with("HBONE")),
+        "{e}"
+    );
+    assert_eq!(e["destination"], "shop/server", "{e}");
+    let matched: Vec<&Value> = e["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["matches"] == true)
+        .collect();
+    assert_eq!(matched.len(), 1, "{e}");
+    assert_eq!(matched[0]["policy"], "shop/deny-client", "{e}");
+    // web's VIP: the waypoint serves it, and the real requests above were served.
+    let e = explain("198.18.100.50:80");
+    assert_eq!(e["verdict"], "allow", "{e}");
+    assert!(
+        e["plan"].as_str().is_some_and(|p| p.contains("waypoint")),
+        "{e}"
+    );
+    // The table for people names the policy and the verdict.
+    let text = meshctl(lab, "a", &["explain", "shop/client", denied_target]);
+    assert!(
+        text.contains("shop/deny-client") && text.contains("verdict:  deny"),
+        "{text}"
+    );
+    // A pod the agent does not know is an error that says so.
+    let bin = ferrymesh_tests::lab::agent_binary()
+        .expect("bin")
+        .with_file_name("meshctl");
+    let out = lab.exec_in(
+        "a",
+        &[
+            bin.to_str().unwrap(),
+            "explain",
+            "shop/nobody",
+            denied_target,
+        ],
+    );
+    let err = format!("{out:?}");
+    assert!(
+        out.is_err() && err.contains("no workload shop/nobody"),
+        "{err}"
+    );
 }
 
 /// `meshctl agent <view>` (ztunnel-config's views) against node a's agent.

@@ -58,6 +58,19 @@ enum Command {
         #[command(subcommand)]
         action: NsAction,
     },
+    /// Why a pod's connection would be served or refused: capture, the plan (same
+    /// node, HBONE, waypoint, passthrough), the identities, each policy considered
+    /// and the verdict, computed by the pod's node agent with its data path's own
+    /// functions.
+    Explain {
+        /// namespace/pod (a pod of the agent's node).
+        pod: String,
+        /// ip:port the pod connects to (a pod's or a Service's address).
+        target: String,
+        /// The pod's node agent's admin API.
+        #[arg(long, env = "FERRYMESH_AGENT", default_value = "127.0.0.1:15000")]
+        agent: String,
+    },
     /// A node agent's recent refusals (connections and requests): who, where, which
     /// policy, why. Reads the agent's admin API (in a cluster: `kubectl
     /// port-forward` to the node's agent pod, port 15000).
@@ -131,9 +144,10 @@ async fn get_from<T: serde::de::DeserializeOwned>(
         .map_err(|e| e.to_string())?
         .to_bytes();
     if !ok {
-        let e: api::ApiError = serde_json::from_slice(&body)
-            .map_err(|e| format!("the admin API answered an error that is not JSON: {e}"))?;
-        return Err(e.error);
+        return Err(match serde_json::from_slice::<api::ApiError>(&body) {
+            Ok(e) => e.error,
+            Err(_) => format!("{what}: {}", String::from_utf8_lossy(&body).trim()),
+        });
     }
     serde_json::from_slice(&body).map_err(|e| format!("the admin API answered what this meshctl does not understand: {e}; are meshctl and mesh-control the same version?"))
 }
@@ -430,6 +444,51 @@ fn view_table(
     }
 }
 
+async fn explain(agent: &str, pod: &str, target: &str, as_json: bool) -> Result<String, String> {
+    let (ns, name) = pod
+        .split_once('/')
+        .ok_or_else(|| format!("{pod:?}: give namespace/pod"))?;
+    let hint = "is the node agent running, and --agent right (its admin port, 15000)?";
+    let path = format!("/explain/{ns}/{name}/{target}");
+    let e: mesh_model::explain::Explanation =
+        get_from(agent, &path, ("the node agent's admin API", hint)).await?;
+    if as_json {
+        return json(&e);
+    }
+    let mut out = format!(
+        "{} ({}) -> {}\ncaptured: {} ({})\nplan:     {}\n",
+        e.source,
+        e.source_identity,
+        e.target,
+        yes(e.captured),
+        e.capture_reason,
+        e.plan
+    );
+    if let Some(d) = &e.destination {
+        out.push_str(&format!(
+            "to:       {d} ({})\n",
+            dash(e.destination_identity.as_deref())
+        ));
+    }
+    for p in &e.policies {
+        let dry = if p.dry_run { ", dry run" } else { "" };
+        let m = if p.matches {
+            "matches"
+        } else {
+            "does not match"
+        };
+        out.push_str(&format!(
+            "policy:   {} ({}{dry}, on {}): {m}\n",
+            p.policy, p.action, p.attached_to
+        ));
+    }
+    out.push_str(&format!(
+        "verdict:  {} ({})\nresult:   {}",
+        e.verdict, e.reason, e.result
+    ));
+    Ok(out)
+}
+
 async fn agent_view(agent: &str, view: View, as_json: bool) -> Result<String, String> {
     let hint = "is the node agent running, and --agent right (its admin port, 15000)?";
     let v: mesh_model::node_view::NodeView =
@@ -469,6 +528,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Problems => problems(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
+        Command::Explain { pod, target, agent } => explain(&agent, &pod, &target, as_json).await,
         Command::Agent { view, agent } => agent_view(&agent, view, as_json).await,
         Command::Denials { agent, pod } => denials(&agent, pod.as_deref(), as_json).await,
     }
