@@ -145,9 +145,9 @@ async fn first_config(
                     return Some(*s);
                 }
                 Update::Refused(version, e) => {
-                    metrics.config.errors.inc();
-                    metrics.set_config_error(Some(e.clone()));
                     tracing::error!(version, "config from the control plane refused: {e}");
+                    metrics.set_config_error(Some(e.clone()));
+                    metrics.config.errors.inc();
                 }
             },
         }
@@ -253,12 +253,13 @@ impl Agent {
                 }
             }
             Update::Refused(version, e) => {
-                m.config.errors.inc();
                 tracing::error!(
                     source_version = version,
                     "config refused, the last good config stays in force: {e}"
                 );
+                // The reason before the count: whoever sees the count sees why.
                 m.set_config_error(Some(e));
+                m.config.errors.inc();
             }
         }
     }
