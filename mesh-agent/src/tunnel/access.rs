@@ -9,7 +9,7 @@ use super::splice::Spliced;
 use crate::{
     datapath::Inputs,
     metrics::WorkloadCounters,
-    telemetry::{Peer, Reporter, Security, ServiceName, Telemetry, Traffic, TrafficLabels},
+    telemetry::{Peer, Reporter, Security, ServiceName, Traffic, TrafficLabels},
 };
 use mesh_model::identity::Identity;
 
@@ -23,63 +23,67 @@ pub struct Access<'a> {
     /// "hbone", "plaintext" or "same-node".
     pub transport: &'static str,
     pub start: Instant,
-    /// Istio's labels of the connection (flags set at its end).
-    pub labels: TrafficLabels,
+    /// What Istio's labels need besides the ends (rebuilt when the connection
+    /// opens and when it ends rather than held: an idle connection keeps no
+    /// label strings).
+    pub istio: Istio,
 }
 
-/// One end of a connection: the identity the mesh proved (or its own pod's), and
-/// its address.
-pub type End<'a> = (Option<&'a Identity>, IpAddr);
-
-/// Istio's labels of a connection from `source` to `destination`; `service_ip`
-/// is the address the application asked for (a Service's VIP names the Service).
-pub fn labels(
-    inputs: &Inputs,
-    reporter: Reporter,
-    (source, destination): (End<'_>, End<'_>),
-    service_ip: Option<IpAddr>,
-    security: Security,
-) -> TrafficLabels {
-    let state = inputs.state.load();
-    let service = service_ip
-        .and_then(|ip| state.services_by_vip.get(&ip.to_canonical()))
-        .map(|s| ServiceName::of(s))
-        .unwrap_or_else(ServiceName::unknown);
-    Traffic {
-        reporter,
-        source: &Peer::of(&state, Some(source.1), source.0),
-        destination: &Peer::of(&state, Some(destination.1), destination.0),
-        service: &service,
-        cluster: &inputs.telemetry.cluster,
-        protocol: "tcp",
-        flags: "-",
-        security,
-    }
-    .labels()
+/// Who reports the connection, which address the application asked for (a
+/// Service's VIP names the Service) and how it is secured.
+#[derive(Debug, Clone, Copy)]
+pub struct Istio {
+    pub reporter: Reporter,
+    pub service_ip: Option<IpAddr>,
+    pub security: Security,
 }
 
 impl Access<'_> {
+    /// Istio's labels of the connection, with `flags`.
+    fn labels(&self, inputs: &Inputs, flags: &'static str) -> TrafficLabels {
+        let state = inputs.state.load();
+        let service = self
+            .istio
+            .service_ip
+            .and_then(|ip| state.services_by_vip.get(&ip.to_canonical()))
+            .map(|s| ServiceName::of(s))
+            .unwrap_or_else(ServiceName::unknown);
+        Traffic {
+            reporter: self.istio.reporter,
+            source: &Peer::of(&state, Some(self.source_addr.ip()), self.source),
+            destination: &Peer::of(&state, Some(self.destination_addr.ip()), self.destination),
+            service: &service,
+            cluster: &inputs.telemetry.cluster,
+            protocol: "tcp",
+            flags,
+            security: self.istio.security,
+        }
+        .labels()
+    }
+
     /// Runs a connection's copy with the active gauge held, then logs its outcome.
     pub async fn proxied(
         &self,
-        telemetry: &Telemetry,
+        inputs: &Inputs,
         counters: &WorkloadCounters,
         copy: impl std::future::Future<Output = Spliced>,
     ) {
         counters.active.inc();
-        telemetry.tcp_opened.get_or_create(&self.labels).inc();
+        inputs
+            .telemetry
+            .tcp_opened
+            .get_or_create(&self.labels(inputs, "-"))
+            .inc();
         let spliced = copy.await;
         counters.active.dec();
-        self.log(telemetry, spliced);
+        self.log(inputs, spliced);
     }
 
-    pub fn log(&self, telemetry: &Telemetry, spliced: Spliced) {
+    pub fn log(&self, inputs: &Inputs, spliced: Spliced) {
         let Spliced { sent, received, ok } = spliced;
         let (result, flags) = if ok { ("ok", "-") } else { ("error", "ERROR") };
-        let labels = TrafficLabels {
-            response_flags: flags,
-            ..self.labels.clone()
-        };
+        let labels = self.labels(inputs, flags);
+        let telemetry = &inputs.telemetry;
         telemetry.tcp_closed.get_or_create(&labels).inc();
         telemetry.tcp_sent.get_or_create(&labels).inc_by(sent);
         telemetry

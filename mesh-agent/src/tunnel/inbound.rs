@@ -10,7 +10,7 @@ use mesh_common::INBOUND_DELIVERY_SRC_V4;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    access::{self, Access},
+    access::{Access, Istio},
     reset::ResetOnDrop,
     splice,
 };
@@ -166,13 +166,6 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
     let Some(app) = connect_app(&pod, original, &dp.inputs.guard).await else {
         return;
     };
-    let labels = access::labels(
-        &dp.inputs,
-        Reporter::Destination,
-        ((None, peer.ip()), (Some(&pod.identity), original.ip())),
-        None,
-        Security::None,
-    );
     let access = Access {
         reporter: "inbound",
         source: None,
@@ -181,8 +174,12 @@ async fn handle(conn: TcpStream, peer: SocketAddr, pod: Arc<Pod>, dp: DataPath) 
         destination_addr: original,
         transport: "plaintext",
         start,
-        labels,
+        istio: Istio {
+            reporter: Reporter::Destination,
+            service_ip: None,
+            security: Security::None,
+        },
     };
     let copy = splice::proxy_until(conn.take(), app, c, registration.closed());
-    access.proxied(&dp.inputs.telemetry, c, copy).await;
+    access.proxied(&dp.inputs, c, copy).await;
 }

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    access::{self, Access},
+    access::{Access, Istio},
     reset::ResetOnDrop,
     splice,
 };
@@ -119,16 +119,6 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
     let Ok(up) = connect::connect(&dp, &pod, &route, peer, Judging::L4Only).await else {
         return;
     };
-    let labels = access::labels(
-        &dp.inputs,
-        Reporter::Source,
-        (
-            (Some(&pod.identity), up.source.ip()),
-            (up.destination.as_ref(), route.addr().ip()),
-        ),
-        Some(original.ip()),
-        up.transport.security(),
-    );
     let access = Access {
         reporter: "outbound",
         source: Some(&pod.identity),
@@ -137,11 +127,15 @@ async fn handle(conn: TcpStream, peer: SocketAddr, (pod, dp, l7): Ctx) {
         destination_addr: route.addr(),
         transport: up.transport.as_str(),
         start,
-        labels,
+        istio: Istio {
+            reporter: Reporter::Source,
+            service_ip: Some(original.ip()),
+            security: up.transport.security(),
+        },
     };
     access
         .proxied(
-            &dp.inputs.telemetry,
+            &dp.inputs,
             c,
             splice::proxy_until(conn.take(), up.stream, c, closed(up.registration)),
         )

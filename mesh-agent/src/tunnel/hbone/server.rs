@@ -20,7 +20,7 @@ use crate::{
     telemetry::{Reporter, Security},
     tls,
     tunnel::{
-        access::{self, Access},
+        access::{Access, Istio},
         inbound, splice,
     },
 };
@@ -416,16 +416,6 @@ async fn stream(
     };
     tracing::debug!(pod = %pod.key, %source, %target, "HBONE stream delivered");
     let tunnel = H2Io::new(send, req.into_body());
-    let labels = access::labels(
-        &dp.inputs,
-        Reporter::Destination,
-        (
-            (Some(&source), peer.ip()),
-            (Some(&pod.identity), target.ip()),
-        ),
-        None,
-        Security::MutualTls,
-    );
     let access = Access {
         reporter: "inbound",
         source: Some(&source),
@@ -434,7 +424,11 @@ async fn stream(
         destination_addr: target,
         transport: "hbone",
         start,
-        labels,
+        istio: Istio {
+            reporter: Reporter::Destination,
+            service_ip: None,
+            security: Security::MutualTls,
+        },
     };
     // Counted from the source's side: sent = towards the application.
     let copy = async {
@@ -442,7 +436,7 @@ async fn stream(
             .await
             .reversed()
     };
-    access.proxied(&dp.inputs.telemetry, c, copy).await;
+    access.proxied(&dp.inputs, c, copy).await;
 }
 
 /// The stream is HTTP to a pod with L7 policy: the waypoint serves it on this
