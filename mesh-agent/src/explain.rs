@@ -120,8 +120,12 @@ pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Expla
     let plan = plan::plan(i, original);
     let mut steps = Vec::new();
     let mut decision = Decision::Allow;
-    // The Service's attached policies, judged where the connection leaves.
-    if let Some(svc) = state.services_by_vip.get(&original.ip().to_canonical()) {
+    let mut refused_here = false;
+    let at_waypoint = matches!(plan, Ok(Plan::Waypoint(_)));
+    // The Service's attached policies, judged where the connection leaves (as
+    // outbound does before it connects); the waypoint judges them per request.
+    let service = state.services_by_vip.get(&original.ip().to_canonical());
+    if let Some(svc) = service.filter(|s| !at_waypoint && !s.policies.is_empty()) {
         let judging = match &plan {
             Ok(Plan::Connect(Route::SharedWaypoint { .. })) => Judging::PerRequest,
             _ => Judging::L4Only,
@@ -139,6 +143,7 @@ pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Expla
             judging,
         )
         .decision;
+        refused_here = decision != Decision::Allow;
     }
     let delivered = match &plan {
         Ok(Plan::Connect(r @ (Route::SameNode { .. } | Route::Hbone { .. }))) => Some(r.addr()),
@@ -161,9 +166,16 @@ pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Expla
         decision = connection_verdict(w.policies.iter().map(AsRef::as_ref), caller, addr, judging)
             .decision;
     }
-    let (verdict, reason) = verdict_words(&decision);
+    let (verdict, mut reason) = verdict_words(&decision);
+    if at_waypoint {
+        reason = "the waypoint accepts the connection; routes and request policy judge each request (explained per connection only)".to_owned();
+    }
     let result = match (&plan, &decision) {
         (Err(_), _) => "the connection is closed at once (no plan)".to_owned(),
+        (_, Decision::Deny { .. }) if refused_here => {
+            "refused by this agent before it connects; the client sees its connection reset"
+                .to_owned()
+        }
         (_, Decision::Allow) => "connected".to_owned(),
         (Ok(Plan::Connect(Route::Hbone { .. })), _) => {
             "refused by the destination's agent (HBONE 401); the client sees its connection reset"

@@ -50,6 +50,13 @@ fn state() -> State {
                 .port(80, 7000),
         )
         .with(
+            service("shop", "web")
+                .vip("198.18.100.20")
+                .select("app", "server")
+                .port(80, 7000)
+                .app_protocol("http"),
+        )
+        .with(
             policy("shop", "server-from-client")
                 .select("app", "server")
                 .from_principal("cluster.local/ns/shop/sa/client"),
@@ -118,6 +125,15 @@ fn explain_and_the_data_path_agree_on_a_table_of_cases() {
             None,
             None,
         ),
+        // HTTP to a Service: the waypoint takes the connection, requests are judged there.
+        (
+            "shop/bad",
+            "198.18.100.20:80",
+            "allow",
+            "this node's waypoint",
+            None,
+            None,
+        ),
     ];
     for (source, target, verdict, plan_kind, destination, matching) in cases {
         let e = explain(&inputs, source, target).expect("explained");
@@ -134,8 +150,10 @@ fn explain_and_the_data_path_agree_on_a_table_of_cases() {
         assert_eq!(matched.first().copied(), matching, "{what}");
         // The data path's own decision for the destination: plan, then the
         // destination's policies through the verdict function enforce uses.
-        let Ok(Plan::Connect(route)) = plan::plan(&inputs, target.parse().unwrap()) else {
-            panic!("{what}");
+        let route = match plan::plan(&inputs, target.parse().unwrap()) {
+            Ok(Plan::Connect(route)) => route,
+            Ok(Plan::Waypoint(_)) => continue,
+            Err(e) => panic!("{e}: {what}"),
         };
         let data_path = match state
             .workloads_by_ip
