@@ -65,7 +65,7 @@ fn remember(
         source: caller.describe(),
         destination,
         target: target.to_string(),
-        request,
+        request: request.map(crate::telemetry::denials::bounded),
         policy: denied.policy(),
         reason: denied.to_string(),
     });

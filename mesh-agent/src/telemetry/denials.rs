@@ -30,6 +30,22 @@ impl Denials {
     }
 }
 
+/// The longest request text kept (`METHOD path`): a client's 64 KiB path must
+/// not make 256 records cost 16 MiB.
+pub const MAX_REQUEST: usize = 256;
+
+/// `text` cut to `MAX_REQUEST` bytes (at a character boundary), marked when cut.
+pub fn bounded(text: String) -> String {
+    if text.len() <= MAX_REQUEST {
+        return text;
+    }
+    let mut end = MAX_REQUEST;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -55,6 +71,18 @@ mod tests {
             policy: None,
             reason: "no ALLOW policy matches".into(),
         }
+    }
+
+    #[test]
+    fn a_huge_request_is_kept_cut() {
+        let long = format!("GET /{}", "é".repeat(40_000));
+        let cut = bounded(long);
+        assert!(
+            cut.len() <= MAX_REQUEST + 3 && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(bounded("GET /".into()), "GET /");
     }
 
     #[test]
