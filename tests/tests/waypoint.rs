@@ -1637,3 +1637,38 @@ spec:
     );
     assert_eq!(code, 401);
 }
+
+/// Only the client pod's address may call web, by `ipBlocks` (an L7 rule too, so
+/// requests are judged by the waypoint).
+fn ip_block_policy(client_ip: &str) -> String {
+    format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: web-from-client-ip, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{svc: web}}}}
+  rules:
+  - from: [{{source: {{ipBlocks: ["{client_ip}/32"]}}}}]
+    to: [{{operation: {{methods: [GET]}}}}]
+"#
+    )
+}
+
+#[test]
+fn ip_blocks_see_the_pods_address_at_the_node_waypoint() {
+    let mut l = l7_lab(&[]);
+    let client = l.lab.pod("client").ip4.to_string();
+    l.apply(&ip_block_policy(&client));
+    // web's endpoints: web-v2 on this node (judged by node a's waypoint, which
+    // once saw the client as 127.0.0.1) and web-v1 on node b.
+    let r = l.get("client", &["--url", &url("/ip"), "--count", "20"]);
+    assert_eq!(r["statuses"]["200"], 20, "{r}");
+    assert!(r["servers"]["v2"].as_u64().unwrap_or(0) > 0, "{r}");
+    // Another pod's address is served nowhere: 403 where node a's waypoint judges
+    // (web-v2); web-v1's agent refuses the HBONE stream at its L4 part, which the
+    // source's waypoint answers as 503.
+    let r = l.get("other", &["--url", &url("/ip"), "--count", "10"]);
+    assert!(r["statuses"]["200"].is_null(), "another pod's address: {r}");
+    assert!(r["statuses"]["403"].as_u64().unwrap_or(0) > 0, "{r}");
+}
