@@ -62,11 +62,20 @@ impl Admin {
         })
     }
 
-    /// `/explain/<namespace>/<pod>/<ip:port>`: the decision trail of that connection.
+    /// `/explain/<namespace>/<pod>/<ip:port>[/http/<METHOD>/<path>]`: the decision
+    /// trail of that connection (and the route of that request).
     fn explain(&self, rest: &str) -> Reply {
         let mut parts = rest.splitn(3, '/');
         let (Some(ns), Some(pod), Some(target)) = (parts.next(), parts.next(), parts.next()) else {
             return Reply::not_found("give /explain/<namespace>/<pod>/<ip:port>");
+        };
+        let (target, http) = match target.split_once("/http/") {
+            Some((t, h)) => (
+                t,
+                h.split_once('/')
+                    .map(|(m, p)| (m.to_owned(), format!("/{p}"))),
+            ),
+            None => (target, None),
         };
         let state = self.dp.inputs.state.load();
         let is_local = |ip| self.dp.pods.contains(ip);
@@ -76,10 +85,55 @@ impl Admin {
             trust_domain: &self.dp.inputs.trust_domain,
             tunnel: self.dp.inputs.tunnel,
         };
-        match crate::explain::explain(&inputs, &format!("{ns}/{pod}"), target) {
-            Ok(e) => Reply::json(&e),
-            Err(e) => Reply::not_found(&e.to_string()),
+        let mut e = match crate::explain::explain(&inputs, &format!("{ns}/{pod}"), target) {
+            Ok(e) => e,
+            Err(e) => return Reply::not_found(&e.to_string()),
+        };
+        if let Some((method, path)) = http {
+            match self.request_step(&state, &e, (&method, &path)) {
+                Ok(step) => e.request = step,
+                Err(err) => return Reply::not_found(&err.to_string()),
+            }
         }
+        Reply::json(&e)
+    }
+
+    /// The route of `method path` when this node's waypoint serves the connection.
+    fn request_step(
+        &self,
+        state: &mesh_model::state::State,
+        e: &mesh_model::explain::Explanation,
+        (method, path): (&str, &str),
+    ) -> Result<Option<mesh_model::explain::RequestStep>, crate::explain::Error> {
+        let original: std::net::SocketAddr = e
+            .target
+            .parse()
+            .map_err(|_| crate::explain::Error::BadTarget(e.target.clone()))?;
+        let Some(crate::plan::Parent::Service { service, port }) =
+            crate::plan::l7_parent(state, original)
+        else {
+            return Ok(None);
+        };
+        let pod = state
+            .workloads
+            .iter()
+            .find(|w| w.key() == e.source)
+            .and_then(|w| w.addresses().iter().find_map(|a| self.dp.pods.get(*a)))
+            .ok_or_else(|| crate::explain::Error::NoSuchPod(e.source.clone()))?;
+        let client =
+            std::net::SocketAddr::new(pod.address_like(&original.ip()).unwrap_or(original.ip()), 0);
+        let conn = crate::waypoint::conn::Conn {
+            source: Some(pod.identity.clone()),
+            pod,
+            dp: self.dp.clone(),
+            l7: Arc::new(crate::waypoint::Runtime::default()),
+            parent: crate::plan::Parent::Service { service, port },
+            client,
+            original,
+            at_destination: false,
+            trusted_proxies: 0,
+        };
+        crate::explain::request_route(&conn, state, (method, path)).map(Some)
     }
 
     pub fn respond(&self, path: &str) -> Reply {

@@ -3,14 +3,17 @@
 //! leaves the pod) and `enforce::connection_verdict` (the Service's and the
 //! destination's AuthorizationPolicies), never a re-implementation. Pure: the
 //! admin API calls it with the state in force; the tests with a table of cases.
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use mesh_model::{
     authz::{Decision, Judging, Policy},
-    explain::{Explanation, PolicyStep},
+    explain::{Explanation, PolicyStep, RequestStep},
     identity::Identity,
     model::Action,
-    state::WorkloadInfo,
+    state::{State, WorkloadInfo},
 };
 
 use crate::{
@@ -24,6 +27,8 @@ pub enum Error {
     NoSuchPod(String),
     #[error("{0:?} is not ip:port")]
     BadTarget(String),
+    #[error("not an HTTP request line: {0}")]
+    BadRequest(String),
 }
 
 fn describe(plan: &Result<Plan, plan::PlanError>) -> String {
@@ -100,6 +105,70 @@ fn verdict_words(d: &Decision) -> (String, String) {
     }
 }
 
+/// What the policies decided, where, and the destination they were judged for.
+struct Judged<'s> {
+    steps: Vec<PolicyStep>,
+    decision: Decision,
+    /// Refused by the Service's policies, at this agent.
+    refused_here: bool,
+    dest: Option<(&'s Arc<WorkloadInfo>, SocketAddr)>,
+}
+
+/// The Service's attached policies (judged where the connection leaves, as
+/// outbound does before it connects; the waypoint judges them per request), then
+/// the destination's (as its agent judges the connection).
+fn judge<'s>(
+    state: &'s State,
+    plan: &Result<Plan, plan::PlanError>,
+    caller: Caller<'_>,
+    original: SocketAddr,
+) -> Judged<'s> {
+    let mut steps = Vec::new();
+    let mut decision = Decision::Allow;
+    let mut refused_here = false;
+    let at_waypoint = matches!(plan, Ok(Plan::Waypoint(_)));
+    let service = state.services_by_vip.get(&original.ip().to_canonical());
+    if let Some(svc) = service.filter(|s| !at_waypoint && !s.policies.is_empty()) {
+        let judging = match plan {
+            Ok(Plan::Connect(Route::SharedWaypoint { .. })) => Judging::PerRequest,
+            _ => Judging::L4Only,
+        };
+        let key = format!("service {}", svc.key());
+        let policies = svc.policies.iter();
+        steps.extend(policies.map(|p| step(p, &key, caller, original, judging)));
+        let all = svc.policies.iter().map(AsRef::as_ref);
+        decision = connection_verdict(all, caller, original, judging).decision;
+        refused_here = decision != Decision::Allow;
+    }
+    let delivered = match plan {
+        Ok(Plan::Connect(r @ (Route::SameNode { .. } | Route::Hbone { .. }))) => Some(r.addr()),
+        _ => None,
+    };
+    let dest = delivered.and_then(|a| state.workloads_by_ip.get(&a.ip()).map(|w| (w, a)));
+    if let (Some((w, addr)), Decision::Allow) = (dest, &decision) {
+        // L4 unless the destination's agent judges the requests itself.
+        let judging = if w.l7 {
+            Judging::PerRequest
+        } else {
+            Judging::L4Only
+        };
+        let key = w.key();
+        steps.extend(
+            w.policies
+                .iter()
+                .map(|p| step(p, &key, caller, addr, judging)),
+        );
+        let all = w.policies.iter().map(AsRef::as_ref);
+        decision = connection_verdict(all, caller, addr, judging).decision;
+    }
+    Judged {
+        steps,
+        decision,
+        refused_here,
+        dest,
+    }
+}
+
 /// The trail for `source` (a workload key) connecting to `target`.
 pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Explanation, Error> {
     let original: SocketAddr = target
@@ -118,54 +187,13 @@ pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Expla
         ip,
     };
     let plan = plan::plan(i, original);
-    let mut steps = Vec::new();
-    let mut decision = Decision::Allow;
-    let mut refused_here = false;
     let at_waypoint = matches!(plan, Ok(Plan::Waypoint(_)));
-    // The Service's attached policies, judged where the connection leaves (as
-    // outbound does before it connects); the waypoint judges them per request.
-    let service = state.services_by_vip.get(&original.ip().to_canonical());
-    if let Some(svc) = service.filter(|s| !at_waypoint && !s.policies.is_empty()) {
-        let judging = match &plan {
-            Ok(Plan::Connect(Route::SharedWaypoint { .. })) => Judging::PerRequest,
-            _ => Judging::L4Only,
-        };
-        let key = format!("service {}", svc.key());
-        steps.extend(
-            svc.policies
-                .iter()
-                .map(|p| step(p, &key, caller, original, judging)),
-        );
-        decision = connection_verdict(
-            svc.policies.iter().map(AsRef::as_ref),
-            caller,
-            original,
-            judging,
-        )
-        .decision;
-        refused_here = decision != Decision::Allow;
-    }
-    let delivered = match &plan {
-        Ok(Plan::Connect(r @ (Route::SameNode { .. } | Route::Hbone { .. }))) => Some(r.addr()),
-        _ => None,
-    };
-    let dest = delivered.and_then(|a| state.workloads_by_ip.get(&a.ip()).map(|w| (w, a)));
-    if let (Some((w, addr)), Decision::Allow) = (dest, &decision) {
-        // The destination's agent: L4 unless it judges the requests itself.
-        let judging = if w.l7 {
-            Judging::PerRequest
-        } else {
-            Judging::L4Only
-        };
-        let key = w.key();
-        steps.extend(
-            w.policies
-                .iter()
-                .map(|p| step(p, &key, caller, addr, judging)),
-        );
-        decision = connection_verdict(w.policies.iter().map(AsRef::as_ref), caller, addr, judging)
-            .decision;
-    }
+    let Judged {
+        steps,
+        decision,
+        refused_here,
+        dest,
+    } = judge(state, &plan, caller, original);
     let (verdict, mut reason) = verdict_words(&decision);
     if at_waypoint {
         reason = "the waypoint accepts the connection; routes and request policy judge each request (explained per connection only)".to_owned();
@@ -209,7 +237,52 @@ pub fn explain(i: &plan::Inputs<'_>, source: &str, target: &str) -> Result<Expla
         verdict,
         reason,
         result,
+        request: None,
     })
+}
+
+/// The route an HTTP request takes at this node's waypoint, chosen by the
+/// waypoint's own route phase (`conn` as the data path builds it for the pod).
+pub fn request_route(
+    conn: &crate::waypoint::conn::Conn,
+    state: &mesh_model::state::State,
+    (method, path): (&str, &str),
+) -> Result<RequestStep, Error> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, conn.original.to_string())
+        .body(())
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let (parts, ()) = req.into_parts();
+    let mut log = crate::waypoint::log::RequestLog::default();
+    let request = format!("{method} {path}");
+    Ok(
+        match crate::waypoint::phases::route::select(conn, state, &parts, false, &mut log) {
+            Ok(routed) => RequestStep {
+                request,
+                route: Some(log.route.clone()),
+                backends: routed
+                    .rule
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}:{} weight {}",
+                            b.backend.service, b.backend.port, b.weight
+                        )
+                    })
+                    .collect(),
+                local_reply: None,
+            },
+            Err(reply) => RequestStep {
+                request,
+                route: None,
+                backends: Vec::new(),
+                local_reply: Some(format!("{} {}", reply.status.as_u16(), reply.flag.as_str())),
+            },
+        },
+    )
 }
 
 /// The pod's address of the destination's family (the caller's address policy sees).

@@ -27,6 +27,24 @@ pub struct Explanation {
     pub reason: String,
     /// What the client would see.
     pub result: String,
+    /// For an HTTP request (`--http METHOD PATH`) the waypoint serves: the route
+    /// it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStep {
+    /// `METHOD path`.
+    pub request: String,
+    /// `HTTPRoute ns/name/rule`, or the Service's implicit route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// `namespace/name:port weight N` per backend of the rule.
+    pub backends: Vec<String>,
+    /// The waypoint's own answer when no route takes it (status and flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_reply: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -471,6 +471,32 @@ fn explain_agrees_with_what_happened(lab: &Lab, denied_target: &str) {
         e["plan"].as_str().is_some_and(|p| p.contains("waypoint")),
         "{e}"
     );
+    // An HTTP request there: the route and the backends the waypoint's own route
+    // phase picks (the 90/10 split the counts above came from).
+    let out = meshctl(
+        lab,
+        "a",
+        &[
+            "explain",
+            "shop/client",
+            "198.18.100.50:80",
+            "--http",
+            "GET",
+            "/split",
+            "-o",
+            "json",
+        ],
+    );
+    let e: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let r = &e["request"];
+    assert!(
+        r["route"]
+            .as_str()
+            .is_some_and(|x| x.contains("HTTPRoute shop/web")),
+        "{e}"
+    );
+    assert_eq!(r["backends"][0], "shop/web-v1:80 weight 90", "{e}");
+    assert_eq!(r["backends"][1], "shop/web-v2:80 weight 10", "{e}");
     // The table for people names the policy and the verdict.
     let text = meshctl(lab, "a", &["explain", "shop/client", denied_target]);
     assert!(

@@ -22,7 +22,7 @@ pub mod normalize;
 pub mod respond;
 
 pub use respond::IdleTimeout;
-mod route;
+pub(crate) mod route;
 
 /// Runs the phases; a phase that answers ends the request with its reply.
 pub async fn run(

@@ -67,6 +67,9 @@ enum Command {
         pod: String,
         /// ip:port the pod connects to (a pod's or a Service's address).
         target: String,
+        /// Also the route an HTTP request takes where the waypoint serves it.
+        #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
+        http: Option<Vec<String>>,
         /// The pod's node agent's admin API.
         #[arg(long, env = "FERRYMESH_AGENT", default_value = "127.0.0.1:15000")]
         agent: String,
@@ -444,12 +447,23 @@ fn view_table(
     }
 }
 
-async fn explain(agent: &str, pod: &str, target: &str, as_json: bool) -> Result<String, String> {
+async fn explain(
+    agent: &str,
+    pod: &str,
+    (target, request): (&str, Option<(&str, &str)>),
+    as_json: bool,
+) -> Result<String, String> {
     let (ns, name) = pod
         .split_once('/')
         .ok_or_else(|| format!("{pod:?}: give namespace/pod"))?;
     let hint = "is the node agent running, and --agent right (its admin port, 15000)?";
-    let path = format!("/explain/{ns}/{name}/{target}");
+    let mut path = format!("/explain/{ns}/{name}/{target}");
+    if let Some((method, p)) = request {
+        if !p.starts_with('/') {
+            return Err(format!("{p:?}: give an absolute path (/...)"));
+        }
+        path.push_str(&format!("/http/{method}{p}"));
+    }
     let e: mesh_model::explain::Explanation =
         get_from(agent, &path, ("the node agent's admin API", hint)).await?;
     if as_json {
@@ -486,6 +500,22 @@ async fn explain(agent: &str, pod: &str, target: &str, as_json: bool) -> Result<
         "verdict:  {} ({})\nresult:   {}",
         e.verdict, e.reason, e.result
     ));
+    match (&e.request, request) {
+        (Some(r), _) => {
+            let route = dash(r.route.as_deref());
+            out.push_str(&format!("\nrequest:  {} -> route {route}", r.request));
+            for b in &r.backends {
+                out.push_str(&format!("\nbackend:  {b}"));
+            }
+            if let Some(l) = &r.local_reply {
+                out.push_str(&format!("\nanswer:   {l} (from the waypoint)"));
+            }
+        }
+        (None, Some(_)) => out.push_str(
+            "\nrequest:  not served by a waypoint for a Service here: the connection's verdict is the request's",
+        ),
+        (None, None) => {}
+    }
     Ok(out)
 }
 
@@ -528,7 +558,17 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Problems => problems(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
-        Command::Explain { pod, target, agent } => explain(&agent, &pod, &target, as_json).await,
+        Command::Explain {
+            pod,
+            target,
+            agent,
+            http,
+        } => {
+            let request = http
+                .as_deref()
+                .and_then(|h| Some((h.first()?.as_str(), h.get(1)?.as_str())));
+            explain(&agent, &pod, (&target, request), as_json).await
+        }
         Command::Agent { view, agent } => agent_view(&agent, view, as_json).await,
         Command::Denials { agent, pod } => denials(&agent, pod.as_deref(), as_json).await,
     }
