@@ -53,3 +53,17 @@ metadata: {name: strict, namespace: shop}
 spec: {mtls: {mode: STRICT}}
 ---
 "#;
+
+/// A DENY of shop/client's principal on the `app: server` pods (a document to
+/// append to a config: it starts with `---`).
+pub const DENY_CLIENT: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-client, namespace: shop}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+"#;

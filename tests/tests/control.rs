@@ -159,15 +159,7 @@ fn agents_take_their_config_from_the_control_plane() {
     );
 
     // meshctl reads the control plane's admin API (in the fabric namespace here).
-    let meshctl = |args: &[&str]| {
-        let bin = ferrymesh_tests::lab::agent_binary()
-            .expect("bin")
-            .with_file_name("meshctl");
-        let mut all = vec![bin.to_str().expect("path").to_owned()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        ferrymesh_tests::sys::in_ns(lab.fabric_netns(), &all).expect("meshctl")
-    };
+    let meshctl = |args: &[&str]| lab.meshctl(lab.fabric_netns(), args).expect("meshctl");
     // Both agents reconnect (each on its own backoff) and ack what they were sent;
     // a version that changes nothing for a node is not sent to it.
     let settled = |st: &serde_json::Value| {

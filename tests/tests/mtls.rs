@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::{assert_intact, two_node_lab, two_node_lab_with};
+use common::{assert_intact, two_node_lab, two_node_lab_with, DENY_CLIENT};
 use ferrymesh_tests::{
     eventually,
     lab::{agent_binary, control_binary},
@@ -586,18 +586,6 @@ fn a_single_node_agent_runs_its_own_ca() {
         .unwrap();
     assert_intact(&r, 4096);
 }
-
-const DENY_CLIENT: &str = r#"
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-client, namespace: shop}
-spec:
-  selector: {matchLabels: {app: server}}
-  action: DENY
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
-"#;
 
 #[test]
 fn a_new_deny_closes_established_connections_it_no_longer_allows() {

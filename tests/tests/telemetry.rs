@@ -11,6 +11,9 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::DENY_CLIENT;
 use ferrymesh_tests::{eventually, netns, App, Lab, LabSpec, PodSpec};
 use serde_json::Value;
 
@@ -359,31 +362,15 @@ fn istio_dashboard_queries_return_the_traffic_sent() {
     );
 }
 
-const DENY_CLIENT: &str = r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-client, namespace: shop}
-spec:
-  selector: {matchLabels: {app: server}}
-  action: DENY
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
-"#;
-
 /// meshctl run in `node`'s network namespace (where its agent's admin API is).
 fn meshctl(lab: &Lab, node: &str, args: &[&str]) -> String {
-    let bin = ferrymesh_tests::lab::agent_binary()
-        .expect("bin")
-        .with_file_name("meshctl");
-    let mut all = vec![bin.to_str().expect("path")];
-    all.extend_from_slice(args);
-    lab.exec_in(node, &all).expect("meshctl")
+    lab.meshctl(&lab.netns_name(node), args).expect("meshctl")
 }
 
 #[test]
 fn meshctl_denials_and_node_views_say_what_an_agent_refused_and_holds() {
     let (mut lab, _apps) = lab();
-    lab.apply_config(&format!("{CONFIG}---\n{DENY_CLIENT}"))
+    lab.apply_config(&format!("{CONFIG}{DENY_CLIENT}"))
         .expect("policy");
     let to = format!("{}:7000", lab.pod("server").ip4);
     let refused = lab.run_client("client", &["connect", "--to", &to, "--bytes", "1024"]);
@@ -504,17 +491,9 @@ fn explain_agrees_with_what_happened(lab: &Lab, denied_target: &str) {
         "{text}"
     );
     // A pod the agent does not know is an error that says so.
-    let bin = ferrymesh_tests::lab::agent_binary()
-        .expect("bin")
-        .with_file_name("meshctl");
-    let out = lab.exec_in(
-        "a",
-        &[
-            bin.to_str().unwrap(),
-            "explain",
-            "shop/nobody",
-            denied_target,
-        ],
+    let out = lab.meshctl(
+        &lab.netns_name("a"),
+        &["explain", "shop/nobody", denied_target],
     );
     let err = format!("{out:?}");
     assert!(

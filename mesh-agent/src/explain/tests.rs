@@ -74,15 +74,20 @@ fn local(ip: IpAddr) -> bool {
     ip.to_string().starts_with("198.19.1.")
 }
 
-#[test]
-fn explain_and_the_data_path_agree_on_a_table_of_cases() {
-    let state = state();
-    let inputs = plan::Inputs {
-        state: &state,
+/// The plan inputs of node a's agent over `state`.
+fn inputs(state: &State) -> plan::Inputs<'_> {
+    plan::Inputs {
+        state,
         is_local: &local,
         trust_domain: "cluster.local",
         tunnel: Tunnel::Hbone,
-    };
+    }
+}
+
+#[test]
+fn explain_and_the_data_path_agree_on_a_table_of_cases() {
+    let state = state();
+    let inputs = inputs(&state);
     // (source, target, verdict, plan starts with, destination, policy that matches)
     let cases = [
         (
@@ -188,12 +193,7 @@ fn explain_and_the_data_path_agree_on_a_table_of_cases() {
 #[test]
 fn unknown_pods_and_targets_are_refused_with_a_reason() {
     let state = state();
-    let inputs = plan::Inputs {
-        state: &state,
-        is_local: &local,
-        trust_domain: "cluster.local",
-        tunnel: Tunnel::Hbone,
-    };
+    let inputs = inputs(&state);
     assert_eq!(
         explain(&inputs, "shop/nobody", "198.19.2.10:7000"),
         Err(Error::NoSuchPod("shop/nobody".into()))

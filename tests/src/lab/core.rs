@@ -5,7 +5,7 @@ use std::{
     process::Child,
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::sys::{self, ip, CGROUP_DIR, NS_PREFIX};
 
@@ -205,6 +205,16 @@ impl Lab {
     /// so it is not captured) and returns its stdout.
     pub fn exec_in(&self, pod_or_node: &str, args: &[&str]) -> Result<String> {
         sys::in_ns(&self.netns_name(pod_or_node), args)
+    }
+
+    /// Runs meshctl with `args` in the network namespace named `netns` (a node's,
+    /// where its agent's admin API is, or the fabric's, where the control plane's
+    /// is) and returns its stdout; an error carries its stderr.
+    pub fn meshctl(&self, netns: &str, args: &[&str]) -> Result<String> {
+        let bin = meshctl_binary()?;
+        let mut all = vec![bin.to_str().context("meshctl path")?];
+        all.extend_from_slice(args);
+        sys::in_ns(netns, &all)
     }
 
     /// Replaces the config atomically (write + rename), as an operator's tool would.

@@ -157,6 +157,18 @@ pub fn app_binary() -> Result<PathBuf> {
 }
 
 /// Where the control plane is: $MESH_CONTROL_BIN, else next to the mesh-agent binary.
+/// Where meshctl is: next to the mesh-agent binary (both built by the workspace).
+pub fn meshctl_binary() -> Result<PathBuf> {
+    let p = agent_binary()?.with_file_name("meshctl");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "meshctl not found at {}; run `cargo xtask test` (it builds it)",
+        p.display()
+    )
+}
+
 pub fn control_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MESH_CONTROL_BIN") {
         return Ok(p.into());
