@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod denials;
 mod istio;
+pub mod otlp;
 
 pub use istio::{
     Peer, Reporter, RequestLabels, Security, ServiceName, Traffic, TrafficLabels, DEFAULT_CLUSTER,
@@ -109,6 +110,8 @@ pub struct Telemetry {
     pub denials: denials::Denials,
     /// How access-log lines are written.
     pub access_log: access_log::AccessLogFormat,
+    /// Request spans exported over OTLP (off unless `--otlp-endpoint`).
+    pub spans: otlp::Spans,
 }
 
 impl Default for Telemetry {
@@ -194,6 +197,7 @@ impl Telemetry {
             dry_run,
             denials: denials::Denials::default(),
             access_log: access_log::AccessLogFormat::default(),
+            spans: otlp::Spans::default(),
         }
     }
 }
