@@ -191,6 +191,33 @@ struct RunFlags {
     jwks_ca: Option<PathBuf>,
     #[command(flatten)]
     identity: IdentityFlags,
+    #[command(flatten)]
+    traces: TraceFlags,
+}
+
+#[derive(Args)]
+struct TraceFlags {
+    /// Export a span per request at the waypoint to this OTLP gRPC collector
+    /// (http://host:port, e.g. an OpenTelemetry Collector on 4317); off when unset.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Percent of new traces sampled (a caller's traceparent decision is kept), as
+    /// Istio's `tracing.sampling` (default 1).
+    #[arg(long, default_value_t = 1.0)]
+    trace_sampling: f64,
+}
+
+impl TraceFlags {
+    fn export(
+        self,
+        resource: Vec<(&'static str, String)>,
+    ) -> Option<mesh_agent::telemetry::otlp::Export> {
+        Some(mesh_agent::telemetry::otlp::Export {
+            endpoint: self.otlp_endpoint?,
+            sampling_percent: self.trace_sampling,
+            resource,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -292,6 +319,8 @@ struct WaypointFlags {
     worker_threads: usize,
     #[command(flatten)]
     identity: IdentityFlags,
+    #[command(flatten)]
+    traces: TraceFlags,
 }
 
 #[derive(Args)]
@@ -348,7 +377,7 @@ fn run(f: RunFlags) -> Result<(), String> {
             Some(path) => app::ConfigSource::File(path),
             None => app::ConfigSource::ControlPlane,
         },
-        node: f.node,
+        node: f.node.clone(),
         cgroup,
         admin: f.admin,
         metrics: f.metrics,
@@ -365,6 +394,10 @@ fn run(f: RunFlags) -> Result<(), String> {
         } else {
             mesh_agent::datapath::Tunnel::Plaintext
         },
+        traces: f.traces.export(vec![
+            ("service.name", "ferrymesh-agent".into()),
+            ("k8s.node.name", f.node.clone()),
+        ]),
         identity: f.identity.into_args(),
         jwks_ca: f.jwks_ca,
         caps: app::CapFlags {
@@ -385,8 +418,8 @@ fn waypoint(f: WaypointFlags) -> Result<(), String> {
     }
     mesh_agent::waypoint::standalone::run(mesh_agent::waypoint::standalone::Args {
         config: f.config,
-        node: f.node,
-        workload: f.workload,
+        node: f.node.clone(),
+        workload: f.workload.clone(),
         hbone: f.hbone,
         gateway: f.gateway,
         trusted_proxies: f.trusted_proxies,
@@ -397,6 +430,11 @@ fn waypoint(f: WaypointFlags) -> Result<(), String> {
         metrics: f.metrics,
         reload_interval: Duration::from_millis(f.reload_ms),
         worker_threads: f.worker_threads.max(1),
+        traces: f.traces.export(vec![
+            ("service.name", "ferrymesh-waypoint".into()),
+            ("k8s.node.name", f.node.clone()),
+            ("ferrymesh.workload", f.workload.clone()),
+        ]),
         identity: f.identity.into_args(),
     })
     .map_err(|e| e.to_string())

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod collector;
 pub mod eventually;
 pub mod lab;
 pub mod netns;

@@ -33,6 +33,8 @@ pub enum Error {
     ControlPlaneNeedsCa,
     #[error("{0}")]
     Control(#[from] cp::Error),
+    #[error("{0}")]
+    Traces(#[from] crate::telemetry::otlp::Error),
 }
 
 /// Where the agent's config comes from.
@@ -64,6 +66,8 @@ pub struct RunArgs {
     pub worker_threads: usize,
     /// How access-log lines are written.
     pub access_log: crate::telemetry::access_log::AccessLogFormat,
+    /// Where request spans are exported (OTLP), if anywhere.
+    pub traces: Option<crate::telemetry::otlp::Export>,
     /// The loopback fast path between applications and the agent.
     pub fast_path: crate::ebpf::fast::Mode,
     /// How meshed destinations on other nodes are reached.

@@ -9,7 +9,7 @@ use super::args::RunArgs;
 use crate::{
     datapath::{DataPath, Inputs},
     metrics::{KernelCounters, Metrics},
-    telemetry::Telemetry,
+    telemetry::{otlp::Spans, Telemetry},
     tunnel::hbone::pool::Pool,
 };
 
@@ -23,9 +23,11 @@ pub(super) fn data_path(
     ),
     orig_dst: crate::ebpf::OrigDst,
     kernel: &crate::ebpf::KernelHandle,
+    spans: Spans,
 ) -> (DataPath, Arc<Metrics>) {
     let mut telemetry = Telemetry::new(&args.identity.cluster_id);
     telemetry.access_log = args.access_log.clone();
+    telemetry.spans = spans;
     let metrics = Arc::new(Metrics::new(telemetry.registry()));
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());

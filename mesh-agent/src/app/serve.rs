@@ -490,6 +490,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
     let initial = start_source(&args, &compiler, cfg_tx)?;
     // Everything that can fail goes before the attachments, which stay pinned.
     let (certs, roots) = cert_manager(&args.node, &args.identity, Some(&args.state_dir))?;
+    let spans = crate::telemetry::otlp::Spans::start_if(args.traces.as_ref())?;
     // Attached first: if that fails, an agent running here keeps its sockets.
     let (kernel, orig_dst) = attach(&args)?;
     let takeover = take_over(&args);
@@ -498,7 +499,7 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
         .iter()
         .filter_map(|(l, _)| std::os::fd::AsFd::as_fd(l).try_clone_to_owned().ok())
         .collect();
-    let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel);
+    let (dp, metrics) = data_path(&args, &state, (certs, roots), orig_dst, &kernel, spans);
     spawn_pool_expiry(&dp);
     spawn_jwks_fetch(&args, &state, &compiler, jwks_tx);
     let ready = Arc::new(AtomicBool::new(false));
@@ -567,12 +568,14 @@ pub(super) async fn serve(args: RunArgs) -> Result<(), Error> {
             t.abort();
         }
         drain(&agent.dp, args.drain).await;
+        agent.dp.inputs.telemetry.spans.close().await;
         return Ok(());
     }
     // Capture stays: enrolled pods fail closed until an agent serves them again.
     // Only leaving the mesh or `mesh-agent uninstall` removes it.
     tracing::info!(pin_dir = %args.pin_dir.display(), "stopping; pods stay captured and fail closed until an agent serves them (`mesh-agent uninstall` removes capture)");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    agent.dp.inputs.telemetry.spans.close().await;
     drop(agent);
     Ok(())
 }

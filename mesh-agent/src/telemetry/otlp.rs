@@ -5,7 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use opentelemetry::{
-    trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer},
+    trace::{
+        SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+    },
     Context, KeyValue,
 };
 use opentelemetry_otlp::WithExportConfig;
@@ -71,7 +73,11 @@ pub struct Spans {
 
 impl std::fmt::Debug for Spans {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.tracer.is_some() { "Spans(otlp)" } else { "Spans(off)" })
+        f.write_str(if self.tracer.is_some() {
+            "Spans(otlp)"
+        } else {
+            "Spans(off)"
+        })
     }
 }
 
@@ -122,6 +128,11 @@ impl Spans {
         })
     }
 
+    /// Starts exporting when `export` is given; off otherwise.
+    pub fn start_if(export: Option<&Export>) -> Result<Spans, Error> {
+        export.map_or(Ok(Spans::default()), Spans::start)
+    }
+
     pub fn enabled(&self) -> bool {
         self.tracer.is_some()
     }
@@ -131,14 +142,19 @@ impl Spans {
     /// None when export is off.
     pub fn request(&self, trace: &mut TraceContext, name: String) -> Option<RequestSpan> {
         let (tracer, _) = self.tracer.as_ref()?;
-        let parent = match (trace.parent_id.as_deref(), TraceId::from_hex(&trace.trace_id)) {
-            (Some(parent), Ok(trace_id)) => Context::new().with_remote_span_context(SpanContext::new(
-                trace_id,
-                SpanId::from_hex(parent).unwrap_or(SpanId::INVALID),
-                TraceFlags::new(u8::from_str_radix(&trace.flags, 16).unwrap_or(0)),
-                true,
-                TraceState::default(),
-            )),
+        let parent = match (
+            trace.parent_id.as_deref(),
+            TraceId::from_hex(&trace.trace_id),
+        ) {
+            (Some(parent), Ok(trace_id)) => {
+                Context::new().with_remote_span_context(SpanContext::new(
+                    trace_id,
+                    SpanId::from_hex(parent).unwrap_or(SpanId::INVALID),
+                    TraceFlags::new(u8::from_str_radix(&trace.flags, 16).unwrap_or(0)),
+                    true,
+                    TraceState::default(),
+                ))
+            }
             _ => Context::new(),
         };
         let span = tracer
@@ -152,7 +168,15 @@ impl Spans {
         Some(RequestSpan(span))
     }
 
-    /// Sends what is queued and stops (at exit).
+    /// Sends what is queued and stops, from async code (at exit).
+    pub async fn close(&self) {
+        if self.enabled() {
+            let spans = self.clone();
+            let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+        }
+    }
+
+    /// Sends what is queued and stops (blocking).
     pub fn shutdown(&self) {
         if let Some((_, provider)) = &self.tracer {
             if let Err(e) = provider.shutdown() {
@@ -172,10 +196,11 @@ impl std::fmt::Debug for RequestSpan {
 }
 
 impl RequestSpan {
-    /// Ends the span with its attributes; a 5xx (or a refusal flag with 4xx) is
-    /// an error span, as Envoy marks them.
-    pub fn end(mut self, attributes: Vec<KeyValue>, status: u16) {
+    /// Ends the span with its final name and attributes; a 5xx is an error span
+    /// (OpenTelemetry's rule for server spans).
+    pub fn end(mut self, name: String, attributes: Vec<KeyValue>, status: u16) {
         use opentelemetry::trace::{Span as _, Status};
+        self.0.update_name(name);
         self.0.set_attributes(attributes);
         if status >= 500 {
             self.0.set_status(Status::error(format!("HTTP {status}")));
@@ -233,7 +258,11 @@ mod tests {
             ("http://10.0.0.1:4317", -1.0, false),
         ];
         for (endpoint, sampling, ok) in cases {
-            assert_eq!(export(endpoint, sampling).check().is_ok(), ok, "{endpoint} {sampling}");
+            assert_eq!(
+                export(endpoint, sampling).check().is_ok(),
+                ok,
+                "{endpoint} {sampling}"
+            );
         }
     }
 
@@ -258,13 +287,13 @@ mod tests {
                 trace.header(),
                 format!("00-{}-{}-{flags}", trace.trace_id, trace.span_id)
             );
-            span.end(vec![], 200);
+            span.end("GET".into(), vec![], 200);
         }
         // A new trace at 0 %: not sampled, so nothing upstream records it either.
         let mut trace = TraceContext::from_header(None);
         spans.request(&mut trace, "GET".into()).unwrap();
         assert_eq!(trace.flags, "00");
         assert!(Spans::default().request(&mut trace, "GET".into()).is_none());
-        tokio::task::spawn_blocking(move || spans.shutdown()).await.unwrap();
+        spans.close().await;
     }
 }

@@ -6,11 +6,12 @@ use std::{
 };
 
 use mesh_model::identity::Identity;
+use opentelemetry::KeyValue;
 
 use super::{reply::ResponseFlag, trace::TraceContext};
 use crate::{
     datapath::DataPath,
-    telemetry::{Peer, Reporter, RequestLabels, Security, ServiceName, Traffic},
+    telemetry::{otlp::RequestSpan, Peer, Reporter, RequestLabels, Security, ServiceName, Traffic},
 };
 
 /// What one request did, for the access log and metrics.
@@ -44,6 +45,8 @@ pub struct Finish {
     pub log: RequestLog,
     pub start: Instant,
     pub span: tracing::Span,
+    /// The request's exported span, when OTLP export is on.
+    pub otel: Option<RequestSpan>,
 }
 
 /// A gRPC status as a metric label: the upstream chooses it, so only the 17 codes
@@ -108,6 +111,13 @@ impl Finish {
         t.response_bytes
             .get_or_create(&labels)
             .observe(bytes as f64);
+        if let Some(span) = self.otel.take() {
+            let name = match log.route.as_str() {
+                "" => log.method.clone(),
+                route => format!("{} {route}", log.method),
+            };
+            span.end(name, span_attributes(&log, &labels, bytes), self.status);
+        }
         let trace = log.trace.as_ref();
         let line = serde_json::json!({
             "reporter": "waypoint",
@@ -135,6 +145,49 @@ impl Finish {
         let _e = self.span.enter();
         t.access(&line);
     }
+}
+
+/// A request span's attributes: OpenTelemetry's HTTP conventions and the peers'
+/// workload names as Istio labels them (high-cardinality values are fine on a span).
+fn span_attributes(log: &RequestLog, labels: &RequestLabels, bytes: u64) -> Vec<KeyValue> {
+    let l = &labels.traffic;
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", log.method.clone()),
+        KeyValue::new("url.path", log.path.clone()),
+        KeyValue::new("server.address", log.authority.clone()),
+        KeyValue::new("http.response.status_code", i64::from(labels.response_code)),
+        KeyValue::new("http.request.body.size", log.request_bytes as i64),
+        KeyValue::new("http.response.body.size", bytes as i64),
+        KeyValue::new("response_flags", l.response_flags),
+        KeyValue::new("request_protocol", l.request_protocol),
+        KeyValue::new("source_workload", l.source_workload.clone()),
+        KeyValue::new(
+            "source_workload_namespace",
+            l.source_workload_namespace.clone(),
+        ),
+        KeyValue::new("source_principal", l.source_principal.clone()),
+        KeyValue::new("destination_workload", l.destination_workload.clone()),
+        KeyValue::new(
+            "destination_workload_namespace",
+            l.destination_workload_namespace.clone(),
+        ),
+        KeyValue::new("destination_principal", l.destination_principal.clone()),
+        KeyValue::new("destination_service", l.destination_service.clone()),
+        KeyValue::new("upstream_retries", i64::from(log.retries)),
+    ];
+    if !log.route.is_empty() {
+        attrs.push(KeyValue::new("http.route", log.route.clone()));
+    }
+    if let Some(upstream) = log.upstream {
+        attrs.push(KeyValue::new("upstream_address", upstream.to_string()));
+    }
+    if !labels.grpc_response_status.is_empty() {
+        attrs.push(KeyValue::new(
+            "rpc.grpc.status_code",
+            labels.grpc_response_status.clone(),
+        ));
+    }
+    attrs
 }
 
 #[cfg(test)]

@@ -88,11 +88,17 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
         protocol: if grpc { "grpc" } else { "http" },
         ..RequestLog::default()
     };
-    let trace = TraceContext::from_header(
+    let mut trace = TraceContext::from_header(
         req.headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
     );
+    let otel = conn
+        .dp
+        .inputs
+        .telemetry
+        .spans
+        .request(&mut trace, log.method.clone());
     let span = tracing::info_span!(
         "waypoint",
         trace_id = %trace.trace_id,
@@ -124,6 +130,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<DownBody> {
         log,
         start,
         span,
+        otel,
     };
     Response::from_parts(parts, Tracked::new(body, idle, finish).boxed())
 }

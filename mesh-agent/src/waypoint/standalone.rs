@@ -64,6 +64,8 @@ pub enum Error {
     NothingToServe,
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Traces(#[from] crate::telemetry::otlp::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub struct Args {
     pub reload_interval: Duration,
     pub worker_threads: usize,
     pub identity: IdentityArgs,
+    /// Where request spans are exported (OTLP), if anywhere.
+    pub traces: Option<crate::telemetry::otlp::Export>,
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
@@ -413,7 +417,8 @@ async fn serve(args: Args) -> Result<(), Error> {
     certs.acquire(&identity);
     let netns = inpod::Netns::open(std::path::Path::new("/proc/self/ns/net"))
         .map_err(|e| Error::Identity(e.to_string()))?;
-    let mut telemetry = Telemetry::default();
+    let mut telemetry = Telemetry::new(&args.identity.cluster_id);
+    telemetry.spans = crate::telemetry::otlp::Spans::start_if(args.traces.as_ref())?;
     let metrics = Metrics::new(telemetry.registry());
     let pool = Pool::new(Duration::from_secs(60));
     pool.counters.register(telemetry.registry());
@@ -459,6 +464,7 @@ async fn serve(args: Args) -> Result<(), Error> {
     tracing::info!(workload = %w.key(), %identity, hbone = args.hbone, gateway = ?args.gateway, "waypoint ready");
     reload(&args, compiler, &state, &generation).await?;
     tracing::info!("waypoint shutting down");
+    dp.inputs.telemetry.spans.close().await;
     certs.release(&identity);
     Ok(())
 }
