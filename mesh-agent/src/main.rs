@@ -198,7 +198,8 @@ struct RunFlags {
 #[derive(Args)]
 struct TraceFlags {
     /// Export a span per request at the waypoint to this OTLP gRPC collector
-    /// (http://host:port, e.g. an OpenTelemetry Collector on 4317); off when unset.
+    /// (http://host:port, e.g. an OpenTelemetry Collector on 4317); off when unset
+    /// or empty.
     #[arg(long)]
     otlp_endpoint: Option<String>,
     /// Percent of new traces sampled (a caller's traceparent decision is kept), as
@@ -213,7 +214,7 @@ impl TraceFlags {
         resource: Vec<(&'static str, String)>,
     ) -> Option<mesh_agent::telemetry::otlp::Export> {
         Some(mesh_agent::telemetry::otlp::Export {
-            endpoint: self.otlp_endpoint?,
+            endpoint: self.otlp_endpoint.filter(|e| !e.is_empty())?,
             sampling_percent: self.trace_sampling,
             resource,
         })
