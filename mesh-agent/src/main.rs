@@ -488,3 +488,35 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// The chart always passes `--otlp-endpoint={{ value }}`: empty means off.
+    #[test]
+    fn an_empty_otlp_endpoint_is_off() {
+        let cases = [
+            (vec![], None),
+            (vec!["--otlp-endpoint="], None),
+            (
+                vec!["--otlp-endpoint=http://c:4317", "--trace-sampling=5"],
+                Some(("http://c:4317", 5.0)),
+            ),
+        ];
+        for (flags, want) in cases {
+            let mut argv = vec!["mesh-agent", "run", "--node", "n", "--config", "/dev/null"];
+            argv.extend(&flags);
+            let Command::Run(f) = Cli::try_parse_from(&argv).expect("flags").command else {
+                panic!("not run");
+            };
+            let got = f.traces.export(vec![]);
+            let got = got
+                .as_ref()
+                .map(|e| (e.endpoint.as_str(), e.sampling_percent));
+            assert_eq!(got, want, "{flags:?}");
+        }
+    }
+}
