@@ -15,6 +15,7 @@ mod attempt;
 pub mod backend;
 pub mod body;
 pub mod conn;
+mod cors;
 mod detect;
 pub mod filters;
 pub mod log;

@@ -66,6 +66,16 @@ pub fn problems(objects: &mesh_model::model::Objects) -> Vec<api::Problem> {
     }
 }
 
+/// The Gateway API status of every route in `objects` (empty when the whole
+/// config is refused: `problems` says why).
+pub fn routes(objects: &mesh_model::model::Objects) -> Vec<mesh_model::l7::status::RouteStatus> {
+    let all = std::sync::Arc::new(objects.clone());
+    match mesh_model::state::State::compile(0, all, None) {
+        Err(_) => Vec::new(),
+        Ok(state) => mesh_model::l7::status::routes(&state.l7, &state.objects),
+    }
+}
+
 fn route(admin: &Admin, path: &str) -> Reply {
     let p = admin.current.borrow().clone();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -83,6 +93,10 @@ fn route(admin: &Admin, path: &str) -> Reply {
             version: p.version,
             problems: problems(&p.objects),
         }),
+        ["v1", "routes"] => Reply::json(&api::Routes {
+            version: p.version,
+            routes: routes(&p.objects),
+        }),
         ["v1", "check", ns, name] => match check(&p.objects, &admin.trust_domain, ns, name) {
             Some(c) => Reply::json(&c),
             None => error(
@@ -95,7 +109,7 @@ fn route(admin: &Admin, path: &str) -> Reply {
         },
         _ => error(
             StatusCode::NOT_FOUND,
-            "try /v1/status, /v1/problems, /v1/config/<node>, /v1/check/<namespace>/<pod>".into(),
+            "try /v1/status, /v1/problems, /v1/routes, /v1/config/<node>, /v1/check/<namespace>/<pod>".into(),
         ),
     }
 }

@@ -4,4 +4,5 @@ pub mod duration;
 pub mod jwks_file;
 pub mod jwks_uri;
 pub mod jwt;
+pub mod status;
 pub mod table;

@@ -63,9 +63,10 @@ async fn phases(
         .rule
         .request_timeout
         .map(|d| tokio::time::Instant::now() + d);
-    let filtered = filter::apply(&routed, &mut parts, log)?;
+    let mut filtered = filter::apply(&routed, &mut parts, log)?;
     admit::check(conn, &routed.rule, deadline).await?;
     let chosen = choose::backend(conn, &state, &routed.rule, log)?;
+    filter::backend(&routed, chosen.weighted, &mut parts, log, &mut filtered)?;
     authorize::check(conn, &state, &chosen, &mut parts, log)?;
     let request = forward::Request {
         parts,

@@ -16,6 +16,28 @@ pub struct RequestView<'a> {
     /// The caller's namespace (None: unknown, e.g. at the edge): consumer routes
     /// apply to their own namespace's callers only.
     pub namespace: Option<&'a str>,
+    /// The request's host, lower case, port included or not.
+    pub host: &'a str,
+}
+
+/// Whether a route's hostnames admit `host` (any when it has none): exact, or
+/// `*.suffix` for one or more labels before the suffix.
+pub fn host_matches(hostnames: &[String], host: &str) -> bool {
+    // Without the port (an IPv6 literal keeps its brackets).
+    let host = match host.rsplit_once(':') {
+        Some((h, port))
+            if (!h.contains(':') || h.ends_with(']')) && port.parse::<u16>().is_ok() =>
+        {
+            h
+        }
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    hostnames.is_empty()
+        || hostnames.iter().any(|h| match h.strip_prefix('*') {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            None => h == host,
+        })
 }
 
 fn path_matches(c: &PathCond, path: &str) -> bool {
@@ -113,7 +135,7 @@ pub fn select<'e>(entries: &'e [Entry], r: &RequestView<'_>) -> Option<&'e Entry
     protocols.iter().find_map(|proto| {
         applicable(entries, r.namespace, r.port)
             .filter(|e| e.protocol == *proto)
-            .find(|e| matches(&e.m, r))
+            .find(|e| host_matches(&e.rule.hostnames, r.host) && matches(&e.m, r))
     })
 }
 

@@ -30,6 +30,14 @@ pub struct Problem {
     pub problem: String,
 }
 
+/// `/v1/routes`: each HTTPRoute's and GRPCRoute's Gateway API conditions per
+/// parent (what the control plane writes to `status` in a cluster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routes {
+    pub version: u64,
+    pub routes: Vec<mesh_model::l7::status::RouteStatus>,
+}
+
 /// One object a node receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigObject {

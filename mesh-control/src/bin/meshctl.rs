@@ -46,6 +46,9 @@ enum Command {
     Status,
     /// Objects refused, not attached or enforced fail-closed, and why.
     Problems,
+    /// Each HTTPRoute's and GRPCRoute's Gateway API conditions (Accepted,
+    /// ResolvedRefs) per parent, as written to `status` in a cluster.
+    Routes,
     /// The config one node's agent receives.
     ConfigDump { node: String },
     /// Is a pod in the mesh, why (not), its identity, the policies and routes that apply.
@@ -266,6 +269,47 @@ async fn problems(control: &str, as_json: bool) -> Result<String, String> {
         "config version {}\n{}",
         p.version,
         table(&["OBJECT", "PROBLEM"], &rows)
+    ))
+}
+
+async fn routes(control: &str, as_json: bool) -> Result<String, String> {
+    let r: api::Routes = get(control, "/v1/routes").await?;
+    if as_json {
+        return json(&r);
+    }
+    let mut rows = Vec::new();
+    for route in &r.routes {
+        for p in &route.parents {
+            let parent = format!(
+                "{} {}/{}",
+                p.parent_ref.kind.as_deref().unwrap_or("Gateway"),
+                p.parent_ref
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(&route.namespace),
+                p.parent_ref.name
+            );
+            let cond = |c: &mesh_model::l7::status::Condition| {
+                format!("{:?}={} {}", c.kind, c.status, c.reason)
+            };
+            let conditions: Vec<String> = p.conditions.iter().map(cond).collect();
+            let message = p
+                .conditions
+                .iter()
+                .find(|c| !c.status)
+                .map_or(String::new(), |c| c.message.clone());
+            rows.push(vec![
+                format!("{} {}/{}", route.kind, route.namespace, route.name),
+                parent,
+                conditions.join(", "),
+                message,
+            ]);
+        }
+    }
+    Ok(format!(
+        "config version {}\n{}",
+        r.version,
+        table(&["ROUTE", "PARENT", "CONDITIONS", "MESSAGE"], &rows)
     ))
 }
 
@@ -556,6 +600,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         },
         Command::Status => status(control, as_json).await,
         Command::Problems => problems(control, as_json).await,
+        Command::Routes => routes(control, as_json).await,
         Command::ConfigDump { node } => config_dump(control, &node, as_json).await,
         Command::Check { pod } => check(control, &pod, as_json).await,
         Command::Explain {

@@ -18,7 +18,7 @@ pub struct HttpRoute {
 pub struct HttpRouteSpec {
     #[serde(default)]
     pub parent_refs: Vec<ParentRef>,
-    /// Accepted for compatibility; mesh routes match on the parent Service.
+    /// Host names the route serves (exact, or `*.` and a suffix); all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
     #[serde(default)]
@@ -121,6 +121,8 @@ pub enum FilterType {
     RequestRedirect,
     RequestMirror,
     ExtensionRef,
+    #[serde(rename = "CORS")]
+    Cors,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -144,6 +146,29 @@ pub struct RouteFilter {
     pub request_mirror: Option<RequestMirror>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<LocalObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// The Gateway API's CORS filter (GEP-1767).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cors {
+    /// `scheme://host[:port]`, with `*` standing for any characters of the host;
+    /// `*` alone for any origin.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Seconds a preflight answer may be cached (5 when absent, as the spec says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -209,9 +234,24 @@ pub struct RequestRedirect {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMirror {
     pub backend_ref: BackendObjectRef,
-    /// Share of requests mirrored, 0-100 (all when absent).
+    /// Share of requests mirrored, 0-100 (all when absent and no `fraction`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
+    /// Share of requests mirrored as numerator / denominator (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default = "hundred")]
+    pub denominator: u32,
+}
+
+fn hundred() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -228,7 +268,7 @@ pub struct BackendObjectRef {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +282,9 @@ pub struct BackendRef {
     pub port: Option<u16>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Filters for the requests sent to this backend only (after the rule's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
 }
 
 fn default_weight() -> u32 {

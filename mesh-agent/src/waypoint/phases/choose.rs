@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::StatusCode;
 use mesh_model::{
-    l7::table::{Backend, BackendPolicy, RouteRule, WeightedBackend},
+    l7::table::{Backend, BackendPolicy, RouteRule, Unresolved, WeightedBackend},
     state::State,
 };
 
@@ -26,6 +26,9 @@ pub struct Chosen {
     pub first: SocketAddr,
     pub policy: BackendPolicy,
     pub stats: Arc<BackendStats>,
+    /// The rule's backendRef chosen (its own filters run next); None for a
+    /// workload addressed directly.
+    pub weighted: Option<usize>,
 }
 
 /// Endpoints of a backend Service port, in the original address's family first.
@@ -43,15 +46,15 @@ pub fn endpoints(state: &State, b: &Backend, v4: bool) -> Option<Vec<SocketAddr>
     Some(if first.is_empty() { pick(!v4) } else { first })
 }
 
-fn weighted(rule: &RouteRule) -> Option<&WeightedBackend> {
+fn weighted(rule: &RouteRule) -> Option<(usize, &WeightedBackend)> {
     let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
         return None;
     }
     let mut n = fastrand::u64(..total);
-    for b in &rule.backends {
+    for (i, b) in rule.backends.iter().enumerate() {
         if n < u64::from(b.weight) {
-            return Some(b);
+            return Some((i, b));
         }
         n -= u64::from(b.weight);
     }
@@ -74,31 +77,39 @@ fn no_healthy_upstream() -> LocalReply {
     )
 }
 
-/// The backend and its endpoints.
+/// The backend, its endpoints and which of the rule's backendRefs it is.
 fn target(
     conn: &Conn,
     state: &State,
     rule: &RouteRule,
     log: &RequestLog,
-) -> Result<(Backend, Vec<SocketAddr>), LocalReply> {
+) -> Result<(Backend, Vec<SocketAddr>, Option<usize>), LocalReply> {
     if let Parent::Workload { .. } = &conn.parent {
         let b = Backend {
             service: log.destination_service.clone(),
             port: conn.original.port(),
         };
-        return Ok((b, vec![conn.original]));
+        return Ok((b, vec![conn.original], None));
     }
-    let w = weighted(rule).ok_or_else(|| misconfigured("route has no backend\n"))?;
+    let (i, w) = weighted(rule).ok_or_else(|| misconfigured("route has no backend\n"))?;
     let b = &w.backend;
-    if !w.permitted {
-        tracing::warn!(route = %log.route, backend = %b.service, "backendRef into another namespace without a ReferenceGrant; answering 500");
-        return Err(misconfigured("backend not permitted\n"));
+    match w.unresolved {
+        Some(Unresolved::RefNotPermitted) => {
+            tracing::warn!(route = %log.route, backend = %b.service, "backendRef into another namespace without a ReferenceGrant; answering 500");
+            return Err(misconfigured("backend not permitted\n"));
+        }
+        Some(Unresolved::InvalidKind) => {
+            tracing::warn!(route = %log.route, backend = %b.service, "backendRef of a kind other than Service; answering 500");
+            return Err(misconfigured("backend kind not supported\n"));
+        }
+        // The Service may reach this node after the route: looked up below.
+        Some(Unresolved::BackendNotFound) | None => {}
     }
     let eps = endpoints(state, b, conn.original.is_ipv4()).ok_or_else(|| {
         tracing::warn!(route = %log.route, backend = %b.service, port = b.port, "backend Service or port not found; answering 500");
         misconfigured("backend not found\n")
     })?;
-    Ok((b.clone(), eps))
+    Ok((b.clone(), eps, Some(i)))
 }
 
 pub fn backend(
@@ -107,7 +118,7 @@ pub fn backend(
     rule: &RouteRule,
     log: &mut RequestLog,
 ) -> Result<Chosen, LocalReply> {
-    let (backend, endpoints) = target(conn, state, rule, log)?;
+    let (backend, endpoints, weighted) = target(conn, state, rule, log)?;
     log.destination_service = backend.service.clone();
     if endpoints.is_empty() {
         return Err(no_healthy_upstream());
@@ -129,5 +140,6 @@ pub fn backend(
         first,
         policy,
         stats,
+        weighted,
     })
 }

@@ -1,15 +1,17 @@
-//! Filter: the rule's filters in order. DirectResponse (`DR`) and RequestRedirect
+//! Filter: the rule's filters in order (and, once a backend is chosen, its
+//! backendRef's). DirectResponse (`DR`), RequestRedirect and a CORS preflight
 //! answer; a filter the config could not resolve answers 500 (`NC`); header
-//! modifiers and URL rewrites change the request; response header modifiers and
-//! mirrors are kept for later phases.
+//! modifiers and URL rewrites change the request; response header modifiers,
+//! CORS response headers and mirrors are kept for later phases.
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use mesh_model::{
     l7::table::{Backend, Filter},
-    model::HeaderModifier,
+    model::{self, HeaderModifier},
 };
 
 use super::route::Routed;
 use crate::waypoint::{
+    cors::{self, Cors},
     filters,
     log::RequestLog,
     reply::{LocalReply, ResponseFlag},
@@ -23,9 +25,52 @@ pub struct Filtered {
     pub mirrors: Vec<Backend>,
 }
 
+/// The rule's filters.
 pub fn apply(routed: &Routed, parts: &mut Parts, log: &RequestLog) -> Result<Filtered, LocalReply> {
     let mut out = Filtered::default();
-    for f in &routed.rule.filters {
+    run(&routed.rule.filters, routed, parts, log, &mut out)?;
+    Ok(out)
+}
+
+/// The chosen backendRef's own filters, after the rule's.
+pub fn backend(
+    routed: &Routed,
+    weighted: Option<usize>,
+    parts: &mut Parts,
+    log: &RequestLog,
+    out: &mut Filtered,
+) -> Result<(), LocalReply> {
+    match weighted.and_then(|i| routed.rule.backends.get(i)) {
+        Some(w) if !w.filters.is_empty() => run(&w.filters, routed, parts, log, out),
+        _ => Ok(()),
+    }
+}
+
+/// CORS response headers as a modifier the respond phase applies.
+fn set_all(h: &http::HeaderMap) -> HeaderModifier {
+    let set = h
+        .iter()
+        .filter_map(|(n, v)| {
+            Some(model::HeaderValue {
+                name: n.to_string(),
+                value: v.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect();
+    HeaderModifier {
+        set,
+        ..HeaderModifier::default()
+    }
+}
+
+fn run(
+    filters: &[Filter],
+    routed: &Routed,
+    parts: &mut Parts,
+    log: &RequestLog,
+    out: &mut Filtered,
+) -> Result<(), LocalReply> {
+    for f in filters {
         match f {
             Filter::Direct(d) => {
                 let status = LocalReply::status_or(d.status, StatusCode::OK);
@@ -61,12 +106,26 @@ pub fn apply(routed: &Routed, parts: &mut Parts, log: &RequestLog) -> Result<Fil
                 }
             }
             Filter::ResponseHeaders(m) => out.response_headers.push(m.clone()),
-            Filter::Mirror { backend, percent } => {
-                if fastrand::u32(..100) < *percent {
+            Filter::Mirror {
+                backend,
+                fraction: (num, den),
+            } => {
+                if fastrand::u32(..(*den).max(1)) < *num {
                     out.mirrors.push(backend.clone());
                 }
             }
+            Filter::Cors(c) => match cors::apply(c, &parts.method, &parts.headers) {
+                Cors::Preflight(h) => {
+                    let mut r = LocalReply::new(StatusCode::OK, "", ResponseFlag::None).http_only();
+                    for (n, v) in &h {
+                        r = r.header(n.clone(), v.clone());
+                    }
+                    return Err(r);
+                }
+                Cors::Response(h) => out.response_headers.push(set_all(&h)),
+                Cors::Pass => {}
+            },
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -45,6 +45,7 @@ pub fn select(
         grpc,
         port,
         namespace,
+        host: &log.authority,
     };
     let (rule, matched) = match &conn.parent {
         Parent::Service { service, port } => {

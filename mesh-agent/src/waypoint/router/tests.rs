@@ -3,7 +3,7 @@ use http::HeaderMap;
 use super::*;
 use mesh_model::{
     config,
-    l7::table::{ParentKey, Table},
+    l7::table::{ParentKey, Table, Unresolved},
 };
 
 const ROUTES: &str = r#"
@@ -232,6 +232,7 @@ fn selection_follows_gateway_api_precedence() {
             grpc: c.grpc,
             port: c.port,
             namespace: Some("shop"),
+            host: "web.shop",
         };
         let got = select(entries, &view).map(|e| e.rule.backends[0].backend.service.clone());
         assert_eq!(got.as_deref(), c.want, "{}", c.name);
@@ -289,6 +290,21 @@ fn bad_objects_are_refused_with_the_field() {
 }
 
 const TENANTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: payments-v1, namespace: prod}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shared, namespace: prod}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sink, namespace: evil}
+spec: {ports: [{port: 80}]}
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: own, namespace: prod}
@@ -334,6 +350,7 @@ fn routes_from_other_namespaces_affect_only_their_own_clients() {
             grpc: false,
             port: 80,
             namespace: ns,
+            host: "payments.prod",
         };
         select(entries, &view).map(|e| e.rule.route.clone())
     };
@@ -356,8 +373,13 @@ fn routes_from_other_namespaces_affect_only_their_own_clients() {
         .iter()
         .find(|e| e.rule.route == "HTTPRoute evil/takeover")
         .expect("consumer entry");
-    let permitted: Vec<bool> = takeover.rule.backends.iter().map(|b| b.permitted).collect();
-    assert_eq!(permitted, [false, true, true]);
+    let unresolved: Vec<_> = takeover
+        .rule
+        .backends
+        .iter()
+        .map(|b| b.unresolved)
+        .collect();
+    assert_eq!(unresolved, [Some(Unresolved::RefNotPermitted), None, None]);
     // A route cannot attach to another namespace's Gateway.
     assert!(!table
         .parents
@@ -366,4 +388,91 @@ fn routes_from_other_namespaces_affect_only_their_own_clients() {
     assert!(table.rejected[0]
         .reason
         .starts_with("NotAllowedByListeners"));
+}
+
+#[test]
+fn hostnames_admit_exact_and_wildcard_hosts() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases: &[(&[&str], &str, bool)] = &[
+        (&[], "anything", true),
+        (&["example.com"], "example.com", true),
+        (&["example.com"], "example.com:8080", true),
+        (&["example.com"], "example.com.", true),
+        (&["example.com"], "www.example.com", false),
+        (&["*.example.com"], "www.example.com", true),
+        (&["*.example.com"], "a.b.example.com", true),
+        (&["*.example.com"], "example.com", false),
+        (&["*.example.com"], "badexample.com", false),
+        (&["*.com"], "example.com", true),
+        (&["example.com"], "[::1]:80", false),
+    ];
+    for (hostnames, host, want) in cases {
+        assert_eq!(
+            host_matches(&names(hostnames), host),
+            *want,
+            "{hostnames:?} {host}"
+        );
+    }
+}
+
+/// Upstream's HTTPRouteMatchingAcrossRoutes: hostnames filter, path precedence
+/// decides across the routes that admit the host.
+#[test]
+fn hostnames_select_across_routes() {
+    let objects = config::parse(
+        "t",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part1, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [example.com, example.net]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part2, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: ["*.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: v2, port: 8080}]
+"#,
+    )
+    .expect("config");
+    let table = Table::build(&objects).expect("table");
+    let entries = &table.parents[&ParentKey::Gateway("infra/same-namespace".into())].entries;
+    let cases = [
+        ("example.com", "/", None, Some("infra/v1")),
+        ("example.com", "/example", None, Some("infra/v1")),
+        ("example.net", "/example", None, Some("infra/v1")),
+        ("example.com", "/example", Some("one"), Some("infra/v1")),
+        ("example.com", "/v2", None, Some("infra/v2")),
+        ("example.net", "/v2", None, Some("infra/v1")),
+        ("example.com", "/v2/example", None, Some("infra/v2")),
+        ("example.com", "/", Some("two"), Some("infra/v2")),
+        ("example.org", "/", None, None),
+    ];
+    for (host, path, version, want) in cases {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = version {
+            headers.insert("version", v.parse().expect("header"));
+        }
+        let view = RequestView {
+            method: "GET",
+            path,
+            query: None,
+            headers: &headers,
+            grpc: false,
+            port: 80,
+            namespace: None,
+            host,
+        };
+        let got = select(entries, &view).map(|e| e.rule.backends[0].backend.service.clone());
+        assert_eq!(got.as_deref(), want, "{host}{path} {version:?}");
+    }
 }

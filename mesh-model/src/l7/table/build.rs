@@ -1,9 +1,7 @@
 //! Building the table from the objects.
 use std::{sync::Arc, time::Duration};
 
-use crate::model::{
-    self, BackendObjectRef, GrpcRoute, HttpRoute, Objects, ParentRef, PathMatchType, RouteFilter,
-};
+use crate::model::{self, GrpcRoute, HttpRoute, Objects, ParentRef, PathMatchType, RouteFilter};
 
 use super::{ctx::*, filters::*, policy::*, types::*};
 
@@ -20,6 +18,8 @@ pub(super) struct RuleInput<'a> {
     pub(super) retry: Option<&'a model::RouteRetry>,
     pub(super) matches: Vec<Match>,
     pub(super) parents: &'a [ParentRef],
+    /// Lower case; checked when the route was read.
+    pub(super) hostnames: Vec<String>,
 }
 
 impl Table {
@@ -176,6 +176,7 @@ impl Table {
                     retry: rule.retry.as_ref(),
                     matches,
                     parents: &r.spec.parent_refs,
+                    hostnames: hostnames(&ctx, &r.spec.hostnames)?,
                 },
             )?;
         }
@@ -234,13 +235,15 @@ impl Table {
                     retry: None,
                     matches,
                     parents: &r.spec.parent_refs,
+                    hostnames: hostnames(&ctx, &r.spec.hostnames)?,
                 },
             )?;
         }
         Ok(())
     }
 
-    /// The weighted backends of a rule, for one parent.
+    /// The weighted backends of a rule, for one parent. A ref that does not
+    /// resolve stays, marked: its share of requests is answered 500.
     pub(super) fn backends(
         ctx: &Ctx<'_>,
         input: &RuleInput<'_>,
@@ -249,33 +252,45 @@ impl Table {
     ) -> Result<Vec<WeightedBackend>, BuildError> {
         let mut weighted = Vec::new();
         for (b, br) in input.backends.iter().enumerate() {
-            let obj = BackendObjectRef {
-                group: br.group.clone(),
-                kind: br.kind.clone(),
-                name: br.name.clone(),
-                namespace: br.namespace.clone(),
-                port: br.port,
-            };
             let at = format!("{field}.backendRefs[{b}]");
-            let backend = backend_of(ctx, input.ns, &at, &obj, parent.port)?.ok_or_else(|| {
+            let ns = br.namespace.as_deref().unwrap_or(input.ns);
+            let port = br.port.or(parent.port).ok_or_else(|| {
                 ctx.err(format!(
                     "{at}.port: required (the parent has no port either)"
                 ))
             })?;
+            let backend = Backend {
+                service: format!("{ns}/{}", br.name),
+                port,
+            };
+            let filters = filters(ctx, input.ns, &format!("{at}"), &br.filters)?;
             // Another namespace's Service needs its owner's consent: a ReferenceGrant
             // in that namespace for this kind of route from this namespace.
-            let permitted = match obj.namespace.as_deref() {
-                None => true,
-                Some(n) if n == input.ns => true,
-                Some(n) => ctx.objects.reference_grants.iter().any(|g| {
-                    g.metadata.namespace() == n
-                        && g.permits_service(input.kind, input.ns, &obj.name)
-                }),
+            let permitted = ns == input.ns
+                || ctx.objects.reference_grants.iter().any(|g| {
+                    g.metadata.namespace() == ns
+                        && g.permits_service(input.kind, input.ns, &br.name)
+                });
+            let exists = || {
+                ctx.objects
+                    .services
+                    .iter()
+                    .any(|s| s.metadata.name == br.name && s.metadata.namespace() == ns)
+            };
+            let unresolved = if !is_service(br.group.as_deref(), br.kind.as_deref()) {
+                Some(Unresolved::InvalidKind)
+            } else if !permitted {
+                Some(Unresolved::RefNotPermitted)
+            } else if !exists() {
+                Some(Unresolved::BackendNotFound)
+            } else {
+                None
             };
             weighted.push(WeightedBackend {
                 backend,
                 weight: br.weight,
-                permitted,
+                unresolved,
+                filters,
             });
         }
         Ok(weighted)
@@ -329,16 +344,30 @@ impl Table {
         rule.rule = input.rule_name.map(str::to_owned);
         rule.filters = filters.to_vec();
         rule.backends = Self::backends(ctx, input, &field, parent)?;
+        rule.hostnames = input.hostnames.to_vec();
+        let policy = self.rule_policy(ctx, input, key);
+        apply_policy(ctx, &mut rule, input.retry, &policy)?;
+        // The route's own timeouts win over policy; 0s disables one (GEP-1742).
         if let Some(t) = input.timeouts {
-            rule.request_timeout =
-                ctx.duration(&format!("{field}.timeouts.request"), &t.request)?;
-            rule.backend_timeout = ctx.duration(
+            let request = ctx.duration(&format!("{field}.timeouts.request"), &t.request)?;
+            let backend = ctx.duration(
                 &format!("{field}.timeouts.backendRequest"),
                 &t.backend_request,
             )?;
+            if let (Some(r), Some(b)) = (request, backend) {
+                if !r.is_zero() && b > r {
+                    return Err(ctx.err(format!(
+                        "{field}.timeouts: backendRequest ({b:?}) must not be longer than request ({r:?})"
+                    )));
+                }
+            }
+            if let Some(r) = request {
+                rule.request_timeout = (!r.is_zero()).then_some(r);
+            }
+            if let Some(b) = backend {
+                rule.backend_timeout = (!b.is_zero()).then_some(b);
+            }
         }
-        let policy = self.rule_policy(ctx, input, key);
-        apply_policy(ctx, &mut rule, input.retry, &policy)?;
         Ok(rule)
     }
 
@@ -393,6 +422,32 @@ impl Table {
         }
         Ok(())
     }
+}
+
+/// A route's hostnames, checked as the Gateway API's webhook does: DNS names in
+/// lower case, optionally `*.` and a suffix; no IP addresses, no port.
+fn hostnames(ctx: &Ctx<'_>, names: &[String]) -> Result<Vec<String>, BuildError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            let ip = name.parse::<std::net::IpAddr>().is_ok();
+            if ip || name.len() > 253 || !name.split('.').all(label_ok) {
+                return Err(ctx.err(format!(
+                    "spec.hostnames[{i}]: {h:?} is not a DNS name (lower case, optionally *. and a suffix; no IP, no port)"
+                )));
+            }
+            Ok(h.clone())
+        })
+        .collect()
 }
 
 /// Everything about a TrafficPolicy that can be wrong, checked before any of it

@@ -1,6 +1,6 @@
 //! Filters, backends and parents of route rules.
 
-use crate::model::{BackendObjectRef, FilterType, ParentRef, RouteFilter};
+use crate::model::{BackendObjectRef, Cors, FilterType, ParentRef, RouteFilter};
 
 use super::{ctx::*, types::*};
 
@@ -37,11 +37,17 @@ pub(super) fn filters(
             }
             FilterType::RequestMirror => {
                 let m = f.request_mirror.as_ref().ok_or_else(|| missing("requestMirror"))?;
+                let fraction = match (&m.percent, &m.fraction) {
+                    (Some(_), Some(_)) => return Err(ctx.err(format!("{field}.requestMirror: give percent or fraction, not both"))),
+                    (Some(p), None) => ((*p).min(100), 100),
+                    (None, Some(f)) if f.denominator == 0 || f.numerator > f.denominator => {
+                        return Err(ctx.err(format!("{field}.requestMirror.fraction: {}/{} is not a fraction (numerator <= denominator, denominator > 0)", f.numerator, f.denominator)))
+                    }
+                    (None, Some(f)) => (f.numerator, f.denominator),
+                    (None, None) => (1, 1),
+                };
                 match backend_of(ctx, ns, &field, &m.backend_ref, None)? {
-                    Some(backend) => Filter::Mirror {
-                        backend,
-                        percent: m.percent.unwrap_or(100).min(100),
-                    },
+                    Some(backend) => Filter::Mirror { backend, fraction },
                     None => return Err(ctx.err(format!("{field}.requestMirror.backendRef: a port is required"))),
                 }
             }
@@ -60,9 +66,61 @@ pub(super) fn filters(
                     None => Filter::Invalid(format!("DirectResponse {ns}/{} not found", r.name)),
                 }
             }
+            FilterType::Cors => Filter::Cors(cors(ctx, &field, f.cors.as_ref().ok_or_else(|| missing("cors"))?)?),
         });
     }
     Ok(out)
+}
+
+/// `https://*.example.com` as an anchored pattern; `*` alone is any origin.
+fn origin_pattern(ctx: &Ctx<'_>, field: &str, o: &str) -> Result<regex::Regex, BuildError> {
+    if o == "*" {
+        return ctx.regex(field, ".+");
+    }
+    let (scheme, host) = o.split_once("://").ok_or_else(|| {
+        ctx.err(format!(
+            "{field}: {o:?} is not an origin (scheme://host[:port]) or *"
+        ))
+    })?;
+    let host = regex::escape(&host.to_ascii_lowercase()).replace(r"\*", "[^/]*");
+    ctx.regex(
+        field,
+        &format!("{}://{host}", regex::escape(&scheme.to_ascii_lowercase())),
+    )
+}
+
+fn cors(ctx: &Ctx<'_>, field: &str, c: &Cors) -> Result<CorsPolicy, BuildError> {
+    let origins = c
+        .allow_origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| origin_pattern(ctx, &format!("{field}.cors.allowOrigins[{i}]"), o))
+        .collect::<Result<_, _>>()?;
+    for m in &c.allow_methods {
+        if m != "*" && http::Method::from_bytes(m.as_bytes()).is_err() {
+            return Err(ctx.err(format!(
+                "{field}.cors.allowMethods: {m:?} is not an HTTP method or *"
+            )));
+        }
+    }
+    for h in c.allow_headers.iter().chain(&c.expose_headers) {
+        if h != "*" && http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(ctx.err(format!("{field}.cors: {h:?} is not a header name or *")));
+        }
+    }
+    Ok(CorsPolicy {
+        origins,
+        credentials: c.allow_credentials == Some(true),
+        methods: c.allow_methods.clone(),
+        headers: c.allow_headers.clone(),
+        expose: c.expose_headers.clone(),
+        max_age: c.max_age.unwrap_or(5),
+    })
+}
+
+/// Whether a backendRef names a kind ferrymesh can send to (a core Service).
+pub(super) fn is_service(group: Option<&str>, kind: Option<&str>) -> bool {
+    is_core(group) && kind.is_none_or(|k| k == "Service")
 }
 
 pub(super) fn backend_of(
@@ -72,7 +130,7 @@ pub(super) fn backend_of(
     r: &BackendObjectRef,
     default_port: Option<u16>,
 ) -> Result<Option<Backend>, BuildError> {
-    if !is_core(r.group.as_deref()) || r.kind.as_deref().is_some_and(|k| k != "Service") {
+    if !is_service(r.group.as_deref(), r.kind.as_deref()) {
         return Err(ctx.err(format!("{field}: only Service backends are supported")));
     }
     let ns = r.namespace.as_deref().unwrap_or(ns);

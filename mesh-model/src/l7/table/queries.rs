@@ -15,7 +15,8 @@ impl Table {
                 port,
             },
             weight: 1,
-            permitted: true,
+            unresolved: None,
+            filters: Vec::new(),
         }];
         if let Some(p) = self.service_policies.get(service) {
             let ctx = Ctx {

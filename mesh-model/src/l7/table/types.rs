@@ -67,8 +67,10 @@ pub enum Filter {
     Redirect(RequestRedirect),
     Mirror {
         backend: Backend,
-        percent: u32,
+        /// numerator / denominator of requests are copied.
+        fraction: (u32, u32),
     },
+    Cors(CorsPolicy),
     Direct(DirectResponseSpec),
     /// A reference that does not resolve: requests get 500, as the Gateway API says.
     Invalid(String),
@@ -82,13 +84,58 @@ pub struct Backend {
     pub port: u16,
 }
 
+/// A CORS filter, compiled.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    /// Anchored patterns of `scheme://host[:port]`.
+    pub origins: Vec<Regex>,
+    pub credentials: bool,
+    /// `*` alone: any method (the requested one is echoed).
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    pub expose: Vec<String>,
+    pub max_age: u32,
+}
+
+/// Why a backendRef does not resolve (the Gateway API's `ResolvedRefs` reasons);
+/// its share of requests is answered 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Into another namespace, and no ReferenceGrant there permits it.
+    RefNotPermitted,
+    /// Not a Service (core group): ferrymesh cannot send to it.
+    InvalidKind,
+    /// No such Service.
+    BackendNotFound,
+}
+
+impl Unresolved {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unresolved::RefNotPermitted => "RefNotPermitted",
+            Unresolved::InvalidKind => "InvalidKind",
+            Unresolved::BackendNotFound => "BackendNotFound",
+        }
+    }
+    pub fn message(self) -> &'static str {
+        match self {
+            Unresolved::RefNotPermitted => {
+                "a backendRef into another namespace has no ReferenceGrant"
+            }
+            Unresolved::InvalidKind => "a backendRef is not a Service (group \"\", kind Service)",
+            Unresolved::BackendNotFound => "a backendRef names a Service that does not exist",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WeightedBackend {
     pub backend: Backend,
     pub weight: u32,
-    /// False for a backendRef into another namespace: no ReferenceGrant permits
-    /// it, so its share of requests is answered 500 (Gateway API `RefNotPermitted`).
-    pub permitted: bool,
+    /// Set when the ref does not resolve: its share of requests is answered 500.
+    pub unresolved: Option<Unresolved>,
+    /// The backendRef's own filters, run after the rule's for requests sent to it.
+    pub filters: Vec<Filter>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -132,6 +179,8 @@ pub struct RouteRule {
     /// "HTTPRoute ns/name" (or the parent Service for the implicit default route).
     pub route: String,
     pub rule: Option<String>,
+    /// The route's hostnames, lower case (`*.suffix` for wildcards); any when empty.
+    pub hostnames: Vec<String>,
     pub filters: Vec<Filter>,
     pub backends: Vec<WeightedBackend>,
     pub request_timeout: Option<Duration>,
@@ -256,6 +305,7 @@ impl RouteRule {
         RouteRule {
             route,
             rule: None,
+            hostnames: Vec::new(),
             filters: Vec::new(),
             backends: Vec::new(),
             request_timeout: None,
