@@ -58,6 +58,16 @@ fn conditions_carry_the_gateway_api_reasons() {
             (true, "ResolvedRefs"),
         ),
         (
+            "MeshConsumerRoute: a consumer route sends to its own parent Service",
+            route(
+                "r",
+                "{group: \"\", kind: Service, name: other, namespace: backend, port: 8080}",
+                "{name: other, namespace: backend, port: 8080}",
+            ),
+            (true, "Accepted"),
+            (true, "ResolvedRefs"),
+        ),
+        (
             "HTTPRouteInvalidBackendRefUnknownKind",
             route(
                 "r",

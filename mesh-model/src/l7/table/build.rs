@@ -265,8 +265,14 @@ impl Table {
             };
             let filters = filters(ctx, input.ns, &format!("{at}"), &br.filters)?;
             // Another namespace's Service needs its owner's consent: a ReferenceGrant
-            // in that namespace for this kind of route from this namespace.
+            // in that namespace for this kind of route from this namespace. A
+            // consumer route may send to the very Service it is attached to (GAMMA:
+            // the caller could reach it anyway; upstream's MeshConsumerRoute).
+            let own_parent = parent.kind.as_deref() == Some("Service")
+                && parent.namespace.as_deref().unwrap_or(input.ns) == ns
+                && parent.name == br.name;
             let permitted = ns == input.ns
+                || own_parent
                 || ctx.objects.reference_grants.iter().any(|g| {
                     g.metadata.namespace() == ns
                         && g.permits_service(input.kind, input.ns, &br.name)

@@ -9,7 +9,7 @@ use crate::echo::{self, echo_client::EchoClient};
 
 type Client = EchoClient<tonic::transport::Channel>;
 
-pub async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
+pub async fn grpc_client(to: SocketAddr, count: u32, headers: &[String]) -> Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{to}"))?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
@@ -18,7 +18,7 @@ pub async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
         .context("gRPC connect")?;
     let mut client = EchoClient::new(channel);
     let start = Instant::now();
-    let unary = unary_calls(&mut client, count).await?;
+    let unary = unary_calls(&mut client, count, headers).await?;
     let failed = client
         .unary(msg("fail"))
         .await
@@ -31,6 +31,7 @@ pub async fn grpc_client(to: SocketAddr, count: u32) -> Result<()> {
             "unary_ok": unary.ok,
             "servers": unary.servers,
             "served_by": unary.served_by,
+            "echoed": unary.echoed,
             "error_code": failed.as_ref().map(|f| f.0),
             "error_message": failed.map(|f| f.1),
             "bidi_ok": bidi.ok,
@@ -55,13 +56,33 @@ struct Unary {
     servers: BTreeMap<String, u32>,
     /// The `x-served-by` metadata of the last reply.
     served_by: String,
+    /// The request's `x-*` metadata as the server saw it (its `echo-x-*` reply
+    /// metadata), last reply.
+    echoed: BTreeMap<String, String>,
 }
 
-async fn unary_calls(client: &mut Client, count: u32) -> Result<Unary> {
+async fn unary_calls(client: &mut Client, count: u32, headers: &[String]) -> Result<Unary> {
     let mut out = Unary::default();
     for i in 0..count {
         let text = format!("hello {i}");
-        let r = client.unary(msg(&text)).await.context("unary call")?;
+        let mut req = tonic::Request::new(msg(&text));
+        for h in headers {
+            let (k, v) = h.split_once(':').context("--header name:value")?;
+            let k: tonic::metadata::MetadataKey<tonic::metadata::Ascii> = k.trim().parse()?;
+            req.metadata_mut().append(k, v.trim().parse()?);
+        }
+        let r = client.unary(req).await.context("unary call")?;
+        out.echoed = r
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((
+                    k.as_str().strip_prefix("echo-")?.to_owned(),
+                    v.to_str().ok()?.to_owned(),
+                )),
+                _ => None,
+            })
+            .collect();
         out.served_by = r
             .metadata()
             .get("x-served-by")

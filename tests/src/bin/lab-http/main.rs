@@ -50,6 +50,9 @@ enum Cmd {
         to: SocketAddr,
         #[arg(long, default_value_t = 3)]
         count: u32,
+        /// `name:value` metadata sent with each unary call (repeatable).
+        #[arg(long)]
+        header: Vec<String>,
     },
     /// COUNT requests to URL on keep-alive connections (CONCURRENCY at a time);
     /// prints statuses and which servers answered.
@@ -133,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
                 ws,
                 fail_path,
             } => server::serve(name, http, grpc, ws, fail_path).await,
-            Cmd::GrpcClient { to, count } => clients::grpc_client(to, count).await,
+            Cmd::GrpcClient { to, count, header } => clients::grpc_client(to, count, &header).await,
             Cmd::WsClient { to, count } => clients::ws_client(to, count).await,
             Cmd::Get {
                 url,

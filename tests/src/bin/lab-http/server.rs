@@ -157,16 +157,15 @@ async fn echo_json(
     count: u64,
     req: Request<hyper::body::Incoming>,
 ) -> serde_json::Value {
-    let headers: BTreeMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // A repeated header's values joined with ", " (as HTTP allows).
+    let mut headers = BTreeMap::<String, String>::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        headers
+            .entry(k.to_string())
+            .and_modify(|e| *e = format!("{e}, {v}"))
+            .or_insert(v);
+    }
     let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
@@ -227,6 +226,20 @@ impl echo::echo_server::Echo for EchoService {
         &self,
         req: tonic::Request<echo::Msg>,
     ) -> Result<tonic::Response<echo::Msg>, tonic::Status> {
+        // The request's x-* metadata, echoed back as echo-x-* (header filters).
+        let echoed: Vec<(
+            String,
+            tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        )> = req
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) if k.as_str().starts_with("x-") => {
+                    Some((format!("echo-{}", k.as_str()), v.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         let text = req.into_inner().text;
         if text == "fail" {
             return Err(tonic::Status::failed_precondition("asked to fail"));
@@ -241,6 +254,11 @@ impl echo::echo_server::Echo for EchoService {
                 .parse()
                 .map_err(|_| tonic::Status::internal("name"))?,
         );
+        for (k, v) in echoed {
+            if let Ok(k) = k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>() {
+                r.metadata_mut().append(k, v);
+            }
+        }
         Ok(r)
     }
 
