@@ -10,6 +10,7 @@
 //! upstream name.
 mod conformance {
     pub mod gateway;
+    pub mod gateway_core;
     pub mod mesh;
 }
 
@@ -384,6 +385,7 @@ fn gateway_api_conformance() {
     let mut s = Suite::new();
     let tests: Vec<Test> = conformance::gateway::TESTS
         .iter()
+        .chain(conformance::gateway_core::TESTS)
         .chain(conformance::mesh::TESTS)
         .copied()
         .collect();

@@ -39,7 +39,7 @@ pub const TESTS: &[crate::Test] = &[
 ];
 
 /// An HTTPRoute in the infra namespace on the Gateway, with these rules.
-fn route(name: &str, extra_spec: &str, rules: &str) -> String {
+pub fn route(name: &str, extra_spec: &str, rules: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n{extra_spec}  rules:\n{rules}---\n"
     )
@@ -52,7 +52,7 @@ fn conditions(s: &Suite, name: &str) -> ((bool, String), (bool, String)) {
     )
 }
 
-fn accepted_and_resolved(s: &Suite, name: &str) {
+pub fn accepted_and_resolved(s: &Suite, name: &str) {
     let ok = (true, "Accepted".to_owned());
     assert_eq!(
         conditions(s, name),
