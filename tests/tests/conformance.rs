@@ -12,6 +12,7 @@ mod conformance {
     pub mod gateway;
     pub mod gateway_core;
     pub mod mesh;
+    pub mod mesh_core;
 }
 
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, time::Duration};
@@ -387,6 +388,7 @@ fn gateway_api_conformance() {
         .iter()
         .chain(conformance::gateway_core::TESTS)
         .chain(conformance::mesh::TESTS)
+        .chain(conformance::mesh_core::TESTS)
         .copied()
         .collect();
     let mut failed = Vec::new();

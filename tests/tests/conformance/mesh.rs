@@ -3,7 +3,7 @@
 //! routes (`<upstream name> (GAMMA)`).
 use crate::{get, Suite, ECHO, ECHO_V1};
 
-const MESH: &str = "gateway-conformance-mesh";
+pub const MESH: &str = "gateway-conformance-mesh";
 
 pub const TESTS: &[crate::Test] = &[
     ("MeshConsumerRoute", consumer_route),
@@ -28,7 +28,14 @@ pub const TESTS: &[crate::Test] = &[
 ];
 
 /// A route of `kind` in `ns` on Service `parent` of the mesh namespace.
-fn route(kind: &str, ns: &str, name: &str, parent: &str, extra_spec: &str, rules: &str) -> String {
+pub fn route(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    parent: &str,
+    extra_spec: &str,
+    rules: &str,
+) -> String {
     let port = if kind == "GRPCRoute" { 9090 } else { 80 };
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: {parent}, namespace: {MESH}, port: {port}}}]\n{extra_spec}  rules:\n{rules}---\n"
