@@ -82,3 +82,6 @@ fn rfc3339_now() -> String {
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&f).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

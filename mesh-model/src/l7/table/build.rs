@@ -263,7 +263,7 @@ impl Table {
                 service: format!("{ns}/{}", br.name),
                 port,
             };
-            let filters = filters(ctx, input.ns, &format!("{at}"), &br.filters)?;
+            let filters = filters(ctx, input.ns, &at, &br.filters)?;
             // Another namespace's Service needs its owner's consent: a ReferenceGrant
             // in that namespace for this kind of route from this namespace. A
             // consumer route may send to the very Service it is attached to (GAMMA:
