@@ -27,6 +27,7 @@ fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Objec
         // Only PeerAuthentication precedence reads it (`custom`, `peer_stand_in`):
         // kept off the rest, where it would only make versions.
         creation_timestamp: None,
+        generation: None,
     }
 }
 
@@ -167,6 +168,9 @@ pub fn custom<T: DeserializeOwned>(o: &DynamicObject) -> Result<T, String> {
             "creationTimestamp": o.metadata.creation_timestamp.as_ref()
                 .filter(|_| types.is_some_and(|t| t.kind == "PeerAuthentication"))
                 .map(timestamp),
+            // Route conditions report the generation they were computed from.
+            "generation": o.metadata.generation
+                .filter(|_| types.is_some_and(|t| t.kind.ends_with("Route"))),
         },
         "spec": o.data.get("spec").cloned().unwrap_or(serde_json::json!({})),
     });

@@ -563,7 +563,7 @@ async fn watchers_follow_the_cluster() {
     // accepted there (allowedRoutes Same), with the Gateway API's reason.
     api.apply(json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "sneaky", "namespace": "evil", "uid": "u-s"},
+        "metadata": {"name": "sneaky", "namespace": "evil", "uid": "u-s", "generation": 4},
         "spec": {"parentRefs": [{"name": "edge", "namespace": "prod"}],
                  "rules": [{"backendRefs": [{"name": "sink", "port": 80}]}]}
     }));
@@ -599,6 +599,8 @@ async fn watchers_follow_the_cluster() {
         "{written}"
     );
     assert_eq!(written["parents"][0]["controllerName"], "ferrymesh.io/mesh");
+    // The conditions say which generation of the route they judged.
+    assert_eq!(accepted["observedGeneration"], 4, "{written}");
 
     // A dropped watch: the watchers watch again from where they were.
     api.drop_watches();

@@ -28,11 +28,15 @@ pub fn to_json(r: &RouteStatus, now: &str) -> Value {
                 .conditions
                 .iter()
                 .map(|c| {
-                    json!({
+                    let mut v = json!({
                         "type": format!("{:?}", c.kind),
                         "status": if c.status { "True" } else { "False" },
                         "reason": c.reason, "message": c.message, "lastTransitionTime": now,
-                    })
+                    });
+                    if let Some(g) = c.observed_generation {
+                        v["observedGeneration"] = json!(g);
+                    }
+                    v
                 })
                 .collect();
             json!({

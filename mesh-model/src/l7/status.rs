@@ -23,6 +23,9 @@ pub struct Condition {
     /// `BackendNotFound`.
     pub reason: String,
     pub message: String,
+    /// The route's `metadata.generation` the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,7 @@ fn condition(kind: ConditionType, status: bool, reason: &str, message: &str) -> 
         status,
         reason: reason.to_owned(),
         message: message.to_owned(),
+        observed_generation: None,
     }
 }
 
@@ -119,9 +123,13 @@ fn route_status(t: &Table, kind: &str, meta: &ObjectMeta, refs: &[ParentRef]) ->
                     "all backendRefs resolved",
                 ),
             };
+            let mut conditions = vec![accepted, resolved];
+            for c in &mut conditions {
+                c.observed_generation = meta.generation;
+            }
             ParentStatus {
                 parent_ref: p.clone(),
-                conditions: vec![accepted, resolved],
+                conditions,
             }
         })
         .collect();

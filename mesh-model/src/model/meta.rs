@@ -81,6 +81,10 @@ pub struct ObjectMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub creation_timestamp: Option<String>,
+    /// The API server's count of spec changes (routes only): route conditions
+    /// carry it as `observedGeneration`. Absent in files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 impl ObjectMeta {

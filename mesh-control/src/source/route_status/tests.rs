@@ -65,7 +65,7 @@ spec: {ports: [{port: 80}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: r, namespace: app}
+metadata: {name: r, namespace: app, generation: 3}
 spec:
   parentRefs: [{name: edge}]
   rules: [{backendRefs: [{name: other, namespace: backend, port: 8080}]}]
