@@ -41,7 +41,7 @@ metadata: {name: infra-backend-v2, namespace: gateway-conformance-infra}
 spec:
   clusterIPs: [198.18.110.2]
   selector: {app: infra-backend-v2}
-  ports: [{name: http, port: 8080}]
+  ports: [{name: http, port: 8080}, {name: grpc, port: 9090, appProtocol: grpc}]
 ---
 apiVersion: v1
 kind: Service
@@ -364,10 +364,10 @@ impl Suite {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
-    /// lab-http's gRPC client from a pod: its JSON report.
+    /// lab-http's gRPC client from a pod (unary calls only): its JSON report.
     pub fn grpc(&self, from: &str, to: &str, count: u32, headers: &[&str]) -> Value {
         let count = count.to_string();
-        let mut args = vec!["grpc-client", "--to", to, "--count", &count];
+        let mut args = vec!["grpc-client", "--to", to, "--count", &count, "--unary-only"];
         for h in headers {
             args.extend(["--header", h]);
         }

@@ -13,6 +13,16 @@ pub const TESTS: &[crate::Test] = &[
     ("HTTPRouteRedirectHostAndStatus", redirect_host_and_status),
     ("HTTPRouteRewritePath", rewrite_path),
     ("HTTPRouteWeight", weight),
+    ("HTTPRoutePathMatchOrder", path_match_order),
+    ("HTTPRouteRedirectPath", redirect_path),
+    ("HTTPRouteRedirectPort", redirect_port),
+    ("HTTPRouteRedirectScheme", redirect_scheme),
+    ("HTTPRouteRedirectPortAndScheme", redirect_port_and_scheme),
+    ("HTTPRouteRewriteHost", rewrite_host),
+    ("HTTPRouteRequestMirror", request_mirror),
+    ("HTTPRouteRequestMultipleMirrors", request_multiple_mirrors),
+    ("GRPCExactMethodMatching", grpc_exact_method_matching),
+    ("GRPCRouteHeaderMatching", grpc_route_header_matching),
 ];
 
 /// What a request must get: a backend's answer, or a status.
@@ -275,4 +285,274 @@ fn weight(s: &mut Suite) {
         None,
         "weight 0 gets nothing: {counts:?}"
     );
+}
+
+fn path_match_order(s: &mut Suite) {
+    let rule = |kind: &str, path: &str, b: &str| {
+        format!("  - matches: [{{path: {{type: {kind}, value: {path}}}}}]\n    backendRefs: [{{name: {b}, port: 8080}}]\n")
+    };
+    let rules = [
+        rule("PathPrefix", "/match", "infra-backend-v1"),
+        rule("PathPrefix", "/match/exact", "infra-backend-v2"),
+        rule("Exact", "/match/exact", "infra-backend-v3"),
+        rule("PathPrefix", "/match/exact/one", "infra-backend-v1"),
+        rule("Exact", "/match/exact/one", "infra-backend-v2"),
+        rule("PathPrefix", "/match/prefix/one", "infra-backend-v3"),
+    ]
+    .concat();
+    check(
+        s,
+        "path-match-order",
+        &rules,
+        &[
+            ("GET", "/match/exact/one", &[], V2),
+            ("GET", "/match/exact", &[], Backend("infra-backend-v3")),
+            ("GET", "/match/exact/two", &[], V2),
+            ("GET", "/match/exact/one/more", &[], V1),
+            (
+                "GET",
+                "/match/prefix/one/any",
+                &[],
+                Backend("infra-backend-v3"),
+            ),
+            ("GET", "/match/any", &[], V1),
+            ("GET", "/matcher", &[], Status(404)),
+        ],
+    );
+}
+
+/// A route of redirect rules, then (path, status, Location) with Host example.com.
+fn redirects(s: &mut Suite, name: &str, rules: &str, cases: &[(&str, u16, &str)]) {
+    s.apply(&route(name, "", rules));
+    accepted_and_resolved(s, name);
+    for (path, code, location) in cases {
+        let r = s.gw(&crate::get("example.com", path));
+        assert_eq!(
+            (r.code, r.header("location")),
+            (*code, Some(*location)),
+            "{path}: {r:?}"
+        );
+    }
+}
+
+fn redirect_rule(prefix: &str, redirect: &str) -> String {
+    format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {redirect}}}]\n")
+}
+
+fn redirect_path(s: &mut Suite) {
+    let rules = [
+        redirect_rule("/original-prefix", "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}"),
+        redirect_rule("/full", "{path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}"),
+        redirect_rule("/path-and-host", "{hostname: example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}"),
+        redirect_rule("/path-and-status", "{path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}, statusCode: 301}"),
+    ]
+    .concat();
+    redirects(
+        s,
+        "redirect-path",
+        &rules,
+        &[
+            (
+                "/original-prefix/lemon",
+                302,
+                "http://example.com/replacement-prefix/lemon",
+            ),
+            (
+                "/full/path/original",
+                302,
+                "http://example.com/full-path-replacement",
+            ),
+            (
+                "/path-and-host",
+                302,
+                "http://example.org/replacement-prefix",
+            ),
+            (
+                "/path-and-status",
+                301,
+                "http://example.com/replacement-full",
+            ),
+        ],
+    );
+}
+
+fn redirect_port(s: &mut Suite) {
+    let rules = [
+        redirect_rule("/port", "{port: 8083}"),
+        redirect_rule("/port-and-host", "{hostname: example.org, port: 8083}"),
+        redirect_rule("/port-and-status", "{port: 8083, statusCode: 301}"),
+    ]
+    .concat();
+    redirects(
+        s,
+        "redirect-port",
+        &rules,
+        &[
+            ("/port", 302, "http://example.com:8083/port"),
+            (
+                "/port-and-host",
+                302,
+                "http://example.org:8083/port-and-host",
+            ),
+            (
+                "/port-and-status",
+                301,
+                "http://example.com:8083/port-and-status",
+            ),
+        ],
+    );
+}
+
+fn redirect_scheme(s: &mut Suite) {
+    let rules = [
+        redirect_rule("/scheme", "{scheme: https}"),
+        redirect_rule("/scheme-and-host", "{scheme: https, hostname: example.org}"),
+        redirect_rule("/scheme-and-status", "{scheme: https, statusCode: 301}"),
+    ]
+    .concat();
+    redirects(
+        s,
+        "redirect-scheme",
+        &rules,
+        &[
+            ("/scheme", 302, "https://example.com/scheme"),
+            (
+                "/scheme-and-host",
+                302,
+                "https://example.org/scheme-and-host",
+            ),
+            (
+                "/scheme-and-status",
+                301,
+                "https://example.com/scheme-and-status",
+            ),
+        ],
+    );
+}
+
+fn redirect_port_and_scheme(s: &mut Suite) {
+    let rules = [
+        redirect_rule("/scheme-nil-and-port-nil", "{statusCode: 302}"),
+        redirect_rule("/scheme-nil-and-port-80", "{port: 80}"),
+        redirect_rule("/scheme-nil-and-port-8080", "{port: 8080}"),
+        redirect_rule("/scheme-https-and-port-nil", "{scheme: https}"),
+        redirect_rule("/scheme-https-and-port-443", "{scheme: https, port: 443}"),
+        redirect_rule("/scheme-https-and-port-8443", "{scheme: https, port: 8443}"),
+    ]
+    .concat();
+    redirects(
+        s,
+        "redirect-port-and-scheme",
+        &rules,
+        &[
+            (
+                "/scheme-nil-and-port-nil",
+                302,
+                "http://example.com/scheme-nil-and-port-nil",
+            ),
+            (
+                "/scheme-nil-and-port-80",
+                302,
+                "http://example.com/scheme-nil-and-port-80",
+            ),
+            (
+                "/scheme-nil-and-port-8080",
+                302,
+                "http://example.com:8080/scheme-nil-and-port-8080",
+            ),
+            (
+                "/scheme-https-and-port-nil",
+                302,
+                "https://example.com/scheme-https-and-port-nil",
+            ),
+            (
+                "/scheme-https-and-port-443",
+                302,
+                "https://example.com/scheme-https-and-port-443",
+            ),
+            (
+                "/scheme-https-and-port-8443",
+                302,
+                "https://example.com:8443/scheme-https-and-port-8443",
+            ),
+        ],
+    );
+}
+
+fn rewrite_host(s: &mut Suite) {
+    let name = "rewrite-host";
+    s.apply(&route(name, "", "  - matches: [{path: {type: PathPrefix, value: /one}}]\n    filters: [{type: URLRewrite, urlRewrite: {hostname: one.example.org}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - filters: [{type: URLRewrite, urlRewrite: {hostname: example.org}}]\n    backendRefs: [{name: infra-backend-v2, port: 8080}]\n"));
+    accepted_and_resolved(s, name);
+    for (path, backend, host) in [
+        ("/one", "infra-backend-v1", "one.example.org"),
+        ("/", "infra-backend-v2", "example.org"),
+    ] {
+        let r = s.gw(&crate::get("rewrite.example", path));
+        assert_eq!(
+            (r.code, r.backend(), r.seen_header("host")),
+            (200, backend, Some(host)),
+            "{r:?}"
+        );
+    }
+}
+
+/// Requests to `path`: answered by infra-backend-v1, copies seen by each mirror.
+fn mirrored(s: &mut Suite, name: &str, mirrors: &[&str]) {
+    let filters: String = mirrors
+        .iter()
+        .map(|m| format!("    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: {m}, port: 8080}}}}}}\n"))
+        .collect();
+    s.apply(&route(name, "", &format!("  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]\n    filters:\n{filters}    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n")));
+    accepted_and_resolved(s, name);
+    let path = format!("/{name}/once");
+    let r = s.gw(&crate::get("", &path));
+    assert_eq!((r.code, r.backend()), (200, "infra-backend-v1"), "{r:?}");
+    for m in mirrors {
+        ferrymesh_tests::eventually(
+            std::time::Duration::from_secs(20),
+            &format!("the copy at {m}"),
+            || {
+                let seen = s.seen(m);
+                if seen[path.as_str()].as_u64() == Some(1) {
+                    Ok(())
+                } else {
+                    Err(seen)
+                }
+            },
+        )
+        .expect("mirrored");
+    }
+}
+
+fn request_mirror(s: &mut Suite) {
+    mirrored(s, "request-mirror", &["infra-backend-v2"]);
+}
+
+fn request_multiple_mirrors(s: &mut Suite) {
+    mirrored(
+        s,
+        "request-multiple-mirrors",
+        &["infra-backend-v2", "infra-backend-v3"],
+    );
+}
+
+/// A GRPCRoute on the Gateway; lab-http's client calls `echo.Echo/Unary`.
+fn grpc_route(name: &str, rules: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  rules:\n{rules}---\n", crate::INFRA)
+}
+
+fn grpc_servers(s: &Suite, headers: &[&str]) -> serde_json::Value {
+    let to = format!("{}:{}", s.lab.pod("gateway").ip4, crate::GATEWAY_PORT);
+    s.grpc("outsider", &to, 2, headers)["servers"].clone()
+}
+
+fn grpc_exact_method_matching(s: &mut Suite) {
+    s.apply(&grpc_route("exact-matching", "  - matches: [{method: {service: echo.Echo, method: Unary}}]\n    backendRefs: [{name: infra-backend-v2, port: 9090}]\n  - matches: [{method: {service: echo.Other, method: Unary}}]\n    backendRefs: [{name: infra-backend-v1, port: 9090}]\n"));
+    assert_eq!(grpc_servers(s, &[])["infra-backend-v2"], 2);
+}
+
+fn grpc_route_header_matching(s: &mut Suite) {
+    s.apply(&grpc_route("grpc-header-matching", "  - matches: [{headers: [{name: version, value: one}]}]\n    backendRefs: [{name: infra-backend-v1, port: 9090}]\n  - matches: [{headers: [{name: version, value: two}]}]\n    backendRefs: [{name: infra-backend-v2, port: 9090}]\n"));
+    assert_eq!(grpc_servers(s, &["version:one"])["infra-backend-v1"], 2);
+    assert_eq!(grpc_servers(s, &["version:two"])["infra-backend-v2"], 2);
 }

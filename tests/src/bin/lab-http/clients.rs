@@ -9,7 +9,12 @@ use crate::echo::{self, echo_client::EchoClient};
 
 type Client = EchoClient<tonic::transport::Channel>;
 
-pub async fn grpc_client(to: SocketAddr, count: u32, headers: &[String]) -> Result<()> {
+pub async fn grpc_client(
+    to: SocketAddr,
+    count: u32,
+    headers: &[String],
+    unary_only: bool,
+) -> Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{to}"))?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
@@ -19,6 +24,14 @@ pub async fn grpc_client(to: SocketAddr, count: u32, headers: &[String]) -> Resu
     let mut client = EchoClient::new(channel);
     let start = Instant::now();
     let unary = unary_calls(&mut client, count, headers).await?;
+    if unary_only {
+        let report = serde_json::json!({
+            "unary_ok": unary.ok, "servers": unary.servers, "served_by": unary.served_by,
+            "echoed": unary.echoed,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     let failed = client
         .unary(msg("fail"))
         .await

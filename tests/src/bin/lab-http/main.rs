@@ -53,6 +53,9 @@ enum Cmd {
         /// `name:value` metadata sent with each unary call (repeatable).
         #[arg(long)]
         header: Vec<String>,
+        /// Only the COUNT unary calls (no failing call, no stream).
+        #[arg(long)]
+        unary_only: bool,
     },
     /// COUNT requests to URL on keep-alive connections (CONCURRENCY at a time);
     /// prints statuses and which servers answered.
@@ -136,7 +139,12 @@ fn run(cli: Cli) -> Result<()> {
                 ws,
                 fail_path,
             } => server::serve(name, http, grpc, ws, fail_path).await,
-            Cmd::GrpcClient { to, count, header } => clients::grpc_client(to, count, &header).await,
+            Cmd::GrpcClient {
+                to,
+                count,
+                header,
+                unary_only,
+            } => clients::grpc_client(to, count, &header, unary_only).await,
             Cmd::WsClient { to, count } => clients::ws_client(to, count).await,
             Cmd::Get {
                 url,
