@@ -18,6 +18,9 @@ pub const TESTS: &[crate::Test] = &[
     ("HTTPRouteRedirectPort", redirect_port),
     ("HTTPRouteRedirectScheme", redirect_scheme),
     ("HTTPRouteRedirectPortAndScheme", redirect_port_and_scheme),
+    ("HTTPRoute303Redirect", redirect_303),
+    ("HTTPRoute307Redirect", redirect_307),
+    ("HTTPRoute308Redirect", redirect_308),
     ("HTTPRouteRewriteHost", rewrite_host),
     ("HTTPRouteRequestMirror", request_mirror),
     ("HTTPRouteRequestMultipleMirrors", request_multiple_mirrors),
@@ -477,6 +480,39 @@ fn redirect_port_and_scheme(s: &mut Suite) {
             ),
         ],
     );
+}
+
+/// A POST to the redirect answers `code`, Location keeping the path.
+fn redirect_status(s: &mut Suite, code: u16, path: &str) {
+    let name = format!("{code}-redirect");
+    s.apply(&route(
+        &name,
+        "",
+        &redirect_rule(path, &format!("{{statusCode: {code}}}")),
+    ));
+    accepted_and_resolved(s, &name);
+    let r = s.gw(&Req {
+        method: "POST",
+        ..crate::get("example.com", path)
+    });
+    let location = format!("http://example.com{path}");
+    assert_eq!(
+        (r.code, r.header("location")),
+        (code, Some(location.as_str())),
+        "{r:?}"
+    );
+}
+
+fn redirect_303(s: &mut Suite) {
+    redirect_status(s, 303, "/see-other");
+}
+
+fn redirect_307(s: &mut Suite) {
+    redirect_status(s, 307, "/temporary-redirect");
+}
+
+fn redirect_308(s: &mut Suite) {
+    redirect_status(s, 308, "/permanent-redirect");
 }
 
 fn rewrite_host(s: &mut Suite) {
