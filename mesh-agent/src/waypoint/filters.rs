@@ -76,6 +76,17 @@ pub fn rewrite(
     Uri::from_parts(parts).ok()
 }
 
+/// An authority's host and port (an IPv6 literal keeps its brackets).
+pub fn split_port(authority: &str) -> (&str, Option<u16>) {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
+    }
+}
+
 /// The status and Location of a redirect.
 pub fn redirect(
     uri: &Uri,
@@ -84,13 +95,8 @@ pub fn redirect(
     matched: Option<&PathCond>,
 ) -> (StatusCode, String) {
     let scheme = r.scheme.clone().unwrap_or_else(|| "http".into());
-    let (orig_host, orig_port) = match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => {
-            (h.to_owned(), p.parse::<u16>().ok())
-        }
-        _ => (host.to_owned(), None),
-    };
-    let hostname = r.hostname.clone().unwrap_or(orig_host);
+    let (orig_host, orig_port) = split_port(host);
+    let hostname = r.hostname.clone().unwrap_or_else(|| orig_host.to_owned());
     let default_port = if scheme == "https" { 443 } else { 80 };
     // Gateway API: a given scheme without a port means that scheme's well-known port.
     let port = r.port.or(if r.scheme.is_some() { None } else { orig_port });

@@ -20,19 +20,19 @@ pub struct RequestView<'a> {
     pub host: &'a str,
 }
 
-/// Whether a route's hostnames admit `host` (any when it has none): exact, or
-/// `*.suffix` for one or more labels before the suffix.
-pub fn host_matches(hostnames: &[String], host: &str) -> bool {
-    // Without the port (an IPv6 literal keeps its brackets).
-    let host = match host.rsplit_once(':') {
-        Some((h, port))
-            if (!h.contains(':') || h.ends_with(']')) && port.parse::<u16>().is_ok() =>
-        {
-            h
-        }
-        _ => host,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
+/// Whether a route's hostnames admit the request's authority (any when it has
+/// none): exact, or `*.suffix` for one or more labels before the suffix.
+pub fn host_matches(hostnames: &[String], authority: &str) -> bool {
+    admits(hostnames, bare_host(authority))
+}
+
+/// The host to match hostnames against: no port, no trailing dot.
+fn bare_host(authority: &str) -> &str {
+    let host = super::filters::split_port(authority).0;
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+fn admits(hostnames: &[String], host: &str) -> bool {
     hostnames.is_empty()
         || hostnames.iter().any(|h| match h.strip_prefix('*') {
             Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
@@ -132,10 +132,11 @@ pub fn select<'e>(entries: &'e [Entry], r: &RequestView<'_>) -> Option<&'e Entry
     } else {
         &[Protocol::Http]
     };
+    let host = bare_host(r.host);
     protocols.iter().find_map(|proto| {
         applicable(entries, r.namespace, r.port)
             .filter(|e| e.protocol == *proto)
-            .find(|e| host_matches(&e.rule.hostnames, r.host) && matches(&e.m, r))
+            .find(|e| admits(&e.rule.hostnames, host) && matches(&e.m, r))
     })
 }
 
